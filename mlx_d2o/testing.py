@@ -1,0 +1,75 @@
+"""Tiny random llama models for tests and benchmarks: a real mlx-lm directory, built offline.
+
+The tokenizer is byte-level (256 byte tokens plus ChatML's specials), so any text encodes and
+the chat template behaves like SmolLM2's; the weights are random, so text it generates is noise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def tiny_tokenizer():
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from .models import _bytes_to_unicode
+
+    alphabet = [c for _, c in sorted(_bytes_to_unicode().items())]
+    vocab = {t: i for i, t in enumerate(SPECIALS + alphabet)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                 pad_token="<|im_end|>", unk_token="<|endoftext|>", clean_up_tokenization_spaces=False)
+    hf.chat_template = CHATML_TEMPLATE
+    return hf
+
+
+def make_tiny_model(path: str | Path, *, seed: int = 0, hidden_size: int = 64, num_layers: int = 2,
+                    num_heads: int = 4, num_kv_heads: int = 2, intermediate_size: int = 128,
+                    tie_word_embeddings: bool = False, quantize: bool = False, context: int = 1024) -> Path:
+    """Write a random llama model directory at PATH that `mlx_lm.load` reads."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import llama
+    from mlx_lm.utils import quantize_model, save_config
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = tiny_tokenizer()
+    config = {
+        "model_type": "llama",
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_layers,
+        "intermediate_size": intermediate_size,
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": num_kv_heads,
+        "rms_norm_eps": 1e-5,
+        "vocab_size": len(tok),
+        "rope_theta": 10000.0,
+        "max_position_embeddings": context,
+        "tie_word_embeddings": tie_word_embeddings,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
+    mx.random.seed(seed)
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    mx.eval(model.parameters())
+    if quantize:
+        model, config = quantize_model(model, config, group_size=32, bits=4)
+    weights = dict(tree_flatten(model.parameters()))
+    mx.save_safetensors(str(path / "model.safetensors"), weights, metadata={"format": "mlx"})
+    save_config(config, path / "config.json")
+    tok.save_pretrained(str(path))
+    return path
