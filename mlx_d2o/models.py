@@ -146,7 +146,7 @@ def _gguf_tokenizer(meta: dict):
     types = [int(t) for t in meta["tokenizer.ggml.token_type"].tolist()] if "tokenizer.ggml.token_type" in meta else [1] * len(tokens)
     if kind == "gpt2":
         vocab = {t: i for i, t in enumerate(tokens)}
-        merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
+        merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
         tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=False))
         pre = meta.get("tokenizer.ggml.pre", "gpt2")
         if pre in ("llama-bpe", "llama3", "dbrx", "smaug-bpe"):
