@@ -1,0 +1,602 @@
+"""Fuse a trained adapter into its base model, write a model card, upload to the Hugging Face Hub.
+
+The fused directory is an ordinary mlx-lm model directory (safetensors shards, `config.json`,
+tokenizer files, chat template), so `mlx_lm.load`, LM Studio and the Hub read it without
+mlx-d2o. The fuse itself is mlx-lm's: every LoRA / DoRA layer's own `fuse()` (which, over a
+quantized base, dequantizes, adds the low-rank update and requantizes with the layer's own
+settings), then `mlx_lm.utils.save`. What this module adds around it: checks before any work,
+a write that is all-or-nothing, a D2O model card, and an upload whose failure leaves OUT intact.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from .errors import D2OError
+from .models import DEFAULT_MODEL, file_fingerprint
+
+# Hub repos of the embedded models' originals, for the card's `base_model` (the GGUF metadata
+# only holds a free-text name, which the Hub would reject as a base model).
+EMBEDDED_HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class FuseArgs:
+    """Settings of `mlx-d2o fuse`; field names are the flags' (as in `mlx_lm.fuse`).
+
+    Args:
+        model: Base model: embedded name, `.gguf`, mlx-lm directory or Hub repo id.
+        adapter_path: Adapter directory (`adapters.safetensors` + `adapter_config.json`).
+        save_path: Directory to write the fused model to (OUT).
+        dequantize: Write float weights even if the base is quantized.
+        quantize: (Re)quantize the fused weights with `q_bits` / `q_group_size`.
+        q_bits: Bits per weight for `quantize`.
+        q_group_size: Group size for `quantize`.
+        upload_repo: Hub repo `user/name` to upload OUT to.
+        private: Create the Hub repo as private.
+        dry_run: Print what would be written and uploaded; write and upload nothing.
+        overwrite: Replace OUT if it exists and is not empty.
+        report: Directory of an `mlx-d2o eval` report (default: look beside the adapter).
+    """
+
+    model: str = DEFAULT_MODEL
+    adapter_path: str = "adapters"
+    save_path: str = "fused_model"
+    dequantize: bool = False
+    quantize: bool = False
+    q_bits: int = 4
+    q_group_size: int = 64
+    upload_repo: Optional[str] = None
+    private: bool = False
+    dry_run: bool = False
+    overwrite: bool = False
+    report: Optional[str] = None
+
+
+@dataclass
+class FuseResult:
+    save_path: Path
+    files: list  # [(name, bytes)], bytes estimated for a dry run
+    quantization: Optional[dict]
+    url: Optional[str] = None  # the Hub repo's URL when uploaded (or, in a dry run, where it would go)
+    uploaded: bool = False
+    warnings: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks that run before any work
+# ---------------------------------------------------------------------------------------------
+
+def check_quantization(bits: int, group_size: int) -> None:
+    """Refuse quantization settings MLX cannot do, asking MLX itself (supported sets vary by version)."""
+    import mlx.core as mx
+
+    try:
+        mx.eval(mx.quantize(mx.zeros((1, 4 * int(group_size))), group_size=int(group_size), bits=int(bits)))
+    except Exception as e:
+        raise D2OError(
+            f"unsupported quantization --q-bits {bits} --q-group-size {group_size} "
+            f"(MLX's affine quantization takes bits 2, 3, 4, 5, 6, 8 and group sizes 32, 64, 128): {e}"
+        ) from None
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise D2OError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise D2OError(f"{out} exists and is not empty (use --overwrite to replace it)")
+
+
+def check_args(args: FuseArgs) -> None:
+    if args.quantize and args.dequantize:
+        raise D2OError("--quantize and --dequantize contradict each other: pick one")
+    if args.quantize:
+        check_quantization(args.q_bits, args.q_group_size)
+    if args.upload_repo is not None and not _HUB_ID.match(args.upload_repo):
+        raise D2OError(f"--upload-repo {args.upload_repo!r}: expected a Hub repo id like 'user/name'")
+    adapter = Path(args.adapter_path)
+    for name in ("adapter_config.json", "adapters.safetensors"):
+        if not (adapter / name).is_file():
+            raise D2OError(f"{adapter}: not an adapter directory ({name} is missing)")
+    check_out_dir(Path(args.save_path), args.overwrite)
+
+
+def read_adapter_config(adapter_path: str | Path) -> dict:
+    path = Path(adapter_path) / "adapter_config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise D2OError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    if not isinstance(cfg, dict):
+        raise D2OError(f"{path}: expected a JSON object")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Fusing
+# ---------------------------------------------------------------------------------------------
+
+def load_for_fuse(model: str, adapter_path: str):
+    """Base as stored (quantized stays quantized: `dequantize=False`), with the adapter on it."""
+    from .models import load
+
+    try:
+        return load(model, adapter_path=str(adapter_path), dequantize=False, return_info=True)
+    except (ValueError, KeyError) as e:
+        # mlx-lm's load_adapters raises these for tensors or LoRA settings the base does not have.
+        raise D2OError(f"{adapter_path}: the adapter does not fit the base model {model}: {e}") from None
+
+
+def fuse_model(net, dequantize: bool = False, evaluate: bool = True, progress: bool = True) -> int:
+    """Replace every adapter layer by its fused linear, in place. Returns how many were fused.
+
+    Each layer's `fuse()` is mlx-lm's. Unlike mlx-lm's fuse script, layers are swapped in and
+    evaluated one at a time: the adapter layer (and its copy of the base weight) is freed as we
+    go, so peak memory stays near one model, and the bar shows real progress.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_unflatten
+    from tqdm import tqdm
+
+    names = [n for n, m in net.named_modules() if hasattr(m, "fuse")]
+    modules = dict(net.named_modules())
+    for name in tqdm(names, desc="fusing", unit="layer", file=sys.stderr, disable=not progress or not names):
+        fused = modules.pop(name).fuse(dequantize=dequantize)
+        if evaluate:
+            mx.eval(fused.parameters())
+        net.update_modules(tree_unflatten([(name, fused)]))
+    return len(names)
+
+
+def fused_config(config: dict, dequantized: bool) -> dict:
+    config = copy.deepcopy(config)
+    if dequantized:
+        config.pop("quantization", None)
+        config.pop("quantization_config", None)
+    return config
+
+
+def quantization_of(config: dict) -> Optional[dict]:
+    q = config.get("quantization")
+    return {k: v for k, v in q.items() if k in ("bits", "group_size", "mode")} if q else None
+
+
+def weight_files(net) -> list:
+    """[(file name, bytes)] of the shards `mlx_lm.utils.save_model` would write (sizes from shapes)."""
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import make_shards
+
+    shards = make_shards(dict(tree_flatten(net.parameters())))
+    fmt = "model-{:05d}-of-{:05d}.safetensors" if len(shards) > 1 else "model.safetensors"
+    return [(fmt.format(i + 1, len(shards)), sum(v.nbytes for v in s.values())) for i, s in enumerate(shards)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Model card
+# ---------------------------------------------------------------------------------------------
+
+def _front_matter(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        return {}
+    text = path.read_text(encoding="utf-8", errors="replace")
+    m = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.S)
+    if not m:
+        return {}
+    try:
+        data = yaml.safe_load(m.group(1))
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def base_model_id(model: str, path: Path) -> Optional[str]:
+    """The Hub repo the base came from, when we can tell: embedded name, Hub id, Hub cache path, card."""
+    if model in EMBEDDED_HUB_IDS:
+        return EMBEDDED_HUB_IDS[model]
+    if _HUB_ID.match(model) and not Path(model).exists():
+        return model
+    m = re.search(r"models--([^/]+?)--([^/]+)/snapshots/", str(path))
+    if m:
+        return f"{m.group(1)}/{m.group(2)}"
+    bm = _front_matter(path / "README.md").get("base_model")
+    if isinstance(bm, list) and len(bm) == 1:
+        bm = bm[0]
+    return bm if isinstance(bm, str) and _HUB_ID.match(bm) else None
+
+
+def base_license(path: Path) -> Optional[str]:
+    src = path / "gguf_source.json"
+    if src.is_file():
+        try:
+            lic = json.loads(src.read_text()).get("license")
+        except (json.JSONDecodeError, AttributeError):
+            lic = None
+        if isinstance(lic, str) and lic:
+            return lic
+    lic = _front_matter(path / "README.md").get("license")
+    return lic if isinstance(lic, str) else None
+
+
+def last_metrics(adapter_path: Path) -> dict:
+    """The last training and validation losses in `metrics.jsonl` beside the adapter, with their steps."""
+    path = adapter_path / "metrics.jsonl"
+    out = {}
+    if not path.is_file():
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a run killed mid-write leaves a partial last line
+            if not isinstance(row, dict):
+                continue
+            step = row.get("step", row.get("iteration", row.get("iter")))
+            split = row.get("split")
+            if split in ("train", "val") and isinstance(row.get("loss"), (int, float)):
+                out[split] = (row["loss"], step)
+                continue
+            for key, name in (("train/loss", "train"), ("train_loss", "train"), ("val/loss", "val"),
+                              ("val_loss", "val"), ("loss", "train")):
+                if isinstance(row.get(key), (int, float)):
+                    out[name] = (row[key], step)
+                    break
+    return out
+
+
+def _markdown_tables(text: str) -> list:
+    tables, cur = [], []
+    for line in text.splitlines():
+        if line.lstrip().startswith("|"):
+            cur.append(line.strip())
+        elif cur:
+            tables.append("\n".join(cur))
+            cur = []
+    if cur:
+        tables.append("\n".join(cur))
+    return [t for t in tables if t.count("\n") >= 2]  # header, rule, at least one row
+
+
+def _flatten(d, prefix=""):
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _flatten(v, key + ".")
+        elif isinstance(v, (int, float, str)) and not isinstance(v, bool):
+            yield key, v
+
+
+def eval_section(report_dir: Optional[Path]) -> Optional[str]:
+    """The eval table(s) from `report.md`, else the scalar results in `report.json`, as Markdown."""
+    if report_dir is None:
+        return None
+    md, js = report_dir / "report.md", report_dir / "report.json"
+    if md.is_file():
+        tables = _markdown_tables(md.read_text(encoding="utf-8", errors="replace"))
+        if tables:
+            return "\n\n".join(tables)
+    if js.is_file():
+        try:
+            data = json.loads(js.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None
+        if isinstance(data, dict):
+            rows = [(k, v) for k, v in _flatten(data) if not isinstance(v, str) or len(v) < 80][:60]
+            if rows:
+                return "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {_fmt(v)} |" for k, v in rows)
+    return None
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v).replace("|", "\\|")
+
+
+# Labels for the `d2o` block the trainer writes into adapter_config.json, in the card's order
+# (older or hand-written adapters may use the alternative names).
+_D2O_FIELDS = [
+    (("loss",), "loss"),
+    (("alpha",), "α (weight of the human negative)"),
+    (("beta",), "β"),
+    (("K", "num_samples"), "K (self-generated samples per prompt)"),
+    (("steps",), "steps trained"),
+    (("iters",), "steps planned"),
+    (("batch_size",), "batch size"),
+    (("grad_accumulation_steps",), "gradient accumulation steps"),
+    (("refresh_every",), "online reference refresh every (steps)"),
+    (("data_fingerprint",), "data fingerprint"),
+    (("base_model",), "trained on base"),
+    (("base_model_fingerprint", "base_fingerprint"), "base model fingerprint at training"),
+]
+
+
+def _datasets(d2o: dict) -> list:
+    ds = d2o.get("datasets", d2o.get("dataset"))
+    ds = [ds] if isinstance(ds, str) else ds if isinstance(ds, list) else []
+    # Only Hub dataset ids belong in `datasets:`; a local file path would be rejected by the Hub.
+    return [d for d in ds if isinstance(d, str) and _HUB_ID.match(d) and not Path(d).exists()]
+
+
+def model_card(*, name: str, base_model: Optional[str], base_label: str, license: Optional[str],
+               adapter_config: dict, metrics: dict, eval_table: Optional[str], quantization: Optional[dict],
+               dtype: str, fingerprints: dict) -> str:
+    """README.md: Hub front matter (YAML) and Markdown with the training settings and eval results."""
+    import yaml
+
+    d2o = adapter_config.get("d2o") if isinstance(adapter_config.get("d2o"), dict) else {}
+    ftype = adapter_config.get("fine_tune_type", "lora")
+    meta = {}
+    if base_model:
+        meta["base_model"] = base_model
+    meta["library_name"] = "mlx"
+    meta["pipeline_tag"] = "text-generation"
+    if license:
+        meta["license"] = license
+    tags = ["mlx", "d2o", "alignment", ftype]
+    loss = d2o.get("loss")
+    if isinstance(loss, str) and loss not in tags:
+        tags.append(loss)
+    meta["tags"] = tags
+    datasets = _datasets(d2o)
+    if datasets:
+        meta["datasets"] = datasets
+
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "", f"# {name}", ""]
+    lines += [
+        f"This model is {base_label} aligned with **Distributional Dispreference Optimization** "
+        "(D2O; Duan et al., 2024, [arXiv:2403.03419](https://arxiv.org/abs/2403.03419)) using only "
+        "human-labelled *negative* responses, with mlx-d2o on MLX. "
+        f"The {ftype.upper() if ftype != 'full' else 'full fine-tune'} adapter is fused into the weights: "
+        "it loads as a standalone model.",
+        "",
+        "## Training",
+        "",
+        "| setting | value |",
+        "|---|---|",
+    ]
+    rows, used = [], {"dataset", "datasets", "samples"}
+    for keys, label in _D2O_FIELDS:
+        key = next((k for k in keys if d2o.get(k) is not None), None)
+        used.update(keys)
+        if key is not None:
+            rows.append((label, d2o[key]))
+    rows += [(k, v) for k, v in d2o.items() if k not in used and isinstance(v, (int, float, str, bool))]
+    if not d2o and "iters" in adapter_config:
+        rows.append(("steps", adapter_config["iters"]))
+    if datasets:
+        rows.append(("datasets", ", ".join(datasets)))
+    lp = adapter_config.get("lora_parameters") or {}
+    if ftype != "full":
+        rows.append(("adapter", f"{ftype}, rank {lp.get('rank', '?')}, scale {lp.get('scale', '?')}, "
+                                f"last {adapter_config.get('num_layers', '?')} layers"))
+    for k in ("learning_rate", "batch_size", "seed"):
+        if k in adapter_config and k not in d2o:
+            rows.append((k.replace("_", " "), adapter_config[k]))
+    for kind in ("train", "val"):
+        if kind in metrics:
+            v, step = metrics[kind]
+            rows.append((f"final {kind} loss", f"{_fmt(float(v))}" + (f" (step {step})" if step is not None else "")))
+    if not d2o:
+        rows.append(("note", "adapter_config.json has no `d2o` block: training settings unknown"))
+    lines += [f"| {label} | {_fmt(v)} |" for label, v in rows]
+    if eval_table:
+        lines += ["", "## Evaluation", "", eval_table]
+    q = (f"{quantization.get('bits')}-bit affine, group size {quantization.get('group_size')}"
+         if quantization else f"not quantized ({dtype})")
+    lines += [
+        "",
+        "## Weights",
+        "",
+        f"- quantization: {q}",
+        *[f"- {k}: `{v}`" for k, v in fingerprints.items()],
+        "",
+        "## Use with mlx",
+        "",
+        "```bash",
+        "pip install mlx-lm",
+        "```",
+        "",
+        "```python",
+        "from mlx_lm import load, generate",
+        "",
+        f'model, tokenizer = load("{name}")',
+        'messages = [{"role": "user", "content": "hello"}]',
+        "prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)",
+        "print(generate(model, tokenizer, prompt=prompt, max_tokens=128))",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing and uploading
+# ---------------------------------------------------------------------------------------------
+
+def write_dir(out: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
+    """Run WRITE into a temp folder beside OUT, then rename it into place.
+
+    A failure midway leaves no OUT (and, with --overwrite, the old OUT untouched): the old one is
+    only moved aside once the new one is complete, and removed after the swap.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    old = None
+    try:
+        write(tmp)
+        check_out_dir(out, overwrite)  # again: something may have appeared while we worked
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "x")
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out.exists():
+            os.replace(old / "x", out)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def hub_url(repo: str) -> str:
+    from huggingface_hub import constants
+
+    return f"{constants.ENDPOINT.rstrip('/')}/{repo}"
+
+
+def hub_token() -> Optional[str]:
+    """The token huggingface_hub would use (HF_TOKEN or `hf auth login`); never printed."""
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def upload(out: Path, repo: str, private: bool = False) -> str:
+    """Create REPO if needed, upload OUT, return the repo URL. Errors name no token."""
+    from huggingface_hub import HfApi
+
+    token = hub_token()
+    try:
+        api = HfApi()
+        url = api.create_repo(repo, exist_ok=True, private=private, repo_type="model")
+        api.upload_folder(repo_id=repo, folder_path=str(out), repo_type="model",
+                          commit_message="Upload D2O-aligned model fused with mlx-d2o")
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if token:
+            msg = msg.replace(token, "***")
+        raise D2OError(
+            f"upload to {hub_url(repo)} failed ({type(e).__name__}: {msg[:300]}). The fused model in {out} "
+            f"is complete; upload it later with: hf upload {repo} {out} ."
+        ) from None
+    return str(url)
+
+
+# ---------------------------------------------------------------------------------------------
+# The step
+# ---------------------------------------------------------------------------------------------
+
+def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
+    """Fuse `args.adapter_path` into `args.model`, write `args.save_path`, optionally upload it.
+
+    Everything that can be refused (settings, OUT, adapter files, adapter/base shapes, a missing
+    Hub token) is refused before anything is written.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import dequantize_model, quantize_model, save
+
+    check_args(args)
+    out, adapter = Path(args.save_path), Path(args.adapter_path)
+    if args.upload_repo and not args.dry_run and not hub_token():
+        raise D2OError("--upload-repo needs a Hugging Face token: set HF_TOKEN or run `hf auth login` "
+                       "(nothing was written)")
+    adapter_config = read_adapter_config(adapter)
+    net, tokenizer, info = load_for_fuse(args.model, str(adapter))
+
+    warnings = []
+    d2o = adapter_config.get("d2o") if isinstance(adapter_config.get("d2o"), dict) else {}
+    trained_on = d2o.get("base_model_fingerprint") or d2o.get("base_fingerprint")
+    if trained_on and trained_on != info.fingerprint:
+        # Shapes fit (load checked them), so this is another copy or format of a same-shaped
+        # model, e.g. a float original of the quantized base the adapter was trained on: allowed,
+        # but said.
+        warnings.append(f"the adapter was trained on a base with fingerprint {trained_on}, this base's is "
+                        f"{info.fingerprint}: same shapes, but check it is the same model")
+
+    n = fuse_model(net, dequantize=args.dequantize or args.quantize, evaluate=not args.dry_run,
+                   progress=not args.dry_run)
+    if n == 0 and adapter_config.get("fine_tune_type", "lora") != "full":
+        raise D2OError(f"{adapter}: no adapter layers found in the model after loading the adapter")
+    config = fused_config(info.config, dequantized=args.dequantize or args.quantize)
+    if args.dequantize or args.quantize:
+        dequantize_model(net)
+    if args.quantize:
+        net, config = quantize_model(net, config, group_size=args.q_group_size, bits=args.q_bits)
+    quant = quantization_of(config)
+
+    floats = {str(v.dtype).replace("mlx.core.", "") for _, v in tree_flatten(net.parameters())
+              if mx.issubdtype(v.dtype, mx.floating)}
+    report_dir = Path(args.report) if args.report else adapter
+    if args.report and not report_dir.is_dir():
+        raise D2OError(f"--report {report_dir}: no such directory")
+    card = model_card(
+        name=args.upload_repo or out.name,
+        base_model=base_model_id(args.model, info.path),
+        base_label=f"`{base_model_id(args.model, info.path) or args.model}`",
+        license=base_license(info.path),
+        adapter_config=adapter_config,
+        metrics=last_metrics(adapter),
+        eval_table=eval_section(report_dir),
+        quantization=quant,
+        dtype="/".join(sorted(floats)) or "float",
+        fingerprints={"base fingerprint": info.fingerprint,
+                      "adapter fingerprint": file_fingerprint(adapter / "adapters.safetensors")},
+    )
+
+    def write(dst: Path) -> None:
+        # mlx-lm's save: shards, index, config (quantization included), tokenizer with chat
+        # template, generation_config.json. It also writes a bare model card; ours replaces it.
+        save(dst, str(info.path), net, tokenizer, config, donate_model=False)
+        (dst / "README.md").write_text(card, encoding="utf-8")
+
+    url = hub_url(args.upload_repo) if args.upload_repo else None
+    if args.dry_run:
+        files = _planned_files(net, tokenizer, config, card)
+        log(f"dry run: would write {out}{' (replacing it)' if out.exists() else ''}")
+        for fname, size in files:
+            log(f"  {fname:<40} {_human(size)}")
+        log(f"  {'total':<40} {_human(sum(s for _, s in files))}")
+        if url:
+            log(f"dry run: would upload to {url} ({'private' if args.private else 'public'}); "
+                f"Hugging Face token {'found' if hub_token() else 'NOT found: set HF_TOKEN or run `hf auth login`'}")
+        log("dry run: nothing written, nothing uploaded")
+        return FuseResult(out, files, quant, url=url, warnings=warnings)
+
+    write_dir(out, args.overwrite, write)
+    files = sorted((p.name, p.stat().st_size) for p in out.iterdir() if p.is_file())
+    result = FuseResult(out, files, quant, url=url, warnings=warnings)
+    if args.upload_repo:
+        result.url = upload(out, args.upload_repo, private=args.private)
+        result.uploaded = True
+    return result
+
+
+def _planned_files(net, tokenizer, config, card: str) -> list:
+    """What `write` would produce, without writing OUT: weight sizes from shapes, the rest rendered.
+
+    The tokenizer files are rendered in a private temp folder (a few MB), removed right after.
+    """
+    from mlx_lm.utils import save_config
+
+    files = weight_files(net)
+    files.append(("model.safetensors.index.json", None))
+    with tempfile.TemporaryDirectory(prefix="mlx-d2o-dry-run-") as tmp:
+        save_config(copy.deepcopy(config), Path(tmp) / "config.json")
+        tokenizer.save_pretrained(tmp)
+        files += [(p.name, p.stat().st_size) for p in sorted(Path(tmp).iterdir()) if p.is_file()]
+    files.append(("README.md", len(card.encode("utf-8"))))
+    return [(n, s if s is not None else 0) for n, s in files]
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

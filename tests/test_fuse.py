@@ -1,0 +1,388 @@
+"""`mlx-d2o fuse`: fused logits equal base-plus-adapter logits, the directory is a plain mlx-lm model,
+the card parses, bad input is refused before anything is written, and uploads fail cleanly offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import needs_smollm2, write_jsonl
+
+TOKENS = [[1, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 2, 1, 33, 44]]
+D2O_META = {"loss": "d2o", "alpha": 0.1, "beta": 0.1, "K": 11, "iters": 200, "steps": 200,
+            "data_fingerprint": "0123456789abcdef", "dataset": "org/negatives"}
+
+
+def make_adapter(base: Path, out: Path, *, dora: bool = False, seed: int = 0, num_layers: int = 2,
+                 rank: int = 4, scale: float = 2.0, b_std: float = 0.3, d2o: dict | None = D2O_META) -> Path:
+    """An mlx-lm adapter directory with random non-zero LoRA B (a fresh adapter would be a no-op)."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm import load
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    model, _ = load(str(base))
+    model.freeze()
+    params = {"rank": rank, "scale": scale, "dropout": 0.0}
+    mx.random.seed(seed)
+    linear_to_lora_layers(model, num_layers, params, use_dora=dora)
+    trainable = dict(tree_flatten(model.trainable_parameters()))
+    for k, v in trainable.items():
+        if k.endswith(".lora_b"):
+            trainable[k] = b_std * mx.random.normal(v.shape)
+        elif k.endswith(".m"):  # DoRA magnitudes: move them too, so the test sees their fuse
+            trainable[k] = v * (1 + 0.2 * mx.random.uniform(shape=v.shape))
+    out.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(out / "adapters.safetensors"), trainable)
+    cfg = {"fine_tune_type": "dora" if dora else "lora", "num_layers": num_layers, "lora_parameters": params,
+           "model": str(base)}
+    if d2o is not None:
+        cfg["d2o"] = d2o
+    (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+    return out
+
+
+def logits(model_path, adapter_path=None, tokens=TOKENS) -> np.ndarray:
+    """Logits through plain mlx-lm (no mlx-d2o code on this side of the comparison)."""
+    import mlx.core as mx
+    from mlx_lm import load
+
+    model, _ = load(str(model_path), adapter_path=str(adapter_path) if adapter_path else None)
+    out = model(mx.array(tokens))
+    return np.array(out.astype(mx.float32))
+
+
+def do_fuse(**kw):
+    from mlx_d2o.fuse import FuseArgs, fuse
+
+    lines = []
+    result = fuse(FuseArgs(**kw), log=lines.append)
+    return result, "\n".join(lines)
+
+
+def run_cli(args, capsys):
+    """The real CLI entry point in-process: returns (exit code, stdout, stderr)."""
+    from mlx_d2o import cli
+
+    old = sys.argv
+    sys.argv = ["mlx-d2o", *map(str, args)]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = old
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def config(path) -> dict:
+    return json.loads((Path(path) / "config.json").read_text())
+
+
+def front_matter(readme: Path):
+    import yaml
+
+    text = readme.read_text()
+    m = re.match(r"^---\n(.*?)\n---\n(.*)$", text, re.S)
+    assert m, "README.md must start with YAML front matter"
+    return yaml.safe_load(m.group(1)), m.group(2)
+
+
+@pytest.fixture(scope="module")
+def lora(tiny_model, tmp_path_factory):
+    return make_adapter(tiny_model, tmp_path_factory.mktemp("lora") / "adapters")
+
+
+# ---------------------------------------------------------------------------------------------
+# Equivalence
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
+def test_fused_float_base_equals_base_plus_adapter(tiny_model, tmp_path, dora):
+    adapter = make_adapter(tiny_model, tmp_path / "a", dora=dora, seed=3)
+    res, _ = do_fuse(model=str(tiny_model), adapter_path=str(adapter), save_path=str(tmp_path / "out"))
+    ref, base, fused = logits(tiny_model, adapter), logits(tiny_model), logits(res.save_path)
+    effect = np.abs(base - ref).max()
+    assert effect > 0.5, "the adapter must change the logits, or the test proves nothing"
+    # Same float32 math in another order (x@W + (x@A)@B vs x@(W + BA)): rounding only.
+    np.testing.assert_allclose(fused, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    assert "quantization" not in config(res.save_path)
+
+
+@pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
+def test_quantized_base_dequantized_fuse_equals_base_plus_adapter(tiny_quantized_model, tmp_path, dora):
+    adapter = make_adapter(tiny_quantized_model, tmp_path / "a", dora=dora, seed=4)
+    res, _ = do_fuse(model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "out"),
+                     dequantize=True)
+    cfg = config(res.save_path)
+    assert "quantization" not in cfg and "quantization_config" not in cfg
+    ref, base, fused = logits(tiny_quantized_model, adapter), logits(tiny_quantized_model), logits(res.save_path)
+    assert np.abs(base - ref).max() > 0.5
+    # base+adapter runs the quantized kernel on the same dequantized values the fused weights
+    # hold exactly, so again only float rounding separates them.
+    np.testing.assert_allclose(fused, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
+def test_quantized_base_stays_quantized(tiny_quantized_model, tmp_path, dora):
+    """Kept quantized: each fused weight is exactly quantize(W + ΔW) with the base's own settings,
+    so it is within one quantization step of W + ΔW; the logits are close, not equal."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx_lm import load
+
+    adapter = make_adapter(tiny_quantized_model, tmp_path / "a", dora=dora, seed=5)
+    res, _ = do_fuse(model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "out"))
+    assert config(res.save_path)["quantization"] == config(tiny_quantized_model)["quantization"]
+
+    ref_model, _ = load(str(tiny_quantized_model), adapter_path=str(adapter))
+    fused_model, _ = load(str(res.save_path))
+    checked = 0
+    for i, layer in enumerate(fused_model.layers):
+        for name in ("q_proj", "v_proj"):
+            q = getattr(layer.self_attn, name)
+            assert isinstance(q, nn.QuantizedLinear)
+            want = getattr(ref_model.layers[i].self_attn, name).fuse(dequantize=True).weight  # W + ΔW, float
+            wq, scales, biases = mx.quantize(want, group_size=q.group_size, bits=q.bits)
+            np.testing.assert_array_equal(np.array(q.weight), np.array(wq))
+            np.testing.assert_allclose(np.array(q.scales), np.array(scales), rtol=1e-6)
+            got = mx.dequantize(q.weight, q.scales, q.biases, group_size=q.group_size, bits=q.bits)
+            # MLX's affine quantizer maps the larger-magnitude end of each group exactly, which can
+            # cost up to one step (not half) at the other end: measured 0.98 step on random data.
+            step = mx.abs(mx.repeat(q.scales, q.group_size, axis=-1))
+            assert np.array(mx.abs(got - want) / step).max() <= 1.0 + 1e-4
+            assert np.abs(np.array(got - want)).max() > 0  # requantized: not float-exact
+            checked += 1
+    assert checked == 4
+
+    ref, base, fused = logits(tiny_quantized_model, adapter), logits(tiny_quantized_model), logits(res.save_path)
+    effect, err = np.abs(base - ref).max(), np.abs(fused - ref).max()
+    # 4-bit requantization noise is of the size of the base's own quantization noise: far below
+    # what the adapter changes, but not float rounding either.
+    assert err < 0.25 * effect, (err, effect)
+    assert err > 1e-6
+
+
+def test_requantize_float_base_8bit(tiny_model, lora, tmp_path):
+    res, _ = do_fuse(model=str(tiny_model), adapter_path=str(lora), save_path=str(tmp_path / "out"),
+                     quantize=True, q_bits=8, q_group_size=32)
+    q = config(res.save_path)["quantization"]
+    assert (q["bits"], q["group_size"]) == (8, 32)
+    assert res.quantization["bits"] == 8
+    ref, base, fused = logits(tiny_model, lora), logits(tiny_model), logits(res.save_path)
+    err, effect = np.abs(fused - ref).max(), np.abs(base - ref).max()
+    assert 1e-6 < err < 0.05 * effect, (err, effect)  # 8 bits: 16x finer steps than 4
+
+
+# ---------------------------------------------------------------------------------------------
+# The directory and the card
+# ---------------------------------------------------------------------------------------------
+
+def test_fused_dir_is_plain_mlx_lm_model_and_generates(tiny_model, lora, tmp_path):
+    from mlx_lm import generate, load
+
+    (lora / "metrics.jsonl").write_text(
+        json.dumps({"step": 100, "split": "train", "loss": 0.61}) + "\n"
+        + json.dumps({"step": 100, "split": "val", "loss": 0.65}) + "\n"
+        + json.dumps({"step": 200, "split": "train", "loss": 0.4321}) + "\n{\"step\": 2")  # killed mid-line
+    (lora / "report.md").write_text("# Eval\n\nSome text.\n\n| model | harmful rate | win rate |\n|---|---|---|\n"
+                                    "| base | 0.40 | - |\n| adapter | 0.10 | 0.62 |\n\nMore text.\n")
+    try:
+        res, _ = do_fuse(model=str(tiny_model), adapter_path=str(lora), save_path=str(tmp_path / "out"),
+                         upload_repo=None)
+    finally:
+        for f in ("metrics.jsonl", "report.md"):
+            (lora / f).unlink()
+    out = res.save_path
+    names = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "README.md"} <= names
+    assert not any(n.startswith(".") for n in os.listdir(tmp_path)), "no temp folders left beside OUT"
+
+    model, tok = load(str(out))
+    assert tok.chat_template is not None
+    prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    text = generate(model, tok, prompt=prompt, max_tokens=5)
+    assert isinstance(text, str) and len(tok.encode(text, add_special_tokens=False)) >= 1
+
+    meta, body = front_matter(out / "README.md")
+    assert meta["library_name"] == "mlx"
+    assert {"mlx", "d2o", "lora"} <= set(meta["tags"])
+    assert meta["datasets"] == ["org/negatives"]
+    assert "base_model" not in meta  # a local random model has no Hub id; a made-up one would be wrong
+    assert "| α (weight of the human negative) | 0.1 |" in body
+    assert "| K (self-generated samples per prompt) | 11 |" in body
+    assert "| final train loss | 0.4321 (step 200) |" in body
+    assert "| final val loss | 0.65 (step 100) |" in body
+    assert "| adapter | 0.10 | 0.62 |" in body and "## Evaluation" in body
+    assert "0123456789abcdef" in body
+
+
+def test_card_without_d2o_block_and_report_dir(tiny_model, tmp_path):
+    adapter = make_adapter(tiny_model, tmp_path / "a", d2o=None)
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "report.json").write_text(json.dumps({"adapter": {"harmful_rate": 0.125}, "n": 40}))
+    res, _ = do_fuse(model=str(tiny_model), adapter_path=str(adapter), save_path=str(tmp_path / "out"),
+                     report=str(rep))
+    meta, body = front_matter(res.save_path / "README.md")
+    assert "datasets" not in meta and "d2o" in meta["tags"]
+    assert "training settings unknown" in body
+    assert "| adapter.harmful_rate | 0.125 |" in body
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: refused, exit 2, nothing written
+# ---------------------------------------------------------------------------------------------
+
+def test_existing_out_refused_without_overwrite(tiny_model, lora, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    args = ["fuse", "--model", tiny_model, "--adapter-path", lora, "--save-path", out]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "not empty" in err and "--overwrite" in err
+    assert os.listdir(out) == ["keep.txt"]
+
+    code, stdout, err = run_cli(args + ["--overwrite"], capsys)
+    assert code == 0, err
+    assert "keep.txt" not in os.listdir(out) and (out / "model.safetensors").exists()
+    assert "wrote" in stdout
+
+
+def test_failure_midway_leaves_no_out(tiny_model, lora, tmp_path, monkeypatch):
+    import mlx_lm.utils
+
+    from mlx_d2o.errors import D2OError
+
+    def broken_save_config(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(mlx_lm.utils, "save_config", broken_save_config)  # after the weights are written
+    with pytest.raises(OSError, match="disk full"):
+        do_fuse(model=str(tiny_model), adapter_path=str(lora), save_path=str(tmp_path / "out"))
+    assert os.listdir(tmp_path) == [], "neither OUT nor a temp folder may be left"
+
+    # with --overwrite, the old OUT survives a failed replacement untouched
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "keep.txt").write_text("mine")
+    with pytest.raises(OSError):
+        do_fuse(model=str(tiny_model), adapter_path=str(lora), save_path=str(old), overwrite=True)
+    assert os.listdir(tmp_path) == ["old"] and os.listdir(old) == ["keep.txt"]
+    assert D2OError  # imported for symmetry with the other refusals
+
+
+def test_adapter_for_another_base_refused(tiny_model, tmp_path, capsys):
+    from mlx_d2o.testing import make_tiny_model
+
+    other = make_tiny_model(tmp_path / "other", seed=2, hidden_size=32, intermediate_size=64)
+    adapter = make_adapter(other, tmp_path / "a")
+    code, _, err = run_cli(["fuse", "--model", tiny_model, "--adapter-path", adapter, "--save-path", tmp_path / "out"],
+                           capsys)
+    assert code == 2 and "another base model" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--quantize", "--q-bits", "7"], "unsupported quantization"),
+    (["--quantize", "--q-group-size", "48"], "unsupported quantization"),
+    (["--quantize", "--dequantize"], "contradict"),
+    (["--upload-repo", "not a repo"], "user/name"),
+])
+def test_bad_settings_refused(tiny_model, lora, tmp_path, capsys, flags, message):
+    code, _, err = run_cli(["fuse", "--model", tiny_model, "--adapter-path", lora, "--save-path", tmp_path / "out",
+                            *flags], capsys)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_an_adapter_dir_refused(tiny_model, tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    code, _, err = run_cli(["fuse", "--model", tiny_model, "--adapter-path", tmp_path / "a",
+                            "--save-path", tmp_path / "out"], capsys)
+    assert code == 2 and "adapter_config.json is missing" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Dry run and upload
+# ---------------------------------------------------------------------------------------------
+
+def test_dry_run_touches_nothing(tiny_model, lora, tmp_path, capsys):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, stdout, err = run_cli(["fuse", "--model", tiny_model, "--adapter-path", lora, "--save-path",
+                                 tmp_path / "out", "--upload-repo", "someone/tiny-d2o", "--dry-run"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert "https://huggingface.co/someone/tiny-d2o" in stdout
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md"):
+        assert name in stdout
+    assert "nothing written, nothing uploaded" in stdout
+
+
+def _cli_subprocess(args, env_extra, cwd):
+    env = {**os.environ, **env_extra}
+    env.pop("HF_HUB_OFFLINE", None) if "HF_HUB_OFFLINE" not in env_extra else None
+    return subprocess.run([sys.executable, "-m", "mlx_d2o.cli", *map(str, args)], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("net_env", [
+    {"HF_ENDPOINT": "http://127.0.0.1:9"},  # nothing listens on the discard port: refused at once
+    {"HF_HUB_OFFLINE": "1"},
+], ids=["unreachable", "offline"])
+def test_upload_offline_clear_error_out_complete(tiny_model, lora, tmp_path, net_env):
+    """A real upload attempt with no way out of the machine: exit 2, clear message, OUT complete, no token shown."""
+    secret = "hf_NotARealTokenButSecret1234567890"
+    env = {"HF_TOKEN": secret, "HF_HOME": str(tmp_path / "hf"), "MLX_D2O_NO_BLAS_REEXEC": "1",
+           "HF_ENDPOINT": "http://127.0.0.1:9", **net_env}
+    out = tmp_path / "out"
+    p = _cli_subprocess(["fuse", "--model", tiny_model, "--adapter-path", lora, "--save-path", out,
+                         "--upload-repo", "someone/tiny-d2o", "--private"], env, tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert "upload to" in p.stderr and "failed" in p.stderr and "complete" in p.stderr
+    assert secret not in p.stdout + p.stderr
+    assert logits(out).shape == (1, len(TOKENS[0]), config(tiny_model)["vocab_size"])
+    assert (out / "README.md").exists()
+
+
+def test_upload_without_token_refused_before_writing(tiny_model, lora, tmp_path):
+    env = {"HF_HOME": str(tmp_path / "hf"), "MLX_D2O_NO_BLAS_REEXEC": "1", "HF_ENDPOINT": "http://127.0.0.1:9",
+           "HF_TOKEN": ""}
+    p = _cli_subprocess(["fuse", "--model", tiny_model, "--adapter-path", lora, "--save-path", tmp_path / "out",
+                         "--upload-repo", "someone/tiny-d2o"], env, tmp_path)
+    assert p.returncode == 2 and "token" in p.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The real model
+# ---------------------------------------------------------------------------------------------
+
+@needs_smollm2
+@pytest.mark.real_model
+def test_smollm2_gguf_fuse_generates(tmp_path):
+    from mlx_lm import generate, load
+
+    from mlx_d2o.models import model_dir
+
+    adapter = make_adapter(model_dir("smollm2-135m"), tmp_path / "a", num_layers=2, rank=4, b_std=0.01)
+    res, _ = do_fuse(model="smollm2-135m", adapter_path=str(adapter), save_path=str(tmp_path / "out"))
+    q = config(res.save_path)["quantization"]
+    assert q["bits"] == 4 and q["model.embed_tokens"]["bits"] == 8
+    meta, _ = front_matter(res.save_path / "README.md")
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["license"] == "apache-2.0"
+
+    model, tok = load(str(res.save_path))
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                     add_generation_prompt=True)
+    text = generate(model, tok, prompt=prompt, max_tokens=8)
+    assert len(text.strip()) > 0
