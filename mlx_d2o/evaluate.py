@@ -190,9 +190,13 @@ class Adapter:
     the wrapping modules (exact: the base layers are the same objects). Full fine-tunes: the
     tuned and the base values of the tuned parameters are swapped. `remove()` puts the base back
     for good, so the next adapter starts from the plain base.
+
+    An adapter whose `adapter_config.json` names the fingerprint of the base it was trained on
+    (`d2o.base_model_fingerprint`, written by `mlx-d2o train`) must match BASE_FINGERPRINT;
+    `models.check_adapter` checks the weights' shapes either way.
     """
 
-    def __init__(self, model, path: str | Path):
+    def __init__(self, model, path: str | Path, base_fingerprint: Optional[str] = None):
         from mlx.utils import tree_flatten
         from mlx_lm.utils import load_adapters
 
@@ -205,6 +209,10 @@ class Adapter:
         except (OSError, json.JSONDecodeError) as e:
             raise D2OError(f"{self.path / 'adapter_config.json'}: cannot read ({e})") from None
         self.config = config
+        made_for = (config.get("d2o") or {}).get("base_model_fingerprint")
+        if base_fingerprint and made_for and made_for != base_fingerprint:
+            raise D2OError(f"{self.path}: this adapter was trained on another base model (fingerprint {made_for} in "
+                           f"adapter_config.json, the model given has {base_fingerprint})")
         self.full = config.get("fine_tune_type", "lora") == "full"
         if self.full:
             tuned = mx.load(str(self.path / "adapters.safetensors"))
@@ -308,7 +316,7 @@ class _Run:
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         # Refuse a mismatched adapter before any long work starts.
         for p in args.adapter_paths:
-            Adapter(self.model, p).remove()
+            Adapter(self.model, p, self.info.fingerprint).remove()
         self.judge = make_judge(args.judge)
 
         def conv(r):
@@ -439,7 +447,7 @@ def evaluate(args: EvalArgs) -> dict:
     names = _row_names(args.adapter_paths)
     rows, dumps = [], {}
     for name, path in zip(names, [None] + list(args.adapter_paths)):
-        adapter = Adapter(run.model, path) if path is not None else None
+        adapter = Adapter(run.model, path, run.info.fingerprint) if path is not None else None
         try:
             row, dump = run.row(name, adapter)
         finally:
