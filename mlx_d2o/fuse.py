@@ -28,6 +28,7 @@ from .models import DEFAULT_MODEL, file_fingerprint
 # only holds a free-text name, which the Hub would reject as a base model).
 EMBEDDED_HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
+_FTYPE_NAMES = {"lora": "LoRA adapter", "dora": "DoRA adapter", "full": "full fine-tune"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -169,7 +170,11 @@ def fused_config(config: dict, dequantized: bool) -> dict:
 
 def quantization_of(config: dict) -> Optional[dict]:
     q = config.get("quantization")
-    return {k: v for k, v in q.items() if k in ("bits", "group_size", "mode")} if q else None
+    if not q:
+        return None
+    out = {k: v for k, v in q.items() if k in ("bits", "group_size", "mode")}
+    out["per_layer"] = any(isinstance(v, dict) for v in q.values())
+    return out
 
 
 def weight_files(net) -> list:
@@ -215,6 +220,20 @@ def base_model_id(model: str, path: Path) -> Optional[str]:
     if isinstance(bm, list) and len(bm) == 1:
         bm = bm[0]
     return bm if isinstance(bm, str) and _HUB_ID.match(bm) else None
+
+
+def base_label(model: str, path: Path) -> str:
+    """How the card names the base: its Hub id, and the GGUF file when it was imported from one."""
+    label = f"`{base_model_id(model, path) or model}`"
+    src = path / "gguf_source.json"
+    if src.is_file():
+        try:
+            gguf = json.loads(src.read_text()).get("gguf")
+        except (json.JSONDecodeError, AttributeError):
+            gguf = None
+        if gguf:
+            label += f" (imported from the GGUF file `{gguf}`)"
+    return label
 
 
 def base_license(path: Path) -> Optional[str]:
@@ -279,24 +298,62 @@ def _flatten(d, prefix=""):
             yield key, v
 
 
+def find_report(adapter_path: Path, report: Optional[str]) -> Optional[Path]:
+    """`--report DIR`, else a report beside the adapter (in it, or in its `report/` folder)."""
+    if report:
+        d = Path(report)
+        if not d.is_dir():
+            raise D2OError(f"--report {d}: no such directory")
+        if not ((d / "report.md").is_file() or (d / "report.json").is_file()):
+            raise D2OError(f"--report {d}: no report.json or report.md in it (made by `mlx-d2o eval`)")
+        return d
+    for d in (adapter_path, adapter_path / "report"):
+        if (d / "report.md").is_file() or (d / "report.json").is_file():
+            return d
+    return None
+
+
+def _eval_json_table(data: dict) -> Optional[str]:
+    """`mlx-d2o eval`'s report.json: its rows through eval's own table code, and what they were measured on."""
+    if not isinstance(data.get("rows"), list) or not data["rows"]:
+        return None
+    try:
+        from .evaluate import markdown_table
+
+        table = markdown_table(data["rows"])
+    except Exception:  # a report from another version: fall back to report.md / the raw numbers
+        return None
+    s = data.get("settings") if isinstance(data.get("settings"), dict) else {}
+    ns = ", ".join(f"{k} n={s[k]['n']}" for k in ("negatives", "prompts", "benign")
+                   if isinstance(s.get(k), dict) and "n" in s[k])
+    head = (f"From `mlx-d2o eval`: base `{s.get('model', '?')}` in the first row, judge `{s.get('judge', '?')}`"
+            + (f", {ns}" if ns else "") + ".")
+    return head + "\n\n" + table
+
+
 def eval_section(report_dir: Optional[Path]) -> Optional[str]:
-    """The eval table(s) from `report.md`, else the scalar results in `report.json`, as Markdown."""
+    """The eval table as Markdown: from report.json's rows, else report.md's tables, else report.json's numbers."""
     if report_dir is None:
         return None
     md, js = report_dir / "report.md", report_dir / "report.json"
-    if md.is_file():
-        tables = _markdown_tables(md.read_text(encoding="utf-8", errors="replace"))
-        if tables:
-            return "\n\n".join(tables)
+    data = None
     if js.is_file():
         try:
             data = json.loads(js.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
-            return None
-        if isinstance(data, dict):
-            rows = [(k, v) for k, v in _flatten(data) if not isinstance(v, str) or len(v) < 80][:60]
-            if rows:
-                return "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {_fmt(v)} |" for k, v in rows)
+            data = None
+    if isinstance(data, dict):
+        table = _eval_json_table(data)
+        if table:
+            return table
+    if md.is_file():
+        tables = _markdown_tables(md.read_text(encoding="utf-8", errors="replace"))
+        if tables:
+            return "\n\n".join(tables)
+    if isinstance(data, dict):
+        rows = [(k, v) for k, v in _flatten(data) if not isinstance(v, str) or len(v) < 80][:60]
+        if rows:
+            return "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {_fmt(v)} |" for k, v in rows)
     return None
 
 
@@ -321,6 +378,8 @@ _D2O_FIELDS = [
     (("data_fingerprint",), "data fingerprint"),
     (("base_model",), "trained on base"),
     (("base_model_fingerprint", "base_fingerprint"), "base model fingerprint at training"),
+    (("dequantized",), "trained on the base dequantized to float"),
+    (("world_size",), "processes (data parallel)"),
 ]
 
 
@@ -360,8 +419,7 @@ def model_card(*, name: str, base_model: Optional[str], base_label: str, license
         f"This model is {base_label} aligned with **Distributional Dispreference Optimization** "
         "(D2O; Duan et al., 2024, [arXiv:2403.03419](https://arxiv.org/abs/2403.03419)) using only "
         "human-labelled *negative* responses, with mlx-d2o on MLX. "
-        f"The {ftype.upper() if ftype != 'full' else 'full fine-tune'} adapter is fused into the weights: "
-        "it loads as a standalone model.",
+        f"The {_FTYPE_NAMES.get(ftype, ftype)} is fused into the weights: it loads as a standalone model.",
         "",
         "## Training",
         "",
@@ -396,6 +454,7 @@ def model_card(*, name: str, base_model: Optional[str], base_label: str, license
     if eval_table:
         lines += ["", "## Evaluation", "", eval_table]
     q = (f"{quantization.get('bits')}-bit affine, group size {quantization.get('group_size')}"
+         + (" (some layers differ: see `quantization` in config.json)" if quantization.get("per_layer") else "")
          if quantization else f"not quantized ({dtype})")
     lines += [
         "",
@@ -507,6 +566,7 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
         raise D2OError("--upload-repo needs a Hugging Face token: set HF_TOKEN or run `hf auth login` "
                        "(nothing was written)")
     adapter_config = read_adapter_config(adapter)
+    report_dir = find_report(adapter, args.report)
     net, tokenizer, info = load_for_fuse(args.model, str(adapter))
 
     warnings = []
@@ -532,13 +592,10 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
 
     floats = {str(v.dtype).replace("mlx.core.", "") for _, v in tree_flatten(net.parameters())
               if mx.issubdtype(v.dtype, mx.floating)}
-    report_dir = Path(args.report) if args.report else adapter
-    if args.report and not report_dir.is_dir():
-        raise D2OError(f"--report {report_dir}: no such directory")
     card = model_card(
         name=args.upload_repo or out.name,
         base_model=base_model_id(args.model, info.path),
-        base_label=f"`{base_model_id(args.model, info.path) or args.model}`",
+        base_label=base_label(args.model, info.path),
         license=base_license(info.path),
         adapter_config=adapter_config,
         metrics=last_metrics(adapter),
@@ -584,14 +641,21 @@ def _planned_files(net, tokenizer, config, card: str) -> list:
     """
     from mlx_lm.utils import save_config
 
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import get_total_parameters
+
     files = weight_files(net)
-    files.append(("model.safetensors.index.json", None))
+    weights = dict(tree_flatten(net.parameters()))
+    index = {"metadata": {"total_size": sum(v.nbytes for v in weights.values()),
+                          "total_parameters": get_total_parameters(net)},
+             "weight_map": {k: files[0][0] for k in sorted(weights)}}  # file names all have the same length
+    files.append(("model.safetensors.index.json", len(json.dumps(index, indent=4))))
     with tempfile.TemporaryDirectory(prefix="mlx-d2o-dry-run-") as tmp:
         save_config(copy.deepcopy(config), Path(tmp) / "config.json")
         tokenizer.save_pretrained(tmp)
         files += [(p.name, p.stat().st_size) for p in sorted(Path(tmp).iterdir()) if p.is_file()]
     files.append(("README.md", len(card.encode("utf-8"))))
-    return [(n, s if s is not None else 0) for n, s in files]
+    return files
 
 
 def _human(n: int) -> str:

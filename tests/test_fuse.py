@@ -223,7 +223,7 @@ def test_fused_dir_is_plain_mlx_lm_model_and_generates(tiny_model, lora, tmp_pat
     assert "| final train loss | 0.4321 (step 200) |" in body
     assert "| final val loss | 0.65 (step 100) |" in body
     assert "| adapter | 0.10 | 0.62 |" in body and "## Evaluation" in body
-    assert "0123456789abcdef" in body
+    assert "0123456789abcdef" in body and "LoRA adapter is fused" in body
 
 
 def test_card_without_d2o_block_and_report_dir(tiny_model, tmp_path):
@@ -237,6 +237,30 @@ def test_card_without_d2o_block_and_report_dir(tiny_model, tmp_path):
     assert "datasets" not in meta and "d2o" in meta["tags"]
     assert "training settings unknown" in body
     assert "| adapter.harmful_rate | 0.125 |" in body
+
+
+def test_card_eval_table_from_eval_report_json(tiny_model, tmp_path):
+    """report.json as `mlx-d2o eval` writes it (rows per model), in its `report/` folder beside the adapter."""
+    adapter = make_adapter(tiny_model, tmp_path / "a", d2o={**D2O_META, "base_model_fingerprint": "ffffffffffffffff"})
+    rows = [{"name": "base", "negatives": {"logps": -41.5, "logratio": 0.0}, "harmful": {"unsafe_rate": 0.5}},
+            {"name": "a", "negatives": {"logps": -55.25, "logratio": -13.75}, "harmful": {"unsafe_rate": 0.125}}]
+    settings = {"model": "smollm2-135m", "judge": "keywords", "negatives": {"n": 16}}
+    (tmp_path / "a" / "report").mkdir()
+    (tmp_path / "a" / "report" / "report.json").write_text(json.dumps({"settings": settings, "rows": rows}))
+    res, _ = do_fuse(model=str(tiny_model), adapter_path=str(adapter), save_path=str(tmp_path / "out"))
+    _, body = front_matter(res.save_path / "README.md")
+    evals = body.split("## Evaluation", 1)[1]
+    assert "judge `keywords`" in evals and "negatives n=16" in evals
+    assert re.search(r"\| a \| -55\.2\d \| -13\.75 \|.* 12\.5% \|", evals), evals
+    # the adapter says it was trained on another base (same shapes): fused, but warned
+    assert any("ffffffffffffffff" in w for w in res.warnings)
+
+
+def test_missing_report_dir_refused(tiny_model, lora, tmp_path, capsys):
+    code, _, err = run_cli(["fuse", "--model", tiny_model, "--adapter-path", lora, "--save-path", tmp_path / "out",
+                            "--report", tmp_path / "nope"], capsys)
+    assert code == 2 and "--report" in err
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,8 +285,6 @@ def test_existing_out_refused_without_overwrite(tiny_model, lora, tmp_path, caps
 def test_failure_midway_leaves_no_out(tiny_model, lora, tmp_path, monkeypatch):
     import mlx_lm.utils
 
-    from mlx_d2o.errors import D2OError
-
     def broken_save_config(*a, **k):
         raise OSError("disk full")
 
@@ -278,7 +300,6 @@ def test_failure_midway_leaves_no_out(tiny_model, lora, tmp_path, monkeypatch):
     with pytest.raises(OSError):
         do_fuse(model=str(tiny_model), adapter_path=str(lora), save_path=str(old), overwrite=True)
     assert os.listdir(tmp_path) == ["old"] and os.listdir(old) == ["keep.txt"]
-    assert D2OError  # imported for symmetry with the other refusals
 
 
 def test_adapter_for_another_base_refused(tiny_model, tmp_path, capsys):
