@@ -128,15 +128,62 @@ def read_adapter_config(adapter_path: str | Path) -> dict:
 # Fusing
 # ---------------------------------------------------------------------------------------------
 
-def load_for_fuse(model: str, adapter_path: str):
-    """Base as stored (quantized stays quantized: `dequantize=False`), with the adapter on it."""
+def load_for_fuse(model: str, adapter_path: str, full: bool = False):
+    """Base as stored (quantized stays quantized: `dequantize=False`), with the adapter on it.
+
+    Returns `(net, tokenizer, info, requantize)`: `requantize` maps the modules a full fine-tune
+    replaced in a quantized base to their quantization settings (empty for LoRA / DoRA).
+    """
     from .models import load
 
     try:
-        return load(model, adapter_path=str(adapter_path), dequantize=False, return_info=True)
+        if not full:
+            return (*load(model, adapter_path=str(adapter_path), dequantize=False, return_info=True), {})
+        net, tokenizer, info = load(model, dequantize=False, return_info=True)
+        return net, tokenizer, info, _load_full(net, Path(adapter_path))
     except (ValueError, KeyError) as e:
         # mlx-lm's load_adapters raises these for tensors or LoRA settings the base does not have.
         raise D2OError(f"{adapter_path}: the adapter does not fit the base model {model}: {e}") from None
+
+
+def _load_full(net, adapter_path: Path) -> dict:
+    """Put full fine-tuned weights into NET in the base's own format.
+
+    A full fine-tune trains float weights (on the CPU, of the dequantized base), so the modules
+    it replaced are dequantized first, loaded by mlx-lm's `load_adapters` (which checks names and
+    shapes), cast back to the base's float type, and reported for requantizing with their own
+    settings. Modules it did not touch keep their original quantized weights bit for bit.
+    """
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten, tree_unflatten
+    from mlx_lm.utils import load_adapters
+
+    names = set(mx.load(str(adapter_path / "adapters.safetensors")))
+    touched = {n.rsplit(".", 1)[0] for n in names}
+    modules = dict(net.named_modules())
+    requantize, swaps, dtypes = {}, [], {}
+    for path in sorted(touched):
+        m = modules.get(path)
+        if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+            w = mx.dequantize(m.weight, m.scales, m.biases, group_size=m.group_size, bits=m.bits, mode=m.mode)
+            if isinstance(m, nn.QuantizedLinear):
+                f = nn.Linear(w.shape[1], w.shape[0], bias="bias" in m)
+                if "bias" in m:
+                    f.bias = m.bias
+            else:
+                f = nn.Embedding(*w.shape)
+            f.weight = w
+            swaps.append((path, f))
+            requantize[path] = {"group_size": m.group_size, "bits": m.bits, "mode": m.mode}
+    if swaps:
+        net.update_modules(tree_unflatten(swaps))
+    params = dict(tree_flatten(net.parameters()))
+    dtypes = {k: params[k].dtype for k in names if k in params}
+    load_adapters(net, str(adapter_path))
+    params = dict(tree_flatten(net.parameters()))
+    net.update(tree_unflatten([(k, params[k].astype(d)) for k, d in dtypes.items()]))
+    return requantize
 
 
 def fuse_model(net, dequantize: bool = False, evaluate: bool = True, progress: bool = True) -> int:
@@ -405,7 +452,7 @@ def model_card(*, name: str, base_model: Optional[str], base_label: str, license
     meta["pipeline_tag"] = "text-generation"
     if license:
         meta["license"] = license
-    tags = ["mlx", "d2o", "alignment", ftype]
+    tags = ["mlx", "d2o", "alignment"] + ([ftype] if ftype in ("lora", "dora") else [])
     loss = d2o.get("loss")
     if isinstance(loss, str) and loss not in tags:
         tags.append(loss)
@@ -567,7 +614,8 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
                        "(nothing was written)")
     adapter_config = read_adapter_config(adapter)
     report_dir = find_report(adapter, args.report)
-    net, tokenizer, info = load_for_fuse(args.model, str(adapter))
+    full = adapter_config.get("fine_tune_type", "lora") == "full"
+    net, tokenizer, info, requantize = load_for_fuse(args.model, str(adapter), full=full)
 
     warnings = []
     d2o = adapter_config.get("d2o") if isinstance(adapter_config.get("d2o"), dict) else {}
@@ -581,8 +629,12 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
 
     n = fuse_model(net, dequantize=args.dequantize or args.quantize, evaluate=not args.dry_run,
                    progress=not args.dry_run)
-    if n == 0 and adapter_config.get("fine_tune_type", "lora") != "full":
+    if n == 0 and not full:
         raise D2OError(f"{adapter}: no adapter layers found in the model after loading the adapter")
+    if requantize and not (args.dequantize or args.quantize):
+        import mlx.nn as nn
+
+        nn.quantize(net, class_predicate=lambda path, _m: requantize.get(path, False))
     config = fused_config(info.config, dequantized=args.dequantize or args.quantize)
     if args.dequantize or args.quantize:
         dequantize_model(net)
@@ -629,6 +681,7 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
     files = sorted((p.name, p.stat().st_size) for p in out.iterdir() if p.is_file())
     result = FuseResult(out, files, quant, url=url, warnings=warnings)
     if args.upload_repo:
+        log(f"wrote {out}; uploading it to {url} ({'private' if args.private else 'public'})")
         result.url = upload(out, args.upload_repo, private=args.private)
         result.uploaded = True
     return result

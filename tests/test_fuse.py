@@ -172,6 +172,56 @@ def test_quantized_base_stays_quantized(tiny_quantized_model, tmp_path, dora):
     assert err > 1e-6
 
 
+def make_full_adapter(base: Path, out: Path, seed: int = 0) -> Path:
+    """A full fine-tune of the last block, as the trainer saves it on the CPU: float weights of the
+    dequantized base, moved at random."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from mlx_d2o.models import load
+
+    net, _ = load(str(base), dequantize=True)
+    net.freeze()
+    net.layers[-1].unfreeze()
+    mx.random.seed(seed)
+    w = {k: v + 0.05 * mx.random.normal(v.shape) for k, v in tree_flatten(net.trainable_parameters())}
+    out.mkdir(parents=True)
+    mx.save_safetensors(str(out / "adapters.safetensors"), w)
+    (out / "adapter_config.json").write_text(json.dumps({"fine_tune_type": "full", "num_layers": 1, "d2o": D2O_META}))
+    return out
+
+
+def test_full_fine_tune_on_quantized_base(tiny_quantized_model, tmp_path):
+    """Full fine-tune weights go in as trained; untouched quantized layers stay bit-identical."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm import load
+    from mlx_lm.utils import dequantize_model
+
+    adapter = make_full_adapter(tiny_quantized_model, tmp_path / "a")
+    ref_net, _ = load(str(tiny_quantized_model))
+    dequantize_model(ref_net)
+    ref_net.load_weights(str(adapter / "adapters.safetensors"), strict=False)
+    ref = np.array(ref_net(mx.array(TOKENS)))
+    base = logits(tiny_quantized_model)
+    assert np.abs(base - ref).max() > 0.5
+
+    deq, _ = do_fuse(model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "deq"),
+                     dequantize=True)
+    np.testing.assert_allclose(logits(deq.save_path), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+    kept, _ = do_fuse(model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "q"))
+    assert config(kept.save_path)["quantization"] == config(tiny_quantized_model)["quantization"]
+    before = mx.load(str(tiny_quantized_model / "model.safetensors"))
+    after = mx.load(str(kept.save_path / "model.safetensors"))
+    assert before.keys() == after.keys()
+    for k in before:
+        same = bool(mx.array_equal(before[k], after[k]))
+        assert same == (not k.startswith("model.layers.1.")), k
+    err = np.abs(logits(kept.save_path) - ref).max()
+    assert err < 0.25 * np.abs(base - ref).max()
+
+
 def test_requantize_float_base_8bit(tiny_model, lora, tmp_path):
     res, _ = do_fuse(model=str(tiny_model), adapter_path=str(lora), save_path=str(tmp_path / "out"),
                      quantize=True, q_bits=8, q_group_size=32)
@@ -214,6 +264,10 @@ def test_fused_dir_is_plain_mlx_lm_model_and_generates(tiny_model, lora, tmp_pat
     assert isinstance(text, str) and len(tok.encode(text, add_special_tokens=False)) >= 1
 
     meta, body = front_matter(out / "README.md")
+    from huggingface_hub import ModelCard
+
+    hub = ModelCard.load(out / "README.md")  # the Hub library's own parser agrees
+    assert hub.data.library_name == "mlx" and "d2o" in hub.data.tags and "## Training" in hub.text
     assert meta["library_name"] == "mlx"
     assert {"mlx", "d2o", "lora"} <= set(meta["tags"])
     assert meta["datasets"] == ["org/negatives"]
