@@ -60,7 +60,15 @@ def merge(cli: dict, recipe_path: Optional[str | Path], defaults: dict, section:
     # In a sectioned recipe, shared top-level keys may belong to other commands.
     recipe = {k: v for k, v in recipe.items() if k not in SECTIONS and (k in known or not sectioned)}
     if isinstance(own, dict):
-        recipe.update({str(k).replace("-", "_"): v for k, v in own.items()})
+        for k, v in own.items():
+            k = str(k).replace("-", "_")
+            if k in _NESTED and isinstance(v, dict):  # lora_parameters inside a section, too
+                for nk, nv in v.items():
+                    if nk not in _NESTED[k]:
+                        raise D2OError(f"{recipe_path}: field '{section}.{k}.{nk}': unknown setting (known: {', '.join(_NESTED[k])})")
+                    recipe[_NESTED[k][nk]] = nv
+            else:
+                recipe[k] = v
     for k in recipe:
         if k not in known and k != "config":
             raise D2OError(f"{recipe_path}: field '{k}': unknown setting for this command (known: {', '.join(sorted(known))})")

@@ -458,8 +458,9 @@ CKPT_DIR = "checkpoints"
 
 def save_checkpoint(out: Path, step: int, model, optimizer, config: dict, state: dict, keep: int = 2) -> Path:
     """OUT/checkpoints/<step>/: adapters + config (a loadable adapter directory itself), optimizer
-    state, RNG state and step. Written in a temp directory then renamed; `latest` is switched
-    last, so an interruption at any moment leaves the previous checkpoint as the latest."""
+    state, step and data position. The RNG needs no saving: each step seeds it from (seed, step,
+    rank), see `step_seed`, because MLX offers no way to set `mx.random.state` to a saved key.
+    Written in a temp directory then renamed; `latest` is switched last, so an interruption at any moment leaves the previous checkpoint as the latest."""
     root = out / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{step:07d}"
@@ -468,7 +469,6 @@ def save_checkpoint(out: Path, step: int, model, optimizer, config: dict, state:
         save_adapters(tmp, model, config)
         opt_state = dict(tree_flatten(optimizer.state))
         _save_safetensors_atomic(tmp / "optimizer.safetensors", opt_state)
-        _save_safetensors_atomic(tmp / "rng.safetensors", {f"key{i}": k for i, k in enumerate(mx.random.state)})
         _write_json_atomic(tmp / "state.json", state)
         if final.exists():
             shutil.rmtree(final)
@@ -493,8 +493,6 @@ def latest_checkpoint(out: Path) -> Optional[Path]:
 def load_checkpoint(ckpt: Path, model, optimizer) -> dict:
     model.load_weights(list(mx.load(str(ckpt / "adapters.safetensors")).items()), strict=False)
     optimizer.state = tree_unflatten(list(mx.load(str(ckpt / "optimizer.safetensors")).items()))
-    rng = mx.load(str(ckpt / "rng.safetensors"))
-    mx.random.state[:] = [rng[f"key{i}"] for i in range(len(rng))]
     return json.loads((ckpt / "state.json").read_text())
 
 
@@ -515,7 +513,6 @@ def resume(out: Path, model, optimizer, manifest: dict, shard: "Shard") -> int:
     if shard.size > 1:
         model.update(shard.broadcast(model.trainable_parameters()))
         optimizer.state = shard.broadcast(optimizer.state)
-        mx.random.state[:] = shard.broadcast(list(mx.random.state))
         step = int(shard.broadcast(mx.array(step)).item())
     return step
 
@@ -634,6 +631,12 @@ def refresh_samples(model, tokenizer, examples: list, manifest: dict, seed: int,
 # ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
+
+def step_seed(seed: int, it: int, rank: int) -> int:
+    """The RNG seed of iteration IT on RANK (dropout, online sampling): a function of the step,
+    so a resumed run draws what the uninterrupted one drew."""
+    return (seed * 1_000_003 + it * 131 + rank) % (2**32)
+
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
@@ -782,7 +785,8 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
             if args.refresh_every and ((it - 1) % args.refresh_every == 0 or it == start + 1):
                 upto = min(iters, (it - 1) // args.refresh_every * args.refresh_every + args.refresh_every)
                 ahead = sorted({i for j in range(it - 1, upto) for i in shard.local(batch_at(batches, j, args.seed))})
-                refresh_samples(model, tokenizer, [examples[i] for i in ahead], manifest, args.seed + it, ref_params, args)
+                refresh_samples(model, tokenizer, [examples[i] for i in ahead], manifest, step_seed(args.seed, it, shard.rank), ref_params, args)
+            mx.random.seed(step_seed(args.seed, it, shard.rank))
             tic = time.perf_counter()
             batch, ntoks = collate([examples[i] for i in shard.local(batch_at(batches, it - 1, args.seed))], args.loss, pad_id)
             lvalue, metrics, grad_norm, grad_accum = step(batch, grad_accum, it % G == 0)
