@@ -12,18 +12,18 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("fuse")
     def fuse_cmd(
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model: embedded name, .gguf, mlx-lm dir or Hub repo id. [default: smollm2-135m]"),
-        adapter_path: Optional[str] = typer.Option(None, help="Adapter directory (adapters.safetensors + adapter_config.json). [default: adapters]"),
-        save_path: Optional[str] = typer.Option(None, help="Directory to write the fused model to. [default: fused_model]"),
-        dequantize: Optional[bool] = typer.Option(None, "--dequantize", help="Write float weights even if the base is quantized."),
-        quantize: Optional[bool] = typer.Option(None, "--quantize", help="(Re)quantize the fused weights with --q-bits/--q-group-size."),
-        q_bits: Optional[int] = typer.Option(None, help="Bits per weight for --quantize. [default: 4]"),
-        q_group_size: Optional[int] = typer.Option(None, help="Group size for --quantize. [default: 64]"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model: embedded name, .gguf, mlx-lm dir or Hub repo id (default: smollm2-135m)."),
+        adapter_path: Optional[str] = typer.Option(None, help="Adapter directory (adapters.safetensors + adapter_config.json) (default: adapters)."),
+        save_path: Optional[str] = typer.Option(None, help="Directory to write the fused model to (default: fused_model)."),
+        dequantize: Optional[bool] = typer.Option(None, "--dequantize/--no-dequantize", help="Write float weights even if the base is quantized."),
+        quantize: Optional[bool] = typer.Option(None, "--quantize/--no-quantize", help="(Re)quantize the fused weights with --q-bits/--q-group-size."),
+        q_bits: Optional[int] = typer.Option(None, help="Bits per weight for --quantize (default: 4)."),
+        q_group_size: Optional[int] = typer.Option(None, help="Group size for --quantize (default: 64)."),
         upload_repo: Optional[str] = typer.Option(None, help="Hugging Face repo (user/name) to upload the fused model to."),
-        private: Optional[bool] = typer.Option(None, "--private", help="Create the Hub repo as private."),
+        private: Optional[bool] = typer.Option(None, "--private/--no-private", help="Create the Hub repo as private."),
         dry_run: Optional[bool] = typer.Option(None, "--dry-run", help="Print what would be written and uploaded; touch nothing."),
-        overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace --save-path if it exists and is not empty."),
-        report: Optional[str] = typer.Option(None, help="Directory of an `mlx-d2o eval` report for the model card. [default: beside the adapter]"),
+        overwrite: Optional[bool] = typer.Option(None, "--overwrite/--no-overwrite", help="Replace --save-path if it exists and is not empty."),
+        report: Optional[str] = typer.Option(None, help="Directory of an `mlx-d2o eval` report for the model card (default: beside the adapter)."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe (its `fuse:` section or top-level keys)."),
     ):
         """Fuse a LoRA/DoRA adapter into its base model (mlx-lm format, with a model card); upload to the Hub."""

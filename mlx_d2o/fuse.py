@@ -207,12 +207,23 @@ def fuse_model(net, dequantize: bool = False, evaluate: bool = True, progress: b
     return len(names)
 
 
-def fused_config(config: dict, dequantized: bool) -> dict:
+def set_quantization(net, config: dict, args: FuseArgs, requantize: dict):
+    """The fused model's weights as asked: as the base (default), float (--dequantize) or
+    (re)quantized (--quantize). Returns the model and its config."""
+    import mlx.nn as nn
+    from mlx_lm.utils import dequantize_model, quantize_model
+
     config = copy.deepcopy(config)
-    if dequantized:
-        config.pop("quantization", None)
-        config.pop("quantization_config", None)
-    return config
+    if not (args.dequantize or args.quantize):
+        if requantize:  # a full fine-tune's modules, back to their base's own settings
+            nn.quantize(net, class_predicate=lambda path, _m: requantize.get(path, False))
+        return net, config
+    dequantize_model(net)
+    config.pop("quantization", None)
+    config.pop("quantization_config", None)
+    if args.quantize:
+        net, config = quantize_model(net, config, group_size=args.q_group_size, bits=args.q_bits)
+    return net, config
 
 
 def quantization_of(config: dict) -> Optional[dict]:
@@ -605,7 +616,7 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
     """
     import mlx.core as mx
     from mlx.utils import tree_flatten
-    from mlx_lm.utils import dequantize_model, quantize_model, save
+    from mlx_lm.utils import save
 
     check_args(args)
     out, adapter = Path(args.save_path), Path(args.adapter_path)
@@ -631,15 +642,7 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
                    progress=not args.dry_run)
     if n == 0 and not full:
         raise D2OError(f"{adapter}: no adapter layers found in the model after loading the adapter")
-    if requantize and not (args.dequantize or args.quantize):
-        import mlx.nn as nn
-
-        nn.quantize(net, class_predicate=lambda path, _m: requantize.get(path, False))
-    config = fused_config(info.config, dequantized=args.dequantize or args.quantize)
-    if args.dequantize or args.quantize:
-        dequantize_model(net)
-    if args.quantize:
-        net, config = quantize_model(net, config, group_size=args.q_group_size, bits=args.q_bits)
+    net, config = set_quantization(net, info.config, args, requantize)
     quant = quantization_of(config)
 
     floats = {str(v.dtype).replace("mlx.core.", "") for _, v in tree_flatten(net.parameters())
@@ -692,10 +695,8 @@ def _planned_files(net, tokenizer, config, card: str) -> list:
 
     The tokenizer files are rendered in a private temp folder (a few MB), removed right after.
     """
-    from mlx_lm.utils import save_config
-
     from mlx.utils import tree_flatten
-    from mlx_lm.utils import get_total_parameters
+    from mlx_lm.utils import get_total_parameters, save_config
 
     files = weight_files(net)
     weights = dict(tree_flatten(net.parameters()))

@@ -380,6 +380,27 @@ def test_bad_settings_refused(tiny_model, lora, tmp_path, capsys, flags, message
     assert not (tmp_path / "out").exists()
 
 
+def test_recipe_section_and_flags(tiny_quantized_model, tmp_path, capsys):
+    adapter = make_adapter(tiny_quantized_model, tmp_path / "a")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {tiny_quantized_model}\nfuse:\n  adapter_path: {adapter}\n  dequantize: true\n"
+                      f"  save_path: {tmp_path / 'from-recipe'}\n")
+    code, _, err = run_cli(["fuse", "-c", recipe], capsys)
+    assert code == 0, err
+    assert "quantization" not in config(tmp_path / "from-recipe")
+    # the command line beats the recipe
+    code, _, err = run_cli(["fuse", "-c", recipe, "--save-path", tmp_path / "flag", "--quantize", "--q-bits", "8",
+                            "--q-group-size", "32"], capsys)
+    assert code == 2 and "contradict" in err  # recipe's dequantize + flag's quantize
+    code, _, err = run_cli(["fuse", "-c", recipe, "--save-path", tmp_path / "flag", "--no-dequantize", "--quantize",
+                            "--q-bits", "8", "--q-group-size", "32"], capsys)
+    assert code == 0, err
+    assert config(tmp_path / "flag")["quantization"]["bits"] == 8
+    recipe.write_text(recipe.read_text() + "  q_bitz: 8\n")
+    code, _, err = run_cli(["fuse", "-c", recipe], capsys)
+    assert code == 2 and "q_bitz" in err
+
+
 def test_not_an_adapter_dir_refused(tiny_model, tmp_path, capsys):
     (tmp_path / "a").mkdir()
     code, _, err = run_cli(["fuse", "--model", tiny_model, "--adapter-path", tmp_path / "a",
@@ -425,6 +446,7 @@ def test_upload_offline_clear_error_out_complete(tiny_model, lora, tmp_path, net
     assert p.returncode == 2, p.stderr
     assert "upload to" in p.stderr and "failed" in p.stderr and "complete" in p.stderr
     assert secret not in p.stdout + p.stderr
+    assert "wrote" in p.stdout  # said before the upload began
     assert logits(out).shape == (1, len(TOKENS[0]), config(tiny_model)["vocab_size"])
     assert (out / "README.md").exists()
 
