@@ -12,7 +12,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("fuse")
     def fuse_cmd(
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model: embedded name, .gguf, mlx-lm dir or Hub repo id (default: smollm2-135m)."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model: embedded name, .gguf, mlx-lm dir or Hub repo id (default: the one in the adapter's adapter_config.json, else smollm2-135m)."),
         adapter_path: Optional[str] = typer.Option(None, help="Adapter directory (adapters.safetensors + adapter_config.json) (default: adapters)."),
         save_path: Optional[str] = typer.Option(None, help="Directory to write the fused model to (default: fused_model)."),
         dequantize: Optional[bool] = typer.Option(None, "--dequantize/--no-dequantize", help="Write float weights even if the base is quantized."),

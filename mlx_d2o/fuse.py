@@ -17,7 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -37,7 +37,8 @@ class FuseArgs:
     """Settings of `mlx-d2o fuse`; field names are the flags' (as in `mlx_lm.fuse`).
 
     Args:
-        model: Base model: embedded name, `.gguf`, mlx-lm directory or Hub repo id.
+        model: Base model: embedded name, `.gguf`, mlx-lm directory or Hub repo id. None: the
+            `model` the adapter was trained on (its adapter_config.json), else the default model.
         adapter_path: Adapter directory (`adapters.safetensors` + `adapter_config.json`).
         save_path: Directory to write the fused model to (OUT).
         dequantize: Write float weights even if the base is quantized.
@@ -51,7 +52,7 @@ class FuseArgs:
         report: Directory of an `mlx-d2o eval` report (default: look beside the adapter).
     """
 
-    model: str = DEFAULT_MODEL
+    model: Optional[str] = None
     adapter_path: str = "adapters"
     save_path: str = "fused_model"
     dequantize: bool = False
@@ -625,6 +626,10 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
                        "(nothing was written)")
     adapter_config = read_adapter_config(adapter)
     report_dir = find_report(adapter, args.report)
+    if args.model is None:
+        trained = adapter_config.get("model")
+        args = replace(args, model=trained if isinstance(trained, str) and trained else DEFAULT_MODEL)
+        log(f"base model: {args.model} ({'from adapter_config.json' if trained else 'the default'})")
     full = adapter_config.get("fine_tune_type", "lora") == "full"
     net, tokenizer, info, requantize = load_for_fuse(args.model, str(adapter), full=full)
 

@@ -330,8 +330,9 @@ def test_existing_out_refused_without_overwrite(tiny_model, lora, tmp_path, caps
     assert code == 2 and "not empty" in err and "--overwrite" in err
     assert os.listdir(out) == ["keep.txt"]
 
-    code, stdout, err = run_cli(args + ["--overwrite"], capsys)
+    code, stdout, err = run_cli(args[:1] + args[3:] + ["--overwrite"], capsys)  # base from adapter_config.json
     assert code == 0, err
+    assert f"base model: {tiny_model} (from adapter_config.json)" in stdout
     assert "keep.txt" not in os.listdir(out) and (out / "model.safetensors").exists()
     assert "wrote" in stdout
 
