@@ -337,10 +337,17 @@ class _Run:
         eos = self.tok.eos_token_ids
         return self.tok.decode([t for t in ids if t not in eos])
 
-    def _generate(self, prompts, name, what):
+    def _generate(self, name):
+        """Responses to the harmful and the benign prompts, in one batched call.
+
+        One call instead of one per set keeps the batch full for longer: a batch's tail, when
+        a few long responses decode alone, is paid once, not twice.
+        """
         a = self.args
-        return generate(self.model, self.tok, prompts, a.max_tokens, temp=a.temp, seed=a.seed,
-                        batch_size=a.batch_size, desc=f"{name}: {what}")
+        harm, benign = self.harm_prompts or [], self.benign_prompts or []
+        ids = generate(self.model, self.tok, harm + benign, a.max_tokens, temp=a.temp, seed=a.seed,
+                       batch_size=a.batch_size, desc=f"{name}: generating")
+        return ids[: len(harm)], ids[len(harm):]
 
     def row(self, name: str, adapter: Optional[Adapter]) -> tuple[dict, list]:
         from .judges import REFUSAL, UNPARSEABLE, UNSAFE, is_refusal
@@ -360,8 +367,9 @@ class _Run:
                 "logratio": 0.0 if adapter is None else _mean(ratios),
                 "nll_per_token": -sum(logps) / max(1, sum(counts)),
             }
+        harm_ids, benign_ids = self._generate(name)
         if self.harm_prompts is not None:
-            ids = self._generate(self.harm_prompts, name, "harmful prompts")
+            ids = harm_ids
             texts = [self._text(x) for x in ids]
             convs = [with_sys(r, a.system_prompt) for r in self.harmful]
             verdicts = self.judge.safety(convs, texts)
@@ -380,7 +388,7 @@ class _Run:
             dump += [{"set": "harmful", "id": r.id, "response": t, "verdict": v, "refusal": f}
                      for r, t, v, f in zip(self.harmful, texts, verdicts, refusals)]
         if self.benign_prompts is not None:
-            ids = self._generate(self.benign_prompts, name, "benign prompts")
+            ids = benign_ids
             texts = [self._text(x) for x in ids]
             if adapter is None:
                 # The reference against itself: exactly 0, no need to run it twice.
