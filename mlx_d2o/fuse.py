@@ -390,6 +390,20 @@ def _eval_json_table(data: dict) -> Optional[str]:
     return head + "\n\n" + table
 
 
+def _bullets_after_table(text: str) -> list:
+    """The bullet list that follows report.md's table: eval's definitions of the columns."""
+    lines, seen_table, out = text.splitlines(), False, []
+    for line in lines:
+        if line.lstrip().startswith("|"):
+            seen_table, out = True, []
+        elif seen_table and line.startswith("- "):
+            if not line.startswith("- plots"):  # about files beside the report, not in the card
+                out.append(line)
+        elif seen_table and out and not line.strip():
+            break
+    return out
+
+
 def eval_section(report_dir: Optional[Path]) -> Optional[str]:
     """The eval table as Markdown: from report.json's rows, else report.md's tables, else report.json's numbers."""
     if report_dir is None:
@@ -404,6 +418,9 @@ def eval_section(report_dir: Optional[Path]) -> Optional[str]:
     if isinstance(data, dict):
         table = _eval_json_table(data)
         if table:
+            if md.is_file():
+                notes = _bullets_after_table(md.read_text(encoding="utf-8", errors="replace"))
+                table += "\n\n" + "\n".join(notes) if notes else ""
             return table
     if md.is_file():
         tables = _markdown_tables(md.read_text(encoding="utf-8", errors="replace"))
@@ -433,7 +450,7 @@ _D2O_FIELDS = [
     (("iters",), "steps planned"),
     (("batch_size",), "batch size"),
     (("grad_accumulation_steps",), "gradient accumulation steps"),
-    (("refresh_every",), "online reference refresh every (steps)"),
+    (("refresh_every",), "samples refreshed from the policy (online)"),
     (("data_fingerprint",), "data fingerprint"),
     (("base_model",), "trained on base"),
     (("base_model_fingerprint", "base_fingerprint"), "base model fingerprint at training"),
@@ -489,7 +506,9 @@ def model_card(*, name: str, base_model: Optional[str], base_label: str, license
     for keys, label in _D2O_FIELDS:
         key = next((k for k in keys if d2o.get(k) is not None), None)
         used.update(keys)
-        if key is not None:
+        if key == "refresh_every":
+            rows.append((label, f"every {d2o[key]} steps" if d2o[key] else "no (offline: samples of the starting model)"))
+        elif key is not None:
             rows.append((label, d2o[key]))
     rows += [(k, v) for k, v in d2o.items() if k not in used and isinstance(v, (int, float, str, bool))]
     if not d2o and "iters" in adapter_config:
@@ -511,7 +530,10 @@ def model_card(*, name: str, base_model: Optional[str], base_label: str, license
         rows.append(("note", "adapter_config.json has no `d2o` block: training settings unknown"))
     lines += [f"| {label} | {_fmt(v)} |" for label, v in rows]
     if eval_table:
-        lines += ["", "## Evaluation", "", eval_table]
+        lines += ["", "## Evaluation", "",
+                  "Measured with the adapter applied to the base, before fusing"
+                  + (" (the fused weights are quantized again, which moves the numbers slightly)." if quantization else "."),
+                  "", eval_table]
     q = (f"{quantization.get('bits')}-bit affine, group size {quantization.get('group_size')}"
          + (" (some layers differ: see `quantization` in config.json)" if quantization.get("per_layer") else "")
          if quantization else f"not quantized ({dtype})")
