@@ -102,7 +102,7 @@ def _mean(xs: Sequence[float]) -> Optional[float]:
 
 
 def sequence_kl(policy: Callable, reference: Callable, pairs: Sequence[tuple], batch_size: int = 8, pad_id: int = 0,
-                max_tokens_per_batch: int = 2048, desc: Optional[str] = None) -> tuple[list[float], list[int]]:
+                max_tokens_per_batch: int = 1024, desc: Optional[str] = None) -> tuple[list[float], list[int]]:
     """Σ_t KL(π(·|x, y_<t) || π_ref(·|x, y_<t)) over each response's tokens, and the token counts.
 
     POLICY and REFERENCE map tokens [N, T] to logits [N, T, V] (a model, or a model with its
@@ -291,143 +291,146 @@ def _row_names(paths: Sequence[str]) -> list[str]:
 def _data_info(spec, records):
     from .data import data_fingerprint
 
-    return None if records is None else {"file": str(spec), "n": len(records), "fingerprint": data_fingerprint(records)}
+    return None if spec is None else {"file": str(spec), "n": len(records), "fingerprint": data_fingerprint(records)}
 
 
 class _Run:
-    """State shared by all rows of one run: the base model, encoded inputs, the judge, caches."""
+    """State shared by all rows of one run: the base model, encoded inputs, the judge, and the
+    reference's results (its negative scores and its benign responses), computed once."""
 
     def __init__(self, args: EvalArgs):
-        from .data import prompt_tokens, response_tokens, with_system
+        from .data import prompt_tokens, response_tokens
         from .judges import make_judge
         from .models import load
 
         self.args = args
         n = args.num_prompts
         self.negatives = _load_set(args.negatives, "--negatives", True, n)
-        self.harmful = _load_set(args.prompts, "--prompts", False, n)
-        self.benign = _load_set(args.benign, "--benign", False, n)
-        if self.negatives is None and self.harmful is None and self.benign is None:
+        self.harmful = _load_set(args.prompts, "--prompts", False, n) or []
+        self.benign = _load_set(args.benign, "--benign", False, n) or []
+        if self.negatives is None and not self.harmful and not self.benign:
             raise D2OError("nothing to evaluate: give at least one of --negatives, --prompts, --benign")
         for p in args.adapter_paths:
             if not Path(p).is_dir():
                 raise D2OError(f"{p}: no such adapter directory")
         self.model, self.tok, self.info = load(args.model, return_info=True)
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-        # Refuse a mismatched adapter before any long work starts.
+        # Refuse a mismatched adapter or judge before any long work starts.
         for p in args.adapter_paths:
             Adapter(self.model, p, self.info.fingerprint).remove()
         self.judge = make_judge(args.judge)
 
-        def conv(r):
-            return with_system(r.messages, args.system_prompt)
+        self.neg_pairs = []
+        for r in self.negatives or []:
+            p = prompt_tokens(self.tok, self.conversation(r))
+            self.neg_pairs.append((p, response_tokens(self.tok, self.conversation(r), r.rejected, p)))
+        self.harm_prompts = [prompt_tokens(self.tok, self.conversation(r)) for r in self.harmful]
+        self.benign_prompts = [prompt_tokens(self.tok, self.conversation(r)) for r in self.benign]
+        self.ref_logps = None  # the base's log π of each negative
+        self.ref_benign = None  # the base's responses to the benign prompts
 
-        self.neg_pairs = None
-        if self.negatives is not None:
-            self.neg_pairs = []
-            for r in self.negatives:
-                p = prompt_tokens(self.tok, conv(r))
-                self.neg_pairs.append((p, response_tokens(self.tok, conv(r), r.rejected, p)))
-        self.harm_prompts = [prompt_tokens(self.tok, conv(r)) for r in self.harmful] if self.harmful else None
-        self.benign_prompts = [prompt_tokens(self.tok, conv(r)) for r in self.benign] if self.benign else None
-        self.ref_neg = None  # (logps, counts) of the base on the negatives
-        self.base_benign_texts = None
+    def conversation(self, record) -> list:
+        from .data import with_system
 
-    def _text(self, ids):
+        return with_system(record.messages, self.args.system_prompt)
+
+    def _text(self, ids) -> str:
         eos = self.tok.eos_token_ids
         return self.tok.decode([t for t in ids if t not in eos])
 
-    def _generate(self, name):
+    def _generate(self, name) -> tuple[list, list]:
         """Responses to the harmful and the benign prompts, in one batched call.
 
         One call instead of one per set keeps the batch full for longer: a batch's tail, when
         a few long responses decode alone, is paid once, not twice.
         """
         a = self.args
-        harm, benign = self.harm_prompts or [], self.benign_prompts or []
-        ids = generate(self.model, self.tok, harm + benign, a.max_tokens, temp=a.temp, seed=a.seed,
-                       batch_size=a.batch_size, desc=f"{name}: generating")
-        return ids[: len(harm)], ids[len(harm):]
+        ids = generate(self.model, self.tok, self.harm_prompts + self.benign_prompts, a.max_tokens, temp=a.temp,
+                       seed=a.seed, batch_size=a.batch_size, desc=f"{name}: generating")
+        return ids[: len(self.harm_prompts)], ids[len(self.harm_prompts):]
 
-    def row(self, name: str, adapter: Optional[Adapter]) -> tuple[dict, list]:
-        from .judges import REFUSAL, UNPARSEABLE, UNSAFE, is_refusal
+    def negatives_metrics(self, adapter: Optional[Adapter]) -> dict:
         from .logprobs import score
 
-        a, out, dump = self.args, {"name": name, "adapter_path": str(adapter.path) if adapter else None}, []
-        if self.neg_pairs is not None:
-            logps, counts = score(self.model, self.neg_pairs, a.batch_size, self.pad_id)
-            if adapter is None:
-                self.ref_neg = (logps, counts)
-            ref = self.ref_neg[0]
-            ratios = [lp - r for lp, r in zip(logps, ref)]
-            out["negatives"] = {
-                "n": len(logps),
-                "tokens": sum(counts),
-                "logps": _mean(logps),
-                "logratio": 0.0 if adapter is None else _mean(ratios),
-                "nll_per_token": -sum(logps) / max(1, sum(counts)),
-            }
+        logps, counts = score(self.model, self.neg_pairs, self.args.batch_size, self.pad_id)
+        if adapter is None:
+            self.ref_logps = logps
+        return {
+            "n": len(logps),
+            "tokens": sum(counts),
+            "logps": _mean(logps),
+            "logratio": 0.0 if adapter is None else _mean([lp - r for lp, r in zip(logps, self.ref_logps)]),
+            "nll_per_token": -sum(logps) / max(1, sum(counts)),
+        }
+
+    def harmful_metrics(self, ids: list) -> tuple[dict, list]:
+        from .judges import UNPARSEABLE, UNSAFE, is_refusal
+
+        texts = [self._text(x) for x in ids]
+        verdicts = self.judge.safety([self.conversation(r) for r in self.harmful], texts)
+        refusals = [is_refusal(t) for t in texts]
+        n = len(texts)
+        m = {
+            "n": n,
+            "judge": self.judge.name,
+            "unsafe_rate": _rate(verdicts.count(UNSAFE), n),
+            "refusal_rate": _rate(sum(refusals), n),
+            "unsafe": verdicts.count(UNSAFE),
+            "refusals": sum(refusals),
+            "unparseable": verdicts.count(UNPARSEABLE),
+            "mean_tokens": _mean([len(x) for x in ids]),
+        }
+        dump = [{"set": "harmful", "id": r.id, "response": t, "verdict": v, "refusal": f}
+                for r, t, v, f in zip(self.harmful, texts, verdicts, refusals)]
+        return m, dump
+
+    def benign_metrics(self, name: str, ids: list, adapter: Optional[Adapter]) -> tuple[dict, list]:
+        from .judges import UNPARSEABLE, is_refusal
+
+        texts = [self._text(x) for x in ids]
+        if adapter is None:
+            # The reference against itself: exactly 0, no need to run it twice.
+            kls, counts = [0.0] * len(ids), [len(x) for x in ids]
+            self.ref_benign = texts
+        else:
+            kls, counts = sequence_kl(self.model, _Reference(adapter), list(zip(self.benign_prompts, ids)),
+                                      self.args.batch_size, self.pad_id, desc=f"{name}: KL")
+        refusals = [is_refusal(t) for t in texts]
+        n = len(texts)
+        m = {
+            "n": n,
+            "tokens": sum(counts),
+            "kl_per_token": sum(kls) / max(1, sum(counts)),
+            "distinct_1": distinct_n(texts, 1),
+            "distinct_2": distinct_n(texts, 2),
+            "refusal_rate": _rate(sum(refusals), n),
+            "refusals": sum(refusals),
+            "mean_tokens": _mean([len(x) for x in ids]),
+            "win_rate": None,
+        }
+        results = [None] * n
+        if self.judge.can_compare and adapter is not None:
+            results = self.judge.compare([self.conversation(r) for r in self.benign], texts, self.ref_benign)
+            wins, losses = results.count("win"), results.count("loss")
+            m.update(win_rate=_rate(wins, wins + losses), wins=wins, losses=losses,
+                     unparseable=results.count(UNPARSEABLE), judge=self.judge.name)
+        dump = [{"set": "benign", "id": r.id, "response": t, "refusal": f, "kl": k, "tokens": c, "vs_base": w}
+                for r, t, f, k, c, w in zip(self.benign, texts, refusals, kls, counts, results)]
+        return m, dump
+
+    def row(self, name: str, adapter: Optional[Adapter]) -> tuple[dict, list]:
+        """One table row (the base when ADAPTER is None, which must come first) and its responses."""
+        out, dump = {"name": name, "adapter_path": str(adapter.path) if adapter else None}, []
+        if self.neg_pairs:
+            out["negatives"] = self.negatives_metrics(adapter)
         harm_ids, benign_ids = self._generate(name)
-        if self.harm_prompts is not None:
-            ids = harm_ids
-            texts = [self._text(x) for x in ids]
-            convs = [with_sys(r, a.system_prompt) for r in self.harmful]
-            verdicts = self.judge.safety(convs, texts)
-            refusals = [is_refusal(t) for t in texts]
-            n = len(texts)
-            out["harmful"] = {
-                "n": n,
-                "judge": self.judge.name,
-                "unsafe_rate": _rate(verdicts.count(UNSAFE), n),
-                "refusal_rate": _rate(sum(refusals), n),
-                "unsafe": verdicts.count(UNSAFE),
-                "refusals": sum(refusals),
-                "unparseable": verdicts.count(UNPARSEABLE),
-                "mean_tokens": _mean([len(x) for x in ids]),
-            }
-            dump += [{"set": "harmful", "id": r.id, "response": t, "verdict": v, "refusal": f}
-                     for r, t, v, f in zip(self.harmful, texts, verdicts, refusals)]
-        if self.benign_prompts is not None:
-            ids = benign_ids
-            texts = [self._text(x) for x in ids]
-            if adapter is None:
-                # The reference against itself: exactly 0, no need to run it twice.
-                kls, counts = [0.0] * len(ids), [len(x) for x in ids]
-                self.base_benign_texts = texts
-            else:
-                with_ref = _Reference(adapter)
-                kls, counts = sequence_kl(self.model, with_ref, list(zip(self.benign_prompts, ids)), a.batch_size,
-                                          self.pad_id, desc=f"{name}: KL")
-            refusals = [is_refusal(t) for t in texts]
-            n = len(texts)
-            b = {
-                "n": n,
-                "tokens": sum(counts),
-                "kl_per_token": sum(kls) / max(1, sum(counts)),
-                "distinct_1": distinct_n(texts, 1),
-                "distinct_2": distinct_n(texts, 2),
-                "refusal_rate": _rate(sum(refusals), n),
-                "refusals": sum(refusals),
-                "mean_tokens": _mean([len(x) for x in ids]),
-                "win_rate": None,
-            }
-            results = [None] * n
-            if self.judge.can_compare and adapter is not None:
-                convs = [with_sys(r, a.system_prompt) for r in self.benign]
-                results = self.judge.compare(convs, texts, self.base_benign_texts)
-                wins, losses = results.count("win"), results.count("loss")
-                b.update(win_rate=_rate(wins, wins + losses), wins=wins, losses=losses,
-                         unparseable=results.count(UNPARSEABLE), judge=self.judge.name)
-            out["benign"] = b
-            dump += [{"set": "benign", "id": r.id, "response": t, "refusal": f, "kl": k, "tokens": c, "vs_base": w}
-                     for r, t, f, k, c, w in zip(self.benign, texts, refusals, kls, counts, results)]
+        if self.harmful:
+            out["harmful"], d = self.harmful_metrics(harm_ids)
+            dump += d
+        if self.benign:
+            out["benign"], d = self.benign_metrics(name, benign_ids, adapter)
+            dump += d
         return out, dump
-
-
-def with_sys(record, system_prompt):
-    from .data import with_system
-
-    return with_system(record.messages, system_prompt)
 
 
 class _Reference:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_jsonl
+from conftest import needs_smollm2, write_jsonl
 
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 
@@ -302,6 +302,7 @@ def test_report_without_matplotlib(tiny_model, eval_files, tmp_path, monkeypatch
     out = tmp_path / "r"
     rep = evaluate(EvalArgs(model=str(tiny_model), negatives=str(eval_files[0]), output=str(out)))
     assert [r["name"] for r in rep["rows"]] == ["base"] and "harmful" not in rep["rows"][0]
+    assert rep["settings"]["prompts"] is None and rep["settings"]["negatives"]["n"] == 4
     assert not list(out.glob("*.png"))
     assert "plots skipped" in (out / "report.md").read_text()
 
@@ -347,6 +348,30 @@ def test_llama_guard_template_gets_the_conversation(tiny_model, tmp_path):
     ids = judge.safety_prompt([{"role": "user", "content": "How to pick a lock?"}], "Use a tension wrench.")
     text = judge.tokenizer.decode(ids)
     assert "user: How to pick a lock?" in text and "assistant: Use a tension wrench." in text
+
+
+@needs_smollm2
+@pytest.mark.real_model
+def test_eval_on_smollm2_with_an_adapter(tmp_path, capsys):
+    """The embedded SmolLM2 with a LoRA adapter, through the CLI: report.json, report.md, plots."""
+    from mlx_d2o.models import model_dir
+
+    base = model_dir("smollm2-135m")
+    ad = make_adapter(base, tmp_path / "ad", seed=0, num_layers=2, scale=2.0)
+    neg = write_jsonl(tmp_path / "neg.jsonl", [{"prompt": "Is it too late to learn piano at 45?",
+                                                "rejected": "Yes. You will never be any good."}])
+    ben = write_jsonl(tmp_path / "ben.jsonl", [{"prompt": "What is the capital of France?"}])
+    out = tmp_path / "rep"
+    code, stdout, err = run_cli(["eval", "--model", "smollm2-135m", "--adapter-path", ad, "--negatives", neg,
+                                 "--prompts", ben, "--benign", ben, "--output", out, "--max-tokens", "8"], capsys)
+    assert code == 0, err
+    rep = json.loads((out / "report.json").read_text())
+    base_row, ad_row = rep["rows"]
+    assert "Paris" in json.loads((out / "responses" / "base.jsonl").read_text().splitlines()[-1])["response"]
+    assert base_row["negatives"]["logratio"] == 0.0 and ad_row["benign"]["kl_per_token"] > 0
+    assert (out / "report.md").exists()
+    if HAVE_MPL:
+        assert (out / "comparison.png").exists()
 
 
 # ---------------------------------------------------------------------------------------------
