@@ -1,0 +1,116 @@
+"""How `mlx-d2o eval` spends its time on SmolLM2-135M, and what its two design choices save.
+
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libopenblas.so.0 python benchmarks/bench_eval.py
+
+1. Adapters: switching a LoRA adapter on one loaded base (`evaluate.Adapter`) against the
+   baseline of loading base + adapter again for each adapter (`models.load(adapter_path=...)`).
+2. Generation: the harmful and the benign prompts in one batched call (what eval does) against
+   the baseline of one call per set; and completion batch 16 against 32.
+3. KL(policy || ref) and negative scoring throughput (the work done per adapter besides generation).
+
+Figures are wall-clock seconds on whatever else the machine is running: run it twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def make_lora(base_dir: Path, out: Path, num_layers: int = 16, seed: int = 0) -> Path:
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    from mlx_d2o.models import load
+
+    net, _ = load(str(base_dir))
+    lora = {"rank": 8, "scale": 20.0, "dropout": 0.0}
+    net.freeze()
+    linear_to_lora_layers(net, num_layers, lora)
+    mx.random.seed(seed)
+    w = {k: (mx.random.normal(v.shape) * 0.01 if k.endswith("lora_b") else v) for k, v in tree_flatten(net.trainable_parameters())}
+    out.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(out / "adapters.safetensors"), w)
+    (out / "adapter_config.json").write_text(json.dumps({"fine_tune_type": "lora", "num_layers": num_layers, "lora_parameters": lora}))
+    return out
+
+
+def timed(fn, *a, **k):
+    t = time.perf_counter()
+    r = fn(*a, **k)
+    return r, time.perf_counter() - t
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--prompts", type=int, default=16, help="Prompts per set (harmful, benign).")
+    p.add_argument("--max-tokens", type=int, default=32)
+    a = p.parse_args()
+
+    import mlx.core as mx
+
+    from mlx_d2o.data import load_records, prompt_tokens, response_tokens
+    from mlx_d2o.evaluate import Adapter, _Reference, generate, sequence_kl
+    from mlx_d2o.logprobs import score
+    from mlx_d2o.models import load, model_dir
+
+    print(f"model {a.model}, device {mx.default_device()}, {a.prompts}+{a.prompts} prompts x {a.max_tokens} new tokens")
+    base_dir = model_dir(a.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        ad = make_lora(base_dir, Path(tmp) / "lora")
+
+        # 1. adapters
+        (net, tok), t_load = timed(load, a.model)
+        _, t_reload = timed(load, a.model, adapter_path=str(ad))
+        adapter, t_on = timed(Adapter, net, ad)
+        _, t_off = timed(adapter.remove)
+        print(f"\n[1] per adapter: reload base+adapter {t_reload:.2f} s (baseline) vs switch on one base "
+              f"{t_on + t_off:.3f} s -> {t_reload / max(t_on + t_off, 1e-9):.0f}x less (base load alone {t_load:.2f} s)")
+
+        harm = load_records(REPO / "data" / "harmful_prompts.jsonl", require_rejected=False)[: a.prompts]
+        ben = load_records(REPO / "data" / "benign.jsonl", require_rejected=False)[: a.prompts]
+        hp = [prompt_tokens(tok, r.messages) for r in harm]
+        bp = [prompt_tokens(tok, r.messages) for r in ben]
+
+        # 2. generation
+        gen = lambda ps, bs: generate(net, tok, ps, a.max_tokens, batch_size=bs, desc=None)
+        gen(hp[:2], 2)  # warm-up
+        (h1, t_h), (b1, t_b) = timed(gen, hp, 16), timed(gen, bp, 16)
+        n_sep = sum(map(len, h1)) + sum(map(len, b1))
+        both, t_both = timed(gen, hp + bp, 16)
+        n_both = sum(map(len, both))
+        both32, t_both32 = timed(gen, hp + bp, 32)
+        n_both32 = sum(map(len, both32))
+        print(f"[2] generation, batch 16: one call per set {n_sep / (t_h + t_b):.1f} tok/s ({t_h + t_b:.1f} s, baseline); "
+              f"one call for both {n_both / t_both:.1f} tok/s ({t_both:.1f} s) -> {(n_both / t_both) / (n_sep / (t_h + t_b)):.2f}x")
+        print(f"    one call, batch 32: {n_both32 / t_both32:.1f} tok/s ({t_both32:.1f} s) -> "
+              f"{(n_both32 / t_both32) / (n_sep / (t_h + t_b)):.2f}x the baseline")
+
+        # 3. per-adapter scoring work
+        adapter = Adapter(net, ad)
+        pairs = list(zip(bp, both[len(hp):]))
+        (kls, cnt), t_kl = timed(sequence_kl, net, _Reference(adapter), pairs, 16, 0)
+        ntok = sum(len(p) + len(r) for p, r in pairs)
+        print(f"[3] KL(policy || ref) over {len(pairs)} responses ({ntok} tokens, two forward passes): {t_kl:.2f} s, "
+              f"{ntok / t_kl:.0f} tok/s; KL/token {sum(kls) / max(1, sum(cnt)):.4f}")
+        adapter.remove()
+        negs = load_records(REPO / "data" / "test.jsonl")
+        npairs = []
+        for r in negs:
+            pt = prompt_tokens(tok, r.messages)
+            npairs.append((pt, response_tokens(tok, r.messages, r.rejected, pt)))
+        _, t_score = timed(score, net, npairs, 16)
+        print(f"    scoring {len(npairs)} negatives: {t_score:.2f} s (the reference's share is done once per run, not per adapter)")
+
+
+if __name__ == "__main__":
+    main()
