@@ -405,6 +405,20 @@ def test_cli_eval_runs(tiny_model, adapters, eval_files, tmp_path, capsys):
     assert rep["settings"]["num_prompts"] == 2 and rep["rows"][1]["negatives"]["n"] == 2
 
 
+def test_cli_eval_recipe_section(tiny_model, adapters, eval_files, tmp_path, capsys):
+    """`-c recipe.yaml`: its `eval:` section (adapter list included) applies; flags win over it."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {tiny_model}\neval:\n  adapter_path: [{adapters[0]}]\n  negatives: {eval_files[0]}\n"
+                      f"  num_prompts: 3\n  output: {tmp_path / 'from_yaml'}\n")
+    code, _, err = run_cli(["eval", "-c", recipe, "--num-prompts", "2"], capsys)
+    assert code == 0, err
+    rep = json.loads((tmp_path / "from_yaml" / "report.json").read_text())
+    assert [r["name"] for r in rep["rows"]] == ["base", "d2o"] and rep["rows"][1]["negatives"]["n"] == 2
+    recipe.write_text("eval:\n  max_tokes: 3\n")
+    code, _, err = run_cli(["eval", "-c", recipe], capsys)
+    assert code == 2 and "max_tokes" in err
+
+
 def test_cli_eval_bad_input_exits_2(tiny_model, adapters, eval_files, tmp_path, capsys):
     from mlx_d2o.testing import make_tiny_model
 
