@@ -222,6 +222,7 @@ class Adapter:
                 raise D2OError(f"{self.path}: weights {', '.join(bad[:3])} do not fit the model: "
                                "this adapter was made for another base model")
             self._on, self._off = list(tuned.items()), [(k, params[k]) for k in tuned]
+            self._set(True)
         else:
             try:
                 load_adapters(model, str(self.path))

@@ -236,6 +236,43 @@ def test_adapter_switch_restores_base_exactly(tiny_model, adapters):
     assert np.allclose(np.array(net(x)), np.array(alone(x)), atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["dora", "full"])
+def test_adapter_switch_dora_and_full(tiny_model, tmp_path, kind):
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    from mlx_d2o.evaluate import Adapter
+    from mlx_d2o.models import load
+
+    net, tok = load(str(tiny_model))
+    lora = {"rank": 4, "scale": 10.0, "dropout": 0.0}
+    net.freeze()
+    if kind == "dora":
+        linear_to_lora_layers(net, 1, lora, use_dora=True)
+        trained = tree_flatten(net.trainable_parameters())
+    else:
+        trained = [(k, v) for k, v in tree_flatten(net.parameters()) if k.startswith("model.layers.1.")]
+    mx.random.seed(5)
+    w = {k: v + mx.random.normal(v.shape) * 0.05 for k, v in trained}
+    ad = tmp_path / kind
+    ad.mkdir()
+    mx.save_safetensors(str(ad / "adapters.safetensors"), w)
+    (ad / "adapter_config.json").write_text(json.dumps({"fine_tune_type": kind, "num_layers": 1, "lora_parameters": lora}))
+
+    x = mx.array([_seq(tok)[0]])
+    base, _ = load(str(tiny_model))
+    before = np.array(base(x))
+    alone, _ = load(str(tiny_model), adapter_path=str(ad))
+    adapter = Adapter(base, ad)
+    assert np.allclose(np.array(base(x)), np.array(alone(x)), atol=1e-5)
+    assert np.abs(np.array(base(x)) - before).max() > 1e-3
+    with adapter.disabled():
+        assert np.array_equal(np.array(base(x)), before)
+    adapter.remove()
+    assert np.array_equal(np.array(base(x)), before)
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole run and its report
 # ---------------------------------------------------------------------------------------------
