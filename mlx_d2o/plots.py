@@ -99,12 +99,16 @@ def training_curves(metrics_files: dict, path: str | Path) -> Optional[Path]:
             color = f"C{i % 10}"
             xs, ys = _series(train, key)
             if xs:
-                ax.plot(xs, ys, color=color, label=name)
+                ax.plot(xs, ys, color=color, label=name, marker="." if len(xs) < 30 else None)
             if key == "loss":
                 vx, vy = _series(val, "val_loss")
                 if vx:
                     ax.plot(vx, vy, color=color, linestyle="--", marker="o", markersize=3, label=f"{name} (val)")
         ax.set_title(key)
+        spans = [max(abs(y) for y in line.get_ydata()) for line in ax.lines if len(line.get_ydata())]
+        if spans and max(spans) > 10 * max(min(spans), 1e-3):
+            # NPO's loss sits near 10, D2O's near 0.7 and GA's below 0: one linear axis flattens all but one.
+            ax.set_yscale("symlog", linthresh=0.1)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         if ax.lines:
