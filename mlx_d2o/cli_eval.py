@@ -14,18 +14,18 @@ from .errors import D2OError
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model (reference): embedded name, .gguf, mlx-lm dir or Hub id. [default: smollm2-135m]"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model (reference): embedded name, .gguf, mlx-lm dir or Hub id. (default: smollm2-135m)"),
         adapter_path: Optional[List[Path]] = typer.Option(None, "--adapter-path", help="Adapter directory; repeat for several (one table row each, after the base)."),
         negatives: Optional[str] = typer.Option(None, help="Held-out negatives (records with 'rejected'), e.g. data/test.jsonl."),
         prompts: Optional[str] = typer.Option(None, help="Harmful prompts (records, no 'rejected' needed), e.g. data/harmful_prompts.jsonl."),
         benign: Optional[str] = typer.Option(None, help="Benign prompts (records, no 'rejected' needed), e.g. data/benign.jsonl."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory. [default: report]"),
-        judge: Optional[str] = typer.Option(None, help="'keyword' (built in) or a chat model (e.g. a Llama Guard) as judge. [default: keyword]"),
-        num_prompts: Optional[int] = typer.Option(None, help="Use the first N records of each file (0 = all). [default: 64]"),
-        max_tokens: Optional[int] = typer.Option(None, help="New tokens per response. [default: 128]"),
-        temp: Optional[float] = typer.Option(None, help="Sampling temperature, 0 = greedy. [default: 0]"),
-        seed: Optional[int] = typer.Option(None, help="Sampling seed (the same for every model). [default: 0]"),
-        batch_size: Optional[int] = typer.Option(None, help="Sequences generated / scored together. [default: 16]"),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory. (default: report)"),
+        judge: Optional[str] = typer.Option(None, help="'keyword' (built in) or a chat model (e.g. a Llama Guard) as judge. (default: keyword)"),
+        num_prompts: Optional[int] = typer.Option(None, help="Use the first N records of each file (0 = all). (default: 64)"),
+        max_tokens: Optional[int] = typer.Option(None, help="New tokens per response. (default: 128)"),
+        temp: Optional[float] = typer.Option(None, help="Sampling temperature, 0 = greedy. (default: 0)"),
+        seed: Optional[int] = typer.Option(None, help="Sampling seed (the same for every model). (default: 0)"),
+        batch_size: Optional[int] = typer.Option(None, help="Sequences generated / scored together. (default: 16)"),
         system_prompt: Optional[str] = typer.Option(None, help="System prompt put before every prompt."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe (its 'eval:' section and shared keys)."),
     ):
