@@ -26,7 +26,7 @@ from . import __version__
 from . import cache as sample_cache
 from .data import Record, data_fingerprint, load_records, prompt_tokens, response_tokens, with_system
 from .errors import D2OError
-from .logprobs import score
+from .logprobs import pad, score
 
 
 @dataclass
@@ -132,13 +132,31 @@ def _prefill(model, prompts: list[list[int]]) -> list:
     return [batch.extract_cache(i) for i in range(len(prompts))]
 
 
+@dataclass
+class _Draw:
+    """One sampled response as the generator made it."""
+
+    ids: list = field(default_factory=list)  # generated tokens, the stop token excluded
+    logps: list = field(default_factory=list)  # their log-probs under the generating model (lazy, then float)
+    end: Optional[mx.array] = None  # log-probs of each end-of-turn id right after `ids`
+    finish: Optional[str] = None
+
+
 def _generate_batch(model, tokenizer, prompts: list[list[int]], k: int, max_tokens: int, sampler,
-                    on_token: Optional[Callable[[int], None]] = None) -> list[tuple[list[int], str]]:
-    """(tokens, finish reason) of K responses per prompt, prompt-major; stop tokens excluded."""
+                    on_token: Optional[Callable[[int], None]] = None) -> tuple[list[_Draw], Optional[list]]:
+    """K responses per prompt (prompt-major) with the generating model's log-probs of their tokens,
+    and the prompts' KV caches (all but the last token; None for a 1-token prompt).
+
+    The generator runs one step past MAX_TOKENS: the distribution after the last kept token is
+    then known, so a cut response's score, end-of-turn included, needs no second pass (and a
+    response that ends exactly at MAX_TOKENS counts as stopped).
+    """
     from mlx_lm.generate import BatchGenerator
 
     n = len(prompts) * k
-    gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+    eot = sorted(tokenizer.eos_token_ids)
+    eot_arr = mx.array(eot)
+    gen = BatchGenerator(model, max_tokens=max_tokens + 1, stop_tokens=[[t] for t in eot],
                          sampler=sampler, completion_batch_size=n, prefill_batch_size=n)
     try:
         if all(len(p) > 1 for p in prompts):
@@ -149,31 +167,46 @@ def _generate_batch(model, tokenizer, prompts: list[list[int]], k: int, max_toke
                               caches=[c for c in caches for _ in range(k)],
                               all_tokens=[list(p[:-1]) for p in prompts for _ in range(k)])
         else:
+            caches = None
             uids = gen.insert([p for p in prompts for _ in range(k)])
-        tokens = {u: [] for u in uids}
-        finish = {}
+        draws = {u: _Draw() for u in uids}
         while responses := gen.next_generated():
+            step = []
             for r in responses:
-                if r.finish_reason != "stop":
-                    tokens[r.uid].append(r.token)
-                if r.finish_reason is not None:
-                    finish[r.uid] = r.finish_reason
+                d = draws[r.uid]
+                if r.finish_reason == "stop" or len(d.ids) == max_tokens:
+                    d.end = r.logprobs[eot_arr]
+                    d.finish = "stop" if r.finish_reason == "stop" else "length"
+                    step.append(d.end)
+                else:
+                    d.ids.append(r.token)
+                    d.logps.append(r.logprobs[r.token])
+                    step.append(d.logps[-1])
+            # Evaluate now: a pending index would keep the step's whole [vocab] row alive.
+            mx.eval(step)
             if on_token is not None:
                 on_token(len(responses))
     finally:
         gen.close()
-    return [(tokens[u], finish[u]) for u in uids]
+    out = [draws[u] for u in uids]
+    for d in out:
+        d.logps = [x.item() for x in d.logps]
+        d.end = dict(zip(eot, d.end.tolist()))
+    return out, caches
 
 
 def generate_samples(model, tokenizer, records, num_samples: int, max_tokens: int, temp: float, top_p: float,
                      batch_size: int, seed: int, system_prompt: Optional[str] = None,
-                     on_token: Optional[Callable[[int], None]] = None) -> list[dict]:
+                     on_token: Optional[Callable[[int], None]] = None, return_logps: bool = False) -> list[dict]:
     """K responses per record from MODEL, batch_size records at a time.
 
     Args:
         records: `Record`s or dicts with `messages`.
         system_prompt: put first for generation only (the `with_system` rule).
         on_token: called with the number of tokens each decoding step produced (progress).
+        return_logps: also return `_draws`, the generated ids and MODEL's log-probs of them, and
+            `_prompt_cache`, the prompt's KV cache (`score_records` reuses both when MODEL is
+            the reference and the prompt the same).
 
     Returns:
         One dict per record: `samples` (K texts), `sample_tokens` (K counts of generated tokens,
@@ -185,14 +218,19 @@ def generate_samples(model, tokenizer, records, num_samples: int, max_tokens: in
         ids = [r.id if isinstance(r, Record) else r.get("id", start + i) for i, r in enumerate(chunk)]
         sampler = make_keyed_sampler(temp, top_p, mx.random.key(batch_seed(seed, ids)))
         prompts = [prompt_tokens(tokenizer, with_system(_messages(r), system_prompt)) for r in chunk]
-        results = _generate_batch(model, tokenizer, prompts, num_samples, max_tokens, sampler, on_token)
+        draws, caches = _generate_batch(model, tokenizer, prompts, num_samples, max_tokens, sampler, on_token)
         for i in range(len(chunk)):
-            mine = results[i * num_samples: (i + 1) * num_samples]
-            out.append({
-                "samples": [tokenizer.decode(t) for t, _ in mine],
-                "sample_tokens": [len(t) + (f == "stop") for t, f in mine],
-                "sample_finish": [f for _, f in mine],
-            })
+            mine = draws[i * num_samples: (i + 1) * num_samples]
+            g = {
+                "samples": [tokenizer.decode(d.ids) for d in mine],
+                "sample_tokens": [len(d.ids) + (d.finish == "stop") for d in mine],
+                "sample_finish": [d.finish for d in mine],
+            }
+            if return_logps:
+                g["_draws"] = mine
+                if caches is not None:
+                    g["_prompt_cache"] = caches[i]
+            out.append(g)
     return out
 
 
@@ -228,31 +266,103 @@ def adapters_disabled(model):
         model.update_modules(tree_unflatten(wrapped))
 
 
-def score_records(ref_model, tokenizer, rows: list[dict], batch_size: int) -> list[dict]:
+def _known_score(draw: Optional[_Draw], resp: list[int]) -> Optional[float]:
+    """The generator's own score of RESP when RESP is exactly what it generated, else None."""
+    if draw is None or len(resp) != len(draw.ids) + 1 or resp[:-1] != draw.ids or resp[-1] not in draw.end:
+        return None
+    return sum(draw.logps) + draw.end[resp[-1]]
+
+
+def _merge(caches: list) -> list:
+    """Per-sequence prompt caches -> one batch cache per layer (left-padded), as BatchGenerator does."""
+    return [layer[0].merge(list(layer)) for layer in zip(*caches)]
+
+
+def score_after_prompts(model, prompts: list[list[int]], pairs: list[tuple[int, list[int]]], batch_size: int,
+                        max_tokens_per_batch: int = 8192, caches: Optional[list] = None) -> tuple[list[float], list[int]]:
+    """log π(response | prompt) for (prompt index, response tokens) PAIRS, each prompt run once.
+
+    Like `logprobs.score`, but a record's K samples, rejected and chosen share one pass over
+    its prompt: every prompt but its last token is prefilled (batched) into a KV cache, and the
+    responses run after copies of it. The prompt is as long as the responses in chat data, so
+    this halves the work. Prompts must be at least 2 tokens long. CACHES, when given, are those
+    prompts' caches already made by MODEL (the generator's), and are not changed.
+    """
+    caches = _prefill(model, prompts) if caches is None else caches
+    order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][1]))
+    logps, counts = [0.0] * len(pairs), [0] * len(pairs)
+    i = 0
+    while i < len(order):
+        longest = len(pairs[order[i]][1])
+        n = max(1, min(batch_size, max_tokens_per_batch // max(1, longest)))
+        idx = order[i: i + n]
+        # Input = the prompt's last token then the response but its last: position t predicts response[t].
+        seqs = [[prompts[pairs[j][0]][-1]] + list(pairs[j][1][:-1]) for j in idx]
+        tokens, lengths = pad(seqs, 0)
+        targets = pad([list(pairs[j][1]) for j in idx], 0)[0][:, : tokens.shape[1]]
+        logits = model(tokens, cache=_merge([caches[pairs[j][0]] for j in idx])).astype(mx.float32)
+        token_logps = mx.take_along_axis(logits, targets[..., None], axis=-1).squeeze(-1) - mx.logsumexp(logits, axis=-1)
+        mask = mx.arange(tokens.shape[1])[None, :] < lengths[:, None]
+        lp = (token_logps * mask).sum(axis=-1)
+        mx.eval(lp)
+        for j, a in zip(idx, lp.tolist()):
+            logps[j], counts[j] = a, len(pairs[j][1])
+        i += n
+    return logps, counts
+
+
+def score_records(ref_model, tokenizer, rows: list[dict], batch_size: int, counts: Optional[dict] = None) -> list[dict]:
     """Add `ref_logps` and `ref_tokens` to each row: the reference's summed log-probs and token
     counts of its K samples, its `rejected` and (when present) its `chosen`.
 
     Responses are re-tokenized with `data.response_tokens` after the row's own `messages`, so
     the tokens are those `train` scores with the policy. REF_MODEL is used as given: pass the
     base model, or wrap the call in `adapters_disabled(model)`.
+
+    A row may carry `_draws` and `_prompt_cache` (from `generate_samples(..., return_logps=True)`;
+    only when the samples came from REF_MODEL itself on the same prompt): a sample whose
+    re-tokenized response is exactly the generated ids plus end-of-turn then takes the log-probs
+    the generator already computed (the same numbers up to float rounding), only the others are
+    scored again, and the prompt is not run again. Private `_` keys are removed from the rows
+    returned; COUNTS, if given, gets `scored` and `reused` added.
     """
-    pairs, where = [], []
+    prompts, pairs, where, known = [], [], [], []
     for i, row in enumerate(rows):
         p = prompt_tokens(tokenizer, row["messages"])
-        for j, text in enumerate(row["samples"]):
-            pairs.append((p, response_tokens(tokenizer, row["messages"], text, p)))
-            where.append((i, "samples", j))
+        prompts.append(p)
+        draws = row.get("_draws") or [None] * len(row["samples"])
+        for j, (text, draw) in enumerate(zip(row["samples"], draws)):
+            resp = response_tokens(tokenizer, row["messages"], text, p)
+            lp = _known_score(draw, resp)
+            if lp is None:
+                pairs.append((i, resp))
+                where.append((i, "samples", j))
+            else:
+                known.append(((i, "samples", j), lp, len(resp)))
         for name in ("rejected", "chosen"):
             if row.get(name) is not None:
-                pairs.append((p, response_tokens(tokenizer, row["messages"], row[name], p)))
+                pairs.append((i, response_tokens(tokenizer, row["messages"], row[name], p)))
                 where.append((i, name, None))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    logps, counts = score(ref_model, pairs, batch_size=batch_size, pad_id=pad_id)
+    if not pairs:
+        logps, ntok = [], []
+    elif all(len(p) > 1 for p in prompts):
+        used = sorted({i for i, _ in pairs})
+        slot = {i: n for n, i in enumerate(used)}
+        caches = [rows[i].get("_prompt_cache") for i in used]
+        logps, ntok = score_after_prompts(ref_model, [prompts[i] for i in used], [(slot[i], r) for i, r in pairs],
+                                          batch_size, caches=None if None in caches else caches)
+    else:
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        logps, ntok = score(ref_model, [(prompts[i], r) for i, r in pairs], batch_size=batch_size, pad_id=pad_id)
+    if counts is not None:
+        counts["scored"] = counts.get("scored", 0) + len(pairs)
+        counts["reused"] = counts.get("reused", 0) + len(known)
     out = []
     for row in rows:
         k = len(row["samples"])
+        row = {key: v for key, v in row.items() if not key.startswith("_")}
         out.append({**row, "ref_logps": {"samples": [0.0] * k}, "ref_tokens": {"samples": [0] * k}})
-    for (i, name, j), lp, n in zip(where, logps, counts):
+    for (i, name, j), lp, n in list(zip(where, logps, ntok)) + known:
         if j is None:
             out[i]["ref_logps"][name], out[i]["ref_tokens"][name] = lp, n
         else:
@@ -396,8 +506,11 @@ def sample(args: SampleArgs, progress: bool = True) -> dict:
     base_needed = args.adapter_path is not None and not _adapter_modules(model)
     # A full fine-tune ("adapter" = whole weights) has no base layer to swap back: load it.
     ref_model = load(args.model)[0] if base_needed else model
+    # Without adapter or system prompt the generator *is* the reference on the training prompt:
+    # its log-probs of the sampled tokens are the reference scores, so keep them.
+    reuse = args.adapter_path is None and not args.system_prompt
 
-    stats = {"tokens": 0, "gen": 0.0, "score": 0.0}
+    stats = {"tokens": 0, "gen": 0.0, "score": 0.0, "scored": 0, "reused": 0}
     bar = tqdm(total=len(mine), initial=sum(len(b) for b in batches[:done]), unit="prompt",
                desc=f"sample{f' rank {rank}/{size}' if size > 1 else ''}", dynamic_ncols=True,
                disable=not progress or rank != 0)
@@ -411,15 +524,16 @@ def sample(args: SampleArgs, progress: bool = True) -> dict:
         for batch in batches[done:]:
             stats["t_batch"] = time.perf_counter()
             gens = generate_samples(model, tokenizer, batch, k, int(args.max_tokens), float(args.temp),
-                                    float(args.top_p), bs, int(args.seed), args.system_prompt, on_token)
+                                    float(args.top_p), bs, int(args.seed), args.system_prompt, on_token,
+                                    return_logps=reuse)
             t1 = time.perf_counter()
             stats["gen"] += t1 - stats["t_batch"]
             rows = [_row(r, g) for r, g in zip(batch, gens)]
             if ref_model is model:
                 with adapters_disabled(model):
-                    rows = score_records(model, tokenizer, rows, bs * (k + 2))
+                    rows = score_records(model, tokenizer, rows, bs * (k + 2), stats)
             else:
-                rows = score_records(ref_model, tokenizer, rows, bs * (k + 2))
+                rows = score_records(ref_model, tokenizer, rows, bs * (k + 2), stats)
             stats["score"] += time.perf_counter() - t1
             writer.append(rows)
             bar.update(len(batch))
@@ -434,5 +548,6 @@ def sample(args: SampleArgs, progress: bool = True) -> dict:
         sample_cache.write_manifest(out_dir, manifest)
         _, all_rows = sample_cache.read_cache(out_dir)
         summary.update(summarize(all_rows, time.perf_counter() - t0, stats["tokens"], stats["gen"], stats["score"]))
+        summary.update(responses_scored=stats["scored"], sample_scores_from_generation=stats["reused"])
     _all_ok(group, True)
     return summary

@@ -48,13 +48,16 @@ def tiny(tiny_model):
     return load(str(tiny_model))
 
 
-def test_cache_shapes_and_scores(tiny_model, records_file, tmp_path, tiny):
+@pytest.mark.parametrize("system_prompt", [None, "Be harmless."])
+def test_cache_shapes_and_scores(tiny_model, records_file, tmp_path, tiny, system_prompt):
+    # Without a system prompt the generator's own log-probs and prompt caches are reused for
+    # scoring; with one, everything is scored after the record's own prompt.
     out = tmp_path / "cache"
-    summary = sample(_args(tiny_model, records_file, out, system_prompt="Be harmless."), progress=False)
+    summary = sample(_args(tiny_model, records_file, out, system_prompt=system_prompt), progress=False)
     manifest, rows = read_cache(out)
 
     assert manifest["complete"] is True and manifest["records"] == 8 and manifest["num_samples"] == 3
-    assert manifest["system_prompt"] == "Be harmless."
+    assert manifest["system_prompt"] == system_prompt
     assert [r["id"] for r in rows] == [f"r{i}" for i in range(8)]
     assert summary["records"] == 8 and summary["samples"] == 24
     records = {r.id: r for r in load_records(records_file)}
@@ -65,7 +68,7 @@ def test_cache_shapes_and_scores(tiny_model, records_file, tmp_path, tiny):
         assert row["messages"] == rec.messages and row["rejected"] == rec.rejected and row["chosen"] == rec.chosen
         assert len(row["samples"]) == len(row["sample_tokens"]) == len(row["sample_finish"]) == 3
         assert set(row["sample_finish"]) <= {"stop", "length"}
-        assert all(1 <= n <= 8 for n in row["sample_tokens"])
+        assert all(1 <= n <= 9 for n in row["sample_tokens"])  # 8 tokens, plus end-of-turn when it stopped
         assert all(n == 8 for n, f in zip(row["sample_tokens"], row["sample_finish"]) if f == "length")
         lps = row["ref_logps"]["samples"] + [row["ref_logps"]["rejected"], row["ref_logps"]["chosen"]]
         assert all(math.isfinite(x) and x <= 0 for x in lps)
@@ -77,10 +80,10 @@ def test_cache_shapes_and_scores(tiny_model, records_file, tmp_path, tiny):
             assert n == len(response_tokens(tok, rec.messages, text, p))
 
     # The stored reference score equals an independent forward pass over the training prompt.
-    for row in rows[:3]:
+    for row in rows:  # prompts of different lengths, single- and multi-turn
         p = prompt_tokens(tok, row["messages"])
-        for text, lp in zip(row["samples"] + [row["rejected"]],
-                            row["ref_logps"]["samples"] + [row["ref_logps"]["rejected"]]):
+        for text, lp in zip(row["samples"][:1] + [row["rejected"], row["chosen"]],
+                            row["ref_logps"]["samples"][:1] + [row["ref_logps"]["rejected"], row["ref_logps"]["chosen"]]):
             want = _independent_logp(model, p, response_tokens(tok, row["messages"], text, p))
             assert lp == pytest.approx(want, rel=1e-4, abs=1e-3)
 
@@ -114,6 +117,32 @@ def test_greedy_shared_prefill_matches_mlx_lm(tiny, records_file):
     plain = batch_generate(model, tok, prompts, max_tokens=10, return_token_ids=True)
     for g, text in zip(ours, plain.texts):
         assert g["samples"] == [text, text]
+
+
+def test_generator_logps_are_reference_scores(tiny, records_file):
+    """The log-probs kept from generation equal a forward pass over prompt + generated ids +
+    end-of-turn, for stopped and for cut responses alike."""
+    model, tok = tiny
+    recs = load_records(records_file)[:2]
+    gens = generate_samples(model, tok, recs, 3, 5, 1.0, 1.0, 2, seed=1, return_logps=True)
+    eot = tok.eos_token_id
+    for rec, g in zip(recs, gens):
+        p = prompt_tokens(tok, rec.messages)
+        for d, finish in zip(g["_draws"], g["sample_finish"]):
+            assert finish == "stop" or len(d.ids) == 5
+            kept = sum(d.logps) + d.end[eot]
+            assert kept == pytest.approx(_independent_logp(model, p, d.ids + [eot]), rel=1e-4, abs=1e-3)
+
+
+def test_known_score_only_for_identical_tokens():
+    from mlx_d2o.sampling import _Draw, _known_score
+
+    d = _Draw(ids=[5, 6], logps=[-1.0, -2.0], end={2: -0.5}, finish="length")
+    assert _known_score(d, [5, 6, 2]) == -3.5
+    assert _known_score(d, [5, 7, 2]) is None  # re-tokenized differently: score it again
+    assert _known_score(d, [5, 6]) is None
+    assert _known_score(d, [5, 6, 3]) is None
+    assert _known_score(None, [5, 6, 2]) is None
 
 
 def _lines(path: Path) -> list[str]:
