@@ -451,9 +451,11 @@ def summarize(rows: list[dict], seconds: float, generated_tokens: int, gen_secon
         "stopped_by_length": round(sum(f == "length" for f in finishes) / max(1, len(finishes)), 4),
         "mean_tokens": round(sum(lengths) / max(1, len(lengths)), 1),
         "seconds": round(seconds, 1),
+        # This run's (and, under mlx.launch, rank 0's) generation; a resumed run counts only its part.
+        "generated_tokens": generated_tokens,
         "generated_tokens_per_sec": round(generated_tokens / gen_seconds, 1) if gen_seconds else None,
-        "generation_seconds": round(gen_seconds, 1),
-        "scoring_seconds": round(score_seconds, 1),
+        "generation_seconds": round(gen_seconds, 3),
+        "scoring_seconds": round(score_seconds, 3),
     }
 
 
@@ -510,7 +512,7 @@ def sample(args: SampleArgs, progress: bool = True) -> dict:
     # its log-probs of the sampled tokens are the reference scores, so keep them.
     reuse = args.adapter_path is None and not args.system_prompt
 
-    stats = {"tokens": 0, "gen": 0.0, "score": 0.0, "scored": 0, "reused": 0}
+    stats = {"tokens": 0, "kept": 0, "gen": 0.0, "score": 0.0, "scored": 0, "reused": 0}
     bar = tqdm(total=len(mine), initial=sum(len(b) for b in batches[:done]), unit="prompt",
                desc=f"sample{f' rank {rank}/{size}' if size > 1 else ''}", dynamic_ncols=True,
                disable=not progress or rank != 0)
@@ -528,6 +530,7 @@ def sample(args: SampleArgs, progress: bool = True) -> dict:
                                     return_logps=reuse)
             t1 = time.perf_counter()
             stats["gen"] += t1 - stats["t_batch"]
+            stats["kept"] += sum(n for g in gens for n in g["sample_tokens"])
             rows = [_row(r, g) for r, g in zip(batch, gens)]
             if ref_model is model:
                 with adapters_disabled(model):
@@ -547,7 +550,7 @@ def sample(args: SampleArgs, progress: bool = True) -> dict:
         manifest["seconds"] = round(time.perf_counter() - t0, 1)
         sample_cache.write_manifest(out_dir, manifest)
         _, all_rows = sample_cache.read_cache(out_dir)
-        summary.update(summarize(all_rows, time.perf_counter() - t0, stats["tokens"], stats["gen"], stats["score"]))
+        summary.update(summarize(all_rows, time.perf_counter() - t0, stats["kept"], stats["gen"], stats["score"]))
         summary.update(responses_scored=stats["scored"], sample_scores_from_generation=stats["reused"])
     _all_ok(group, True)
     return summary
