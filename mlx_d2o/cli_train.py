@@ -48,6 +48,8 @@ def register(app: typer.Typer) -> None:
 
         settings = merge(cli, config, DEFAULTS, section="train")
         summary = train(TrainArgs(**{k: v for k, v in settings.items() if k in DEFAULTS}))
+        if summary["rank"] != 0:  # under mlx.launch, rank 0 speaks for the run
+            return
         last = summary["last"]
         typer.echo(f"trained {summary['steps']} steps: loss {last.get('loss', float('nan')):.4f}; "
                    f"adapters in {summary['adapter_path']}")

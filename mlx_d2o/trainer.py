@@ -553,10 +553,20 @@ class Shard:
         return mx.distributed.all_sum(x, group=self.group, stream=mx.cpu) if self.size > 1 else x
 
     def broadcast(self, tree):
-        """Rank 0's values everywhere (all_sum of rank 0's arrays and everybody else's zeros)."""
+        """Rank 0's values everywhere (all_sum of rank 0's arrays and everybody else's zeros).
+
+        One collective at a time, in name order, evaluated at once: left lazy, the ranks' graphs
+        (values here, zeros there) may run the collectives in different orders and deadlock."""
         if self.size == 1:
             return tree
-        return tree_map(lambda a: self.sum(a if self.rank == 0 else mx.zeros_like(a)), tree)
+        flat = []
+        # Sorted by name: a tree loaded from a file (rank 0's, on resume) may list its leaves in
+        # another order than the one built in memory (the other ranks').
+        for k, a in sorted(tree_flatten(tree), key=lambda kv: kv[0]):
+            x = self.sum(a if self.rank == 0 else mx.zeros_like(a))
+            mx.eval(x)
+            flat.append((k, x))
+        return tree_unflatten(flat)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -631,6 +641,34 @@ def refresh_samples(model, tokenizer, examples: list, manifest: dict, seed: int,
 # ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
+
+@contextmanager
+def peer_exit_message(shard: Shard, out: Path, progress: dict):
+    """Under mlx.launch, a rank that dies makes the launcher SIGTERM the others: say on rank 0
+    what happened and where to resume from, then exit (the checkpoints are written atomically,
+    so the latest one is whole)."""
+    import signal
+
+    if shard.size == 1:
+        yield
+        return
+
+    def on_term(signum, frame):
+        if shard.rank == 0:
+            ck = latest_checkpoint(out)
+            where_ = (f"the last checkpoint is {ck}; run the same command with --resume to continue" if ck
+                      else "no checkpoint had been saved yet")
+            sys.stderr.write(f"\nerror: training stopped at step {progress['step']}: another rank of this mlx.launch run "
+                             f"exited, and the launcher ended this one; {where_}\n")
+            sys.stderr.flush()
+        os._exit(3)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 def step_seed(seed: int, it: int, rank: int) -> int:
     """The RNG seed of iteration IT on RANK (dropout, online sampling): a function of the step,
@@ -778,7 +816,8 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
             "(the curve matches an uninterrupted run exactly when --save-every is a multiple of --refresh-every)")
     bar = tqdm(total=iters, initial=start, desc="train", file=sys.stderr, disable=not main, dynamic_ncols=True)
     last = {}
-    with checkpointed_layers(model, args.grad_checkpoint):
+    progress = {"step": start}
+    with checkpointed_layers(model, args.grad_checkpoint), peer_exit_message(shard, out, progress):
         if start == 0 and args.steps_per_eval and val_examples:
             validate(0)
         for it in range(start + 1, iters + 1):
@@ -792,11 +831,13 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
             lvalue, metrics, grad_norm, grad_accum = step(batch, grad_accum, it % G == 0)
             mx.eval(step_state, lvalue, metrics, grad_norm, grad_accum)
             window["time"] += time.perf_counter() - tic
-            loss_val = lvalue.item()
+            progress["step"] = it
+            # Every rank checks the same (summed) value, so a NaN on one rank stops all of them alike.
+            loss_val = shard.sum(lvalue).item()
             if not math.isfinite(loss_val):
                 ck = latest_checkpoint(out)
                 raise D2OError(
-                    f"the loss became {loss_val} at step {it} (rank {shard.rank}); stopped without saving. "
+                    f"the loss became {loss_val} at step {it}; stopped without saving. "
                     + (f"The last good checkpoint is {ck} (resume with --resume after lowering --learning-rate)."
                        if ck else "No checkpoint was saved yet; lower --learning-rate and start again.")
                 )
@@ -837,7 +878,7 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
     bar.close()
 
     after = evaluate(model, probe_set, loss_fn, args.loss, args.batch_size, pad_id, shard)
-    summary = {"steps": iters, "last": last, "adapter_path": str(out), "probe_set": probe_name,
+    summary = {"steps": iters, "last": last, "adapter_path": str(out), "probe_set": probe_name, "rank": shard.rank,
                "logps_negative_before": before.get("logps/negative") if before else None,
                "logps_negative_after": after.get("logps/negative")}
     if before:
