@@ -152,7 +152,7 @@ def check_cache_model(path, manifest: dict, fingerprint: str) -> None:
         )
 
 
-def build_examples(rows: list, tokenizer, args: TrainArgs, path, system_prompt: Optional[str] = None) -> tuple[list, list]:
+def build_examples(rows: list, tokenizer, args: TrainArgs, path) -> tuple[list, list]:
     """Tokenize cache rows; returns (examples, rows_to_rescore).
 
     A sequence longer than --max-seq-length keeps its prompt and loses the end of its response;
@@ -171,7 +171,9 @@ def build_examples(rows: list, tokenizer, args: TrainArgs, path, system_prompt: 
         if need_chosen and not row.get("chosen"):
             raise D2OError(f"{path}: row {rid!r}: field 'chosen': missing; --loss dpo needs data with a 'chosen' "
                            "response for every prompt (use d2o, npo or ga for negatives-only data)")
-        msgs = D.with_system(row["messages"], system_prompt)
+        # The row's own messages: `sample` puts --system-prompt first while generating only, and
+        # scores (so we train) on the record's prompt.
+        msgs = row["messages"]
         prompt = D.prompt_tokens(tokenizer, msgs)
         if len(prompt) >= args.max_seq_length - 1:
             skipped.append(rid)
@@ -346,26 +348,21 @@ def setup_trainable(model, args: TrainArgs) -> None:
 
 @contextmanager
 def reference_model(model, ref_params: Optional[dict] = None):
-    """The model as the frozen reference, in place: LoRA/DoRA layers swapped for their base
-    layers (DoRA's magnitude makes scale=0 not enough), or, for full fine-tuning, the saved
-    starting weights put back. No second model is loaded."""
-    from mlx_lm.tuner.dora import DoRAEmbedding, DoRALinear
-    from mlx_lm.tuner.lora import LoRAEmbedding, LoRALinear
+    """The model as the frozen reference, in place and without loading it twice: LoRA/DoRA layers
+    swapped for the base layers they wrap (the sample step's `adapters_disabled`), or, for full
+    fine-tuning, the saved starting weights REF_PARAMS put back for the duration."""
+    from .sampling import adapters_disabled
 
-    adapters = [(n, m) for n, m in model.named_modules() if isinstance(m, (LoRALinear, DoRALinear, LoRAEmbedding, DoRAEmbedding))]
     current = None
-    if adapters:
-        model.update_modules(tree_unflatten([(n, m.linear if hasattr(m, "linear") else m.embedding) for n, m in adapters]))
     if ref_params:
         current = dict(tree_flatten(model.trainable_parameters()))
         model.update(tree_unflatten(list(ref_params.items())))
     try:
-        yield model
+        with adapters_disabled(model):
+            yield model
     finally:
         if current is not None:
             model.update(tree_unflatten(list(current.items())))
-        if adapters:
-            model.update_modules(tree_unflatten(adapters))
 
 
 @contextmanager
@@ -612,30 +609,40 @@ def _metric_names(loss: str) -> list:
 # Online refresh
 # ---------------------------------------------------------------------------------------------
 
-def refresh_samples(model, tokenizer, examples: list, manifest: dict, seed: int, ref_params, args: TrainArgs) -> None:
+def refresh_samples(model, tokenizer, examples: list, manifest: dict, seed: int, ref_params, args: TrainArgs) -> list:
     """Online D2O: the current policy samples again for EXAMPLES (π_r := π_θ) through the sample
-    step's code; the unchanged reference scores the new samples."""
-    try:
-        from .sampling import generate_samples, score_records
-    except ImportError as e:
-        raise D2OError(f"--refresh-every needs mlx_d2o.sampling (the sample step), which failed to import: {e}") from e
-    records = [D.Record(e.id, e.messages, e.row.get("rejected")) for e in examples]
-    gen = manifest.get("generation", manifest)
+    step's code, with the cache's sampling settings; the unchanged reference scores the new
+    samples. Updates EXAMPLES in place and returns the new rows (the cache's format)."""
+    from .sampling import generate_samples, score_records
+
+    if not examples:
+        return []
     was_training = model.training
     model.eval()
-    new = generate_samples(model, tokenizer, records, num_samples=len(examples[0].samples),
-                           max_tokens=int(gen.get("max_tokens", 256)), temp=float(gen.get("temp", 0.8)),
-                           top_p=float(gen.get("top_p", 1.0)), batch_size=int(gen.get("batch_size", 8)), seed=seed)
-    rows = [{**e.row, "messages": e.messages, **s} for e, s in zip(examples, new)]
+    batch = int(manifest.get("batch_size") or 8)
+    new = generate_samples(model, tokenizer, [e.row for e in examples], num_samples=len(examples[0].samples),
+                           max_tokens=int(manifest.get("max_tokens") or 256), temp=float(manifest.get("temp", 1.0)),
+                           top_p=float(manifest.get("top_p", 1.0)), batch_size=batch, seed=seed,
+                           system_prompt=manifest.get("system_prompt"))
+    keep = ("id", "messages", "rejected", "chosen")
+    rows = [{**{k: e.row[k] for k in keep if k in e.row}, **g} for e, g in zip(examples, new)]
     with reference_model(model, ref_params):
-        score_records(model, tokenizer, rows, batch_size=int(gen.get("batch_size", 8)))
+        rows = score_records(model, tokenizer, rows, batch)
+        cut = []
+        for e, row in zip(examples, rows):
+            room = args.max_seq_length - len(e.prompt)
+            e.samples, e.ref_samples = [], []
+            for k, text in enumerate(row["samples"]):
+                ids = D.response_tokens(tokenizer, e.messages, text, e.prompt)
+                e.samples.append(ids[:room])
+                e.ref_samples.append(float(row["ref_logps"]["samples"][k]))
+                if len(ids) > room:
+                    cut.append((e, "samples", k))
+            e.row = {**e.row, **row}
+        rescore(model, cut)
     if was_training:
         model.train()
-    room = args.max_seq_length
-    for e, row in zip(examples, rows):
-        e.samples = [D.response_tokens(tokenizer, e.messages, t, e.prompt)[: max(1, room - len(e.prompt))] for t in row["samples"]]
-        e.ref_samples = [float(x) for x in row["ref_logps"]["samples"]]
-        e.row = row
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -703,13 +710,12 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
     manifest, rows = read_cache(args.samples)
     model, tokenizer, info = load(args.model, dequantize=args.dequantize, return_info=True)
     check_cache_model(args.samples, manifest, info.fingerprint)
-    system_prompt = manifest.get("system_prompt")
-    examples, to_rescore = build_examples(rows, tokenizer, args, args.samples, system_prompt)
+    examples, to_rescore = build_examples(rows, tokenizer, args, args.samples)
     val_examples = None
     if args.val_samples:
         vman, vrows = read_cache(args.val_samples)
         check_cache_model(args.val_samples, vman, info.fingerprint)
-        val_examples, vres = build_examples(vrows, tokenizer, args, args.val_samples, vman.get("system_prompt"))
+        val_examples, vres = build_examples(vrows, tokenizer, args, args.val_samples)
         to_rescore += vres
     if to_rescore:
         n_chosen = sum(w == "chosen" for _, w, _ in to_rescore)
@@ -824,7 +830,10 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
             if args.refresh_every and ((it - 1) % args.refresh_every == 0 or it == start + 1):
                 upto = min(iters, (it - 1) // args.refresh_every * args.refresh_every + args.refresh_every)
                 ahead = sorted({i for j in range(it - 1, upto) for i in shard.local(batch_at(batches, j, args.seed))})
-                refresh_samples(model, tokenizer, [examples[i] for i in ahead], manifest, step_seed(args.seed, it, shard.rank), ref_params, args)
+                fresh = refresh_samples(model, tokenizer, [examples[i] for i in ahead], manifest,
+                                        step_seed(args.seed, it, shard.rank), ref_params, args)
+                if main:  # what the policy sampled, for inspection (rank 0's share under mlx.launch)
+                    D.write_jsonl_atomic(out / "online" / f"samples-step{it:07d}.jsonl", fresh)
             mx.random.seed(step_seed(args.seed, it, shard.rank))
             tic = time.perf_counter()
             batch, ntoks = collate([examples[i] for i in shard.local(batch_at(batches, it - 1, args.seed))], args.loss, pad_id)

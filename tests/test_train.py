@@ -279,3 +279,23 @@ def test_bad_arguments_get_clear_errors(tiny_model, tiny_quantized_model, cache,
     assert code == 2, text
     assert "error:" in text and match in text, text
     assert not (tmp_path / "o" / "adapters.safetensors").exists()
+
+
+def test_online_refresh_samples_with_policy_scores_with_reference(tiny_model, cache, tmp_path):
+    out = tmp_path / "online"
+    train(args(tiny_model, cache, out, iters=4, refresh_every=2, learning_rate=3e-3), log=lambda s: None)
+    lines = metrics(out)
+    # At step 1 the policy is still the base: fresh samples scored by the reference give z = 0.
+    assert lines[0]["loss"] == pytest.approx(LN2, abs=1e-4)
+    files = sorted((out / "online").glob("*.jsonl"))
+    assert [f.name for f in files] == ["samples-step0000001.jsonl", "samples-step0000003.jsonl"]
+    cached = {json.loads(l)["id"]: json.loads(l)["samples"] for l in (cache / "samples.jsonl").read_text().splitlines()}
+    base, tok = load(str(tiny_model))
+    for f in files:
+        rows = [json.loads(l) for l in f.read_text().splitlines()]
+        assert rows and all(len(r["samples"]) == K for r in rows)
+        assert all(r["samples"] != cached[r["id"]] for r in rows)  # generated anew, not the cache's
+        for r in rows[:2]:  # scored by the reference = a freshly loaded base, not the trained policy
+            p = D.prompt_tokens(tok, r["messages"])
+            lp, _ = score(base, [(p, D.response_tokens(tok, r["messages"], t, p)) for t in r["samples"]])
+            np.testing.assert_allclose(r["ref_logps"]["samples"], lp, rtol=1e-4, atol=1e-3)
