@@ -13,10 +13,10 @@ policy, end-of-turn included.
 from __future__ import annotations
 
 import hashlib
-import json
+import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -298,8 +298,9 @@ def score_after_prompts(model, prompts: list[list[int]], pairs: list[tuple[int, 
         idx = order[i: i + n]
         # Input = the prompt's last token then the response but its last: position t predicts response[t].
         seqs = [[prompts[pairs[j][0]][-1]] + list(pairs[j][1][:-1]) for j in idx]
-        tokens, lengths = pad(seqs, 0)
-        targets = pad([list(pairs[j][1]) for j in idx], 0)[0][:, : tokens.shape[1]]
+        # No rounding of the length: nothing is compiled here, and padding is work.
+        tokens, lengths = pad(seqs, 0, multiple=1)
+        targets = pad([list(pairs[j][1]) for j in idx], 0, multiple=1)[0]
         logits = model(tokens, cache=_merge([caches[pairs[j][0]] for j in idx])).astype(mx.float32)
         token_logps = mx.take_along_axis(logits, targets[..., None], axis=-1).squeeze(-1) - mx.logsumexp(logits, axis=-1)
         mask = mx.arange(tokens.shape[1])[None, :] < lengths[:, None]
@@ -417,6 +418,8 @@ def _row(record: Record, gen: dict) -> dict:
     row = {"id": record.id, "messages": record.messages, "rejected": record.rejected}
     if record.chosen is not None:
         row["chosen"] = record.chosen
+    # Other fields of the record (a category, say) ride along for evaluation by group.
+    row.update({k: v for k, v in record.extra.items() if k not in row})
     row.update(gen)
     return row
 
@@ -470,6 +473,8 @@ def sample(args: SampleArgs, progress: bool = True) -> dict:
     from .models import load
 
     check_args(args)
+    if float(args.temp) == 0 and int(args.num_samples) > 1:
+        print("warning: --temp 0 is greedy decoding: the K samples of a prompt will be the same", file=sys.stderr)
     t0 = time.perf_counter()
     records = load_records(args.data)
     if args.limit is not None:
@@ -547,7 +552,7 @@ def sample(args: SampleArgs, progress: bool = True) -> dict:
                "dropped_lines": dropped}
     if rank == 0:
         manifest["complete"] = True
-        manifest["seconds"] = round(time.perf_counter() - t0, 1)
+        manifest["last_run_seconds"] = round(time.perf_counter() - t0, 1)
         sample_cache.write_manifest(out_dir, manifest)
         _, all_rows = sample_cache.read_cache(out_dir)
         summary.update(summarize(all_rows, time.perf_counter() - t0, stats["kept"], stats["gen"], stats["score"]))

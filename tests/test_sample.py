@@ -9,14 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
 
-from conftest import DATA, needs_smollm2, write_jsonl
+from conftest import needs_smollm2, write_jsonl
 from mlx_d2o.cache import MANIFEST, SAMPLES, read_cache, resume_shard
 from mlx_d2o.data import load_records, prompt_tokens, response_tokens
 from mlx_d2o.errors import D2OError
