@@ -493,7 +493,17 @@ def load_checkpoint(ckpt: Path, model, optimizer) -> dict:
     return json.loads((ckpt / "state.json").read_text())
 
 
-def resume(out: Path, model, optimizer, manifest: dict, shard: "Shard") -> int:
+# Settings a resumed run must share with the interrupted one, or it would not be its continuation.
+RESUME_IDENTITY = ("loss", "alpha", "beta", "batch_size", "grad_accumulation_steps", "seed", "fine_tune_type", "num_layers",
+                   "lora_rank", "lora_scale", "lora_dropout", "learning_rate", "lr_schedule", "warmup", "optimizer",
+                   "max_seq_length", "refresh_every")  # not iters: a run may be resumed to go on longer
+
+
+def resume_identity(args: TrainArgs) -> dict:
+    return {k: getattr(args, k) for k in RESUME_IDENTITY}
+
+
+def resume(out: Path, model, optimizer, manifest: dict, shard: "Shard", identity: Optional[dict] = None) -> int:
     """Load the latest checkpoint on rank 0 and hand its state to every rank; returns its step.
 
     Only rank 0 reads files, so ranks on other machines need no copy of the adapter directory."""
@@ -506,6 +516,11 @@ def resume(out: Path, model, optimizer, manifest: dict, shard: "Shard") -> int:
         if state.get("samples_fingerprint") != manifest.get("data_fingerprint"):
             raise D2OError(f"{ckpt}: --resume: the checkpoint was trained on another cache "
                            f"(data fingerprint {state.get('samples_fingerprint')}, this cache {manifest.get('data_fingerprint')})")
+        saved = state.get("identity") or {}
+        diffs = [f"{k}: checkpoint {saved[k]!r}, now {identity[k]!r}" for k in (identity or {}) if k in saved and saved[k] != identity[k]]
+        if diffs:
+            raise D2OError(f"{ckpt}: --resume with other settings than the run it continues ({'; '.join(diffs)}); "
+                           "resume with the same settings, or start afresh in another --adapter-path")
         step = int(state["step"])
     if shard.size > 1:
         model.update(shard.broadcast(model.trainable_parameters()))
@@ -596,6 +611,21 @@ def evaluate(model, examples: list, loss_fn: Callable, loss: str, batch_size: in
     keys = sorted(totals) or _metric_names(loss)
     vals = shard.sum(mx.array([totals.get(k, 0.0) for k in keys] + [n], dtype=mx.float32)).tolist()
     return {k: v / max(vals[-1], 1) for k, v in zip(keys, vals[:-1])}
+
+
+def mean_negative_logp(model, examples: list, batch_size: int, pad_id: int, shard: Shard) -> float:
+    """Mean log π(negative | prompt) over EXAMPLES: forward passes over the negatives only."""
+    was_training = model.training
+    model.eval()
+    mine = sorted(examples[shard.rank :: shard.size], key=lambda e: e.length())
+    total = mx.array(0.0)
+    for i in range(0, len(mine), batch_size):
+        tokens, plens, lens = collate(mine[i : i + batch_size], "npo", pad_id)[0][:3]
+        total = total + sequence_logps(model, tokens, plens, lens)[0].sum()
+        mx.eval(total)
+    if was_training:
+        model.train()
+    return shard.sum(total).item() / len(examples)
 
 
 def _metric_names(loss: str) -> list:
@@ -751,12 +781,13 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
     start = 0
     metrics_path = out / "metrics.jsonl"
     if args.resume:
-        start = resume(out, model, optimizer, manifest, shard)
+        start = resume(out, model, optimizer, manifest, shard, resume_identity(args))
         say(f"resuming from {out / CKPT_DIR} at step {start}")
         if main:
             truncate_metrics(metrics_path, start)
     else:
         if main and out.exists() and (out / CKPT_DIR).exists():
+            say(f"note: starting afresh in {out}: the checkpoints of the earlier run there are removed (--resume continues one)")
             shutil.rmtree(out / CKPT_DIR)
         if main and metrics_path.exists():
             metrics_path.unlink()
@@ -784,8 +815,9 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
         return lvalue, metrics, grad_norm, grad
 
     # "Before": the reference's mean log π(negative) on the held-out set (or the training negatives).
+    # "Before" is the reference's log π(negative), which the cache holds for exactly these tokens.
     probe_set, probe_name = (val_examples, "validation") if val_examples else (examples, "training")
-    before = evaluate(model, probe_set, loss_fn, args.loss, args.batch_size, pad_id, shard) if start == 0 else None
+    before = sum(e.ref_negative for e in probe_set) / len(probe_set)
 
     def write_line(line: dict) -> None:
         if main:
@@ -807,7 +839,8 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
             d2o_meta["steps"] = it
             cfg = adapter_config(args, d2o_meta)
             save_checkpoint(out, it, model, optimizer, cfg, {
-                "step": it, "seed": args.seed, "samples_fingerprint": manifest.get("data_fingerprint"),
+                "step": it, "samples_fingerprint": manifest.get("data_fingerprint"), "trained_tokens": trained_tokens,
+                "identity": resume_identity(args),
                 "epoch": it // len(batches), "batch_in_epoch": it % len(batches),
             })
             save_adapters(out, model, cfg)
@@ -816,6 +849,8 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
     grad_accum = None
     window = {"loss": 0.0, "metrics": {}, "grad_norm": 0.0, "updates": 0, "steps": 0, "tokens": 0, "time": 0.0}
     trained_tokens = 0
+    if start and main:
+        trained_tokens = json.loads((latest_checkpoint(out) / "state.json").read_text()).get("trained_tokens", 0)
     mx.reset_peak_memory()
     if args.refresh_every and start % args.refresh_every:
         say("note: resuming between two refreshes; samples for the rest of this window are generated again "
@@ -886,15 +921,11 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
         checkpoint(iters)
     bar.close()
 
-    after = evaluate(model, probe_set, loss_fn, args.loss, args.batch_size, pad_id, shard)
+    after = mean_negative_logp(model, probe_set, args.batch_size, pad_id, shard)
     summary = {"steps": iters, "last": last, "adapter_path": str(out), "probe_set": probe_name, "rank": shard.rank,
-               "logps_negative_before": before.get("logps/negative") if before else None,
-               "logps_negative_after": after.get("logps/negative")}
-    if before:
-        say(f"mean log π(negative) on the {probe_name} set: before {before['logps/negative']:.3f}, "
-            f"after {after['logps/negative']:.3f} ({after['logps/negative'] - before['logps/negative']:+.3f})")
-    else:
-        say(f"mean log π(negative) on the {probe_name} set after training: {after['logps/negative']:.3f}")
+               "logps_negative_before": before, "logps_negative_after": after}
+    say(f"mean log π(negative) on the {probe_name} set ({len(probe_set)} prompts): before {before:.3f}, "
+        f"after {after:.3f} ({after - before:+.3f})")
     if main:
         _write_json_atomic(out / "train_summary.json", summary)
     return summary

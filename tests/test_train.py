@@ -215,6 +215,13 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_model, cache, tmp_pat
     assert json.loads((out / "checkpoints" / "latest.json").read_text())["step"] == 2
 
 
+def test_resume_refuses_other_settings(tiny_model, cache, tmp_path):
+    out = tmp_path / "r"
+    train(args(tiny_model, cache, out, iters=2, save_every=2), log=lambda s: None)
+    with pytest.raises(D2OError, match=r"other settings.*beta: checkpoint 0.1, now 0.5"):
+        train(args(tiny_model, cache, out, iters=2, save_every=2, beta=0.5, resume=True), log=lambda s: None)
+
+
 def run_cli(*argv):
     """`mlx-d2o train ARGV` in this process, through the console script's `main`: exit code and output."""
     import contextlib
