@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, help="Random seed. [default: 0]"),
         system_prompt: Optional[str] = typer.Option(None, help="System prompt used while generating only."),
         limit: Optional[int] = typer.Option(None, help="Only the first N records."),
-        overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace a cache made with other inputs."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache made with other inputs."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe (flags win over it)."),
     ):
         """Generate K responses per prompt, score them with the reference model, and cache them."""
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
 
         cli = dict(model=model, adapter_path=adapter_path, data=data, output=output, num_samples=num_samples,
                    max_tokens=max_tokens, temp=temp, top_p=top_p, batch_size=batch_size, seed=seed,
-                   system_prompt=system_prompt, limit=limit, overwrite=overwrite)
+                   system_prompt=system_prompt, limit=limit, overwrite=overwrite or None)
         defaults = {f.name: f.default for f in fields(SampleArgs) if f.name not in ("model", "data", "output")}
         defaults.update(model=DEFAULT_MODEL, data=None, output=None)
         settings = merge(cli, config, defaults, section="sample")
