@@ -713,6 +713,40 @@ def step_seed(seed: int, it: int, rank: int) -> int:
     return (seed * 1_000_003 + it * 131 + rank) % (2**32)
 
 
+@dataclass
+class Window:
+    """Sums over the steps since the last report; `report` averages them over steps and ranks."""
+
+    loss: object = 0.0
+    metrics: dict = field(default_factory=dict)
+    grad_norm: object = 0.0
+    updates: int = 0
+    steps: int = 0
+    tokens: int = 0
+    time: float = 0.0
+
+    def add(self, loss, metrics: dict, grad_norm, tokens: int) -> None:
+        self.loss = self.loss + loss
+        for k, v in with_aliases(metrics).items():
+            self.metrics[k] = self.metrics.get(k, 0.0) + v
+        if grad_norm is not None:  # only steps that updated have a gradient norm
+            self.grad_norm = self.grad_norm + grad_norm
+            self.updates += 1
+        self.steps += 1
+        self.tokens += tokens
+
+    def report(self, step: int, shard: Shard) -> dict:
+        """The metrics line of STEP (one all_sum for everything); `trained_tokens` = this window's."""
+        names = sorted(self.metrics)
+        vec = shard.sum(mx.array([self.loss, *(self.metrics[k] for k in names), self.grad_norm, self.tokens],
+                                 dtype=mx.float32)).tolist()
+        n = self.steps * shard.size
+        tokens = int(round(vec[-1]))
+        return {"step": step, "split": "train", "loss": vec[0] / n, **{k: vec[1 + j] / n for j, k in enumerate(names)},
+                "grad_norm": vec[-2] / shard.size / max(1, self.updates),
+                "tokens_per_sec": tokens / max(self.time, 1e-9), "trained_tokens": tokens}
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
@@ -740,6 +774,9 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
     manifest, rows = read_cache(args.samples)
     model, tokenizer, info = load(args.model, dequantize=args.dequantize, return_info=True)
     check_cache_model(args.samples, manifest, info.fingerprint)
+    if manifest.get("dequantized") is not None and manifest["dequantized"] != info.dequantized:
+        say(f"warning: the cache was scored with the model {'de' if manifest['dequantized'] else 'kept '}quantized, and it "
+            f"trains {'de' if info.dequantized else 'kept '}quantized now: policy and reference differ slightly at step 0")
     examples, to_rescore = build_examples(rows, tokenizer, args, args.samples)
     val_examples = None
     if args.val_samples:
@@ -847,7 +884,7 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
 
     model.train()
     grad_accum = None
-    window = {"loss": 0.0, "metrics": {}, "grad_norm": 0.0, "updates": 0, "steps": 0, "tokens": 0, "time": 0.0}
+    window = Window()
     trained_tokens = 0
     if start and main:
         trained_tokens = json.loads((latest_checkpoint(out) / "state.json").read_text()).get("trained_tokens", 0)
@@ -874,7 +911,7 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
             batch, ntoks = collate([examples[i] for i in shard.local(batch_at(batches, it - 1, args.seed))], args.loss, pad_id)
             lvalue, metrics, grad_norm, grad_accum = step(batch, grad_accum, it % G == 0)
             mx.eval(step_state, lvalue, metrics, grad_norm, grad_accum)
-            window["time"] += time.perf_counter() - tic
+            window.time += time.perf_counter() - tic
             progress["step"] = it
             # Every rank checks the same (summed) value, so a NaN on one rank stops all of them alike.
             loss_val = shard.sum(lvalue).item()
@@ -885,35 +922,18 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
                     + (f"The last good checkpoint is {ck} (resume with --resume after lowering --learning-rate)."
                        if ck else "No checkpoint was saved yet; lower --learning-rate and start again.")
                 )
-            window["loss"] += lvalue
-            for k, v in with_aliases(metrics).items():
-                window["metrics"][k] = window["metrics"].get(k, 0.0) + v
-            if it % G == 0:
-                window["grad_norm"] += grad_norm
-                window["updates"] += 1
-            window["steps"] += 1
-            window["tokens"] += ntoks
+            window.add(lvalue, metrics, grad_norm if it % G == 0 else None, ntoks)
             bar.update(1)
 
             if it % args.steps_per_report == 0 or it == iters:
-                names = sorted(window["metrics"])
-                vec = mx.array([window["loss"]] + [window["metrics"][k] for k in names] + [window["grad_norm"], window["tokens"]],
-                               dtype=mx.float32)
-                vec = shard.sum(vec).tolist()
-                n = window["steps"] * shard.size
-                tokens = int(round(vec[-1]))
-                trained_tokens += tokens
-                tps = tokens / max(window["time"], 1e-9)
-                last = {"step": it, "split": "train", "loss": vec[0] / n,
-                        **{k: vec[1 + j] / n for j, k in enumerate(names)},
-                        "grad_norm": vec[-2] / shard.size / max(1, window["updates"]),
-                        "learning_rate": float(optimizer.learning_rate.item()),
-                        "tokens_per_sec": tps, "trained_tokens": trained_tokens,
-                        "peak_memory_gb": mx.get_peak_memory() / 1e9}
+                last = window.report(it, shard)
+                trained_tokens += last["trained_tokens"]
+                last.update(learning_rate=float(optimizer.learning_rate.item()), trained_tokens=trained_tokens,
+                            peak_memory_gb=mx.get_peak_memory() / 1e9)
                 write_line(last)
                 bar.set_postfix(loss=_fmt(last["loss"]), margin=_fmt(last.get("rewards/margin", float("nan"))),
-                                tok_s=f"{tps:.0f}", refresh=False)
-                window = {"loss": 0.0, "metrics": {}, "grad_norm": 0.0, "updates": 0, "steps": 0, "tokens": 0, "time": 0.0}
+                                tok_s=f"{last['tokens_per_sec']:.0f}", refresh=False)
+                window = Window()
             if args.steps_per_eval and val_examples and (it % args.steps_per_eval == 0 or it == iters):
                 validate(it)
             if args.save_every and it % args.save_every == 0 and it < iters:

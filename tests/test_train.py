@@ -76,6 +76,7 @@ def log_ratios(model_dir, adapter, cache_dir):
     import mlx_lm
 
     model, tok = mlx_lm.load(str(model_dir), adapter_path=str(adapter))
+    assert isinstance(mlx_lm.generate(model, tok, "hi", max_tokens=3), str)
     rows = [json.loads(l) for l in (cache_dir / "samples.jsonl").read_text().splitlines()]
     s, n = [], []
     for r in rows:
