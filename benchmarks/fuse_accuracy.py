@@ -5,7 +5,7 @@ and `mlx-d2o eval` run it on the CPU. Against it, on the chat-formatted prompts 
 data/valid.jsonl (prompt + rejected response):
 - Q4 base + adapter (mlx-lm's QLoRA-style forward, no fusing): the base's own quantization
 - fused, --dequantize (float16, the GGUF scales' type)
-- fused, kept quantized (default): W + ΔW requantized with the base's settings
+- fused, kept quantized (default): W + ΔW rounded back onto the base's Q4 grid
 - fused, --quantize --q-bits 8 --q-group-size 64
 - the base alone, without the adapter: the size of the adapter's own effect, for scale
 Figures: max and mean |Δ logit|, mean KL(baseline || variant) per token, and how often the
@@ -17,7 +17,6 @@ greedy next token agrees with the baseline's.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path

@@ -2,10 +2,11 @@
 
 The fused directory is an ordinary mlx-lm model directory (safetensors shards, `config.json`,
 tokenizer files, chat template), so `mlx_lm.load`, LM Studio and the Hub read it without
-mlx-d2o. The fuse itself is mlx-lm's: every LoRA / DoRA layer's own `fuse()`, then `mlx_lm.utils.save`.
-Over a quantized base kept quantized, the fused weight is rounded back onto the base's own
-grid rather than quantized afresh (see `requantize_like`). What this module adds around it: checks before any work,
-a write that is all-or-nothing, a D2O model card, and an upload whose failure leaves OUT intact.
+mlx-d2o. The fuse itself is mlx-lm's: every LoRA / DoRA layer's own `fuse()`, then
+`mlx_lm.utils.save`; except that over a quantized base kept quantized, the fused weight is
+rounded back onto the base's own grid rather than quantized afresh (see `requantize_like`).
+What this module adds around it: checks before any work, a write that is all-or-nothing, a D2O
+model card, and an upload whose failure leaves OUT intact.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def check_quantization(bits: int, group_size: int) -> None:
     except Exception as e:
         raise D2OError(
             f"unsupported quantization --q-bits {bits} --q-group-size {group_size} "
-            f"(MLX's affine quantization takes bits 2, 3, 4, 5, 6, 8 and group sizes 32, 64, 128): {e}"
+            f"(MLX's affine quantization takes e.g. bits 2, 3, 4, 5, 6, 8 and group sizes 32, 64, 128): {e}"
         ) from None
 
 
