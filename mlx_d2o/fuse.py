@@ -235,13 +235,14 @@ def requantize_like(module, like):
     safe = mx.where(s == 0, 1.0, s)
     codes = mx.where(s == 0, 0.0, mx.clip(mx.round((wg - b) / safe), 0, 2**bits - 1))
     err_grid = mx.square(codes * s + b - wg).sum(-1)
+    fresh.scales, fresh.biases = fresh.scales.astype(like.scales.dtype), fresh.biases.astype(like.biases.dtype)
     dn = mx.dequantize(fresh.weight, fresh.scales, fresh.biases, group_size=gs, bits=bits).astype(mx.float32)
     err_fresh = mx.square(dn.reshape(rows, cols // gs, gs) - wg).sum(-1)
     keep = err_grid <= err_fresh
     packed = pack_codes(codes.reshape(rows, cols), bits).reshape(rows, cols // gs, -1)
     fresh.weight = mx.where(keep[..., None], packed, fresh.weight.reshape(packed.shape)).reshape(fresh.weight.shape)
-    fresh.scales = mx.where(keep, like.scales, fresh.scales.astype(like.scales.dtype))
-    fresh.biases = mx.where(keep, like.biases, fresh.biases.astype(like.biases.dtype))
+    fresh.scales = mx.where(keep, like.scales, fresh.scales)
+    fresh.biases = mx.where(keep, like.biases, fresh.biases)
     return fresh
 
 
