@@ -7,7 +7,11 @@ and its KV cache handed to its K sequences, instead of prefilling the same promp
 Reference scores are summed log-probabilities of the response tokens given the *training*
 prompt (the record's own messages, without `--system-prompt`), over the tokens that
 `data.response_tokens` gives for the decoded text: exactly the tokens `train` scores with the
-policy, end-of-turn included.
+policy, end-of-turn included. Scoring runs each record's prompt once and its responses after it
+(`score_after_prompts`). When the generator is the reference itself (no adapter, no system
+prompt: the paper's offline setting), a sample whose re-tokenization is exactly the generated
+ids keeps the log-probs the generator computed anyway, and the prompt caches are reused, so
+only `rejected`, `chosen` and the rare re-tokenized sample cost a forward pass.
 """
 
 from __future__ import annotations
