@@ -75,6 +75,7 @@ class FuseResult:
     url: Optional[str] = None  # the Hub repo's URL when uploaded (or, in a dry run, where it would go)
     uploaded: bool = False
     warnings: list = field(default_factory=list)
+    changed: Optional[float] = None  # kept quantized: share of the adapted weights whose stored value moved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +220,8 @@ def requantize_like(module, like):
     SmolLM2's dequantized Q4_1 weights changes 96% of them (mean error 0.22 of a step), and 12%
     of an MLX-quantized matrix. Here each group is rounded onto the base's own scale and bias,
     so a weight the adapter left alone comes back bit for bit and a changed one is within half
-    a step; a group keeps the fresh quantization only where that is closer to the float weight
-    (the update pushed values outside the group's range).
+    a step; a group takes the fresh quantization only where that is clearly closer to the float
+    weight (the update pushed values outside the group's range).
     """
     import mlx.core as mx
 
@@ -238,7 +239,9 @@ def requantize_like(module, like):
     fresh.scales, fresh.biases = fresh.scales.astype(like.scales.dtype), fresh.biases.astype(like.biases.dtype)
     dn = mx.dequantize(fresh.weight, fresh.scales, fresh.biases, group_size=gs, bits=bits).astype(mx.float32)
     err_fresh = mx.square(dn.reshape(rows, cols // gs, gs) - wg).sum(-1)
-    keep = err_grid <= err_fresh
+    # Prefer the base's grid unless the fresh one is closer by more than a thousandth of a step
+    # (RMS): a near-tie is float noise, and switching grids on it would move values for nothing.
+    keep = err_grid <= err_fresh + gs * mx.square(1e-3 * s[..., 0])
     packed = pack_codes(codes.reshape(rows, cols), bits).reshape(rows, cols // gs, -1)
     fresh.weight = mx.where(keep[..., None], packed, fresh.weight.reshape(packed.shape)).reshape(fresh.weight.shape)
     fresh.scales = mx.where(keep, like.scales, fresh.scales)
@@ -256,25 +259,47 @@ def _fuse_one(module, dequantize: bool):
     return requantize_like(module.fuse(dequantize=True), base)
 
 
-def fuse_model(net, dequantize: bool = False, evaluate: bool = True, progress: bool = True) -> int:
-    """Replace every adapter layer by its fused linear, in place. Returns how many were fused.
+def _changed(fused, base) -> tuple:
+    """(weights whose stored value changed, weights) between two quantized linears."""
+    import mlx.core as mx
+
+    def deq(m):
+        return mx.dequantize(m.weight, m.scales, m.biases, group_size=m.group_size, bits=m.bits, mode=m.mode)
+
+    return mx.sum(deq(fused) != deq(base)), base.scales.size * base.group_size
+
+
+def fuse_model(net, dequantize: bool = False, evaluate: bool = True, progress: bool = True) -> dict:
+    """Replace every adapter layer by its fused linear, in place.
 
     Each layer's `fuse()` is mlx-lm's. Unlike mlx-lm's fuse script, layers are swapped in and
     evaluated one at a time: the adapter layer (and its copy of the base weight) is freed as we
-    go, and the bar shows real progress.
+    go, and the bar shows real progress. Returns `{"fused": layers, "changed": n, "weights": n}`,
+    the last two counting, over quantized layers kept quantized, the weights whose stored value
+    the update moved: an update finer than the grid is lost in the rounding.
     """
     import mlx.core as mx
+    import mlx.nn as nn
     from mlx.utils import tree_unflatten
     from tqdm import tqdm
 
     names = [n for n, m in net.named_modules() if hasattr(m, "fuse")]
     modules = dict(net.named_modules())
+    stats = {"fused": len(names), "changed": 0, "weights": 0}
     for name in tqdm(names, desc="fusing", unit="layer", file=sys.stderr, disable=not progress or not names):
-        fused = _fuse_one(modules.pop(name), dequantize)
+        module = modules.pop(name)
+        fused = _fuse_one(module, dequantize)
         if evaluate:
-            mx.eval(fused.parameters())
+            base = getattr(module, "linear", None)
+            if isinstance(fused, nn.QuantizedLinear) and isinstance(base, nn.QuantizedLinear):
+                changed, total = _changed(fused, base)
+                mx.eval(fused.parameters(), changed)
+                stats["changed"] += changed.item()
+                stats["weights"] += total
+            else:
+                mx.eval(fused.parameters())
         net.update_modules(tree_unflatten([(name, fused)]))
-    return len(names)
+    return stats
 
 
 def set_quantization(net, config: dict, args: FuseArgs, requantize: dict):
@@ -735,9 +760,9 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
         warnings.append(f"the adapter was trained on a base with fingerprint {trained_on}, this base's is "
                         f"{info.fingerprint}: same shapes, but check it is the same model")
 
-    n = fuse_model(net, dequantize=args.dequantize or args.quantize, evaluate=not args.dry_run,
-                   progress=not args.dry_run)
-    if n == 0 and not full:
+    stats = fuse_model(net, dequantize=args.dequantize or args.quantize, evaluate=not args.dry_run,
+                       progress=not args.dry_run)
+    if stats["fused"] == 0 and not full:
         raise D2OError(f"{adapter}: no adapter layers found in the model after loading the adapter")
     net, config = set_quantization(net, info.config, args, requantize)
     quant = quantization_of(config)
@@ -779,7 +804,15 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
 
     write_dir(out, args.overwrite, write)
     files = sorted((p.name, p.stat().st_size) for p in out.iterdir() if p.is_file())
-    result = FuseResult(out, files, quant, url=url, warnings=warnings)
+    if stats["weights"]:
+        share = stats["changed"] / stats["weights"]
+        log(f"kept quantized: the update moved {share:.2%} of the adapted layers' weights to another grid value")
+        if share < 0.05:
+            warnings.append(f"only {share:.2%} of the adapted weights changed when rounded to the base's "
+                            f"{quant['bits'] if quant else '?'}-bit grid: most of the update is finer than the "
+                            "quantization and is lost; --dequantize keeps all of it")
+    result = FuseResult(out, files, quant, url=url, warnings=warnings, changed=stats["changed"] / stats["weights"]
+                        if stats["weights"] else None)
     if args.upload_repo:
         log(f"wrote {out}; uploading it to {url} ({'private' if args.private else 'public'})")
         result.url = upload(out, args.upload_repo, private=args.private)
