@@ -563,7 +563,7 @@ def _datasets(d2o: dict) -> list:
 
 def model_card(*, name: str, base_model: Optional[str], base_label: str, license: Optional[str],
                adapter_config: dict, metrics: dict, eval_table: Optional[str], quantization: Optional[dict],
-               dtype: str, fingerprints: dict) -> str:
+               dtype: str, fingerprints: dict, changed: Optional[float] = None) -> str:
     """README.md: Hub front matter (YAML) and Markdown with the training settings and eval results."""
     import yaml
 
@@ -637,6 +637,9 @@ def model_card(*, name: str, base_model: Optional[str], base_label: str, license
         "## Weights",
         "",
         f"- quantization: {q}",
+        *([f"- adapted weights whose quantized value the update moved: {changed:.2%}"
+           + (" (the rest of the update was finer than the grid)" if changed < 0.05 else "")]
+          if changed is not None else []),
         *[f"- {k}: `{v}`" for k, v in fingerprints.items()],
         "",
         "## Use with mlx",
@@ -781,6 +784,7 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
         dtype="/".join(sorted(floats)) or "float",
         fingerprints={"base fingerprint": info.fingerprint,
                       "adapter fingerprint": file_fingerprint(adapter / "adapters.safetensors")},
+        changed=stats["changed"] / stats["weights"] if stats["weights"] else None,
     )
 
     def write(dst: Path) -> None:

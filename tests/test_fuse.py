@@ -217,6 +217,8 @@ def test_update_finer_than_the_grid_is_warned(tiny_quantized_model, tmp_path, ca
                                  "--save-path", tmp_path / "out"], capsys)
     assert code == 0, err
     assert "warning: only 0.0" in err and "--dequantize keeps all of it" in err, stdout
+    _, body = front_matter(tmp_path / "out" / "README.md")
+    assert "(the rest of the update was finer than the grid)" in body
     code, _, err = run_cli(["fuse", "--model", tiny_quantized_model, "--adapter-path", adapter,
                             "--save-path", tmp_path / "deq", "--dequantize"], capsys)
     assert code == 0 and "warning" not in err
