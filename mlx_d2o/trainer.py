@@ -161,7 +161,7 @@ def build_examples(rows: list, tokenizer, args: TrainArgs, path) -> tuple[list, 
     prompt alone leaves no room for a response are skipped with a warning.
     """
     need_samples, need_chosen = args.loss in USES_SAMPLES, args.loss in USES_CHOSEN
-    examples, rescore, skipped, K = [], [], [], None
+    examples, to_rescore, skipped, K = [], [], [], None
     for i, row in enumerate(rows, 1):
         rid = str(row.get("id", i))
         ref = row.get("ref_logps")
@@ -191,7 +191,7 @@ def build_examples(rows: list, tokenizer, args: TrainArgs, path) -> tuple[list, 
         negative, cut = tokens_of(row["rejected"], ref_tokens.get("rejected"), "rejected")
         ex = Example(rid, msgs, prompt, negative, [], float(ref["rejected"]), [], row=row)
         if cut:
-            rescore.append((ex, "negative", None))
+            to_rescore.append((ex, "negative", None))
         if need_samples:
             texts, counts = row["samples"], ref_tokens.get("samples") or [None] * len(row["samples"])
             if K is None:
@@ -203,25 +203,25 @@ def build_examples(rows: list, tokenizer, args: TrainArgs, path) -> tuple[list, 
                 ex.samples.append(ids)
                 ex.ref_samples.append(float(ref["samples"][k]))
                 if cut:
-                    rescore.append((ex, "samples", k))
+                    to_rescore.append((ex, "samples", k))
         if need_chosen:
             ex.chosen, cut = tokens_of(row["chosen"], ref_tokens.get("chosen"), "chosen")
             ex.ref_chosen = ref.get("chosen")
             if cut or ex.ref_chosen is None:
-                rescore.append((ex, "chosen", None))
+                to_rescore.append((ex, "chosen", None))
         examples.append(ex)
     if skipped:
         print(f"warning: {len(skipped)} rows skipped: their prompt alone fills --max-seq-length {args.max_seq_length} "
               f"({', '.join(skipped[:5])}{'...' if len(skipped) > 5 else ''})", file=sys.stderr)
     if not examples:
         raise D2OError(f"{path}: no row fits --max-seq-length {args.max_seq_length}")
-    return examples, rescore
+    return examples, to_rescore
 
 
 def rescore(model, rescore_list: list, batch_size: int = 8) -> None:
     """Reference log-probs of truncated sequences (and of `chosen` when the cache lacks them).
 
-    Called before any adapter exists, so MODEL is the reference."""
+    MODEL must be the reference: the base before any adapter exists, or inside `reference_model`."""
     if not rescore_list:
         return
     pairs = []
@@ -810,7 +810,7 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
         "loss": args.loss, "alpha": args.alpha, "beta": args.beta, "K": K, "iters": iters,
         "batch_size": args.batch_size, "grad_accumulation_steps": args.grad_accumulation_steps,
         "refresh_every": args.refresh_every, "samples": str(args.samples),
-        "data_fingerprint": manifest.get("data_fingerprint"), "base_model": args.model,
+        "dataset": manifest.get("data"), "data_fingerprint": manifest.get("data_fingerprint"), "base_model": args.model,
         "base_model_fingerprint": info.fingerprint, "dequantized": info.dequantized,
         "world_size": shard.size, "steps": 0,
     }
