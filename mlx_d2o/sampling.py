@@ -43,7 +43,9 @@ class SampleArgs:
         output: cache directory.
         adapter_path: adapter to generate with (π_r = adapted model); scoring always uses the base.
         num_samples: K, responses per prompt (the paper uses 11).
-        max_tokens: longest response; longer ones are cut and marked `"length"`.
+        max_tokens: most tokens of a response before its end-of-turn; longer ones are cut and
+            marked `"length"` (the cached scores then cover the cut text plus end-of-turn, as
+            `train` tokenizes it).
         temp, top_p: sampling parameters (`mlx_lm.sample_utils.make_sampler`).
         batch_size: prompts per generation batch (batch_size x K sequences decode together).
         seed: same seed and settings give the same samples, resumed or not.
@@ -87,6 +89,8 @@ def check_args(args: SampleArgs) -> None:
         bad("data", "a records file is required")
     if not args.output:
         bad("output", "a cache directory is required")
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        bad("output", f"{args.output} is a file, not a cache directory")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -230,6 +230,8 @@ def test_bad_arguments(tiny_model, records_file, tmp_path):
         sample(_args(tiny_model, empty, tmp_path / "c"), progress=False)
     with pytest.raises(D2OError, match="no such file"):
         sample(_args(tiny_model, tmp_path / "missing.jsonl", tmp_path / "c"), progress=False)
+    with pytest.raises(D2OError, match="--output: .* is a file"):
+        sample(_args(tiny_model, records_file, records_file), progress=False)
     assert not (tmp_path / "c").exists()
 
 
