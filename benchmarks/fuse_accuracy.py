@@ -6,6 +6,7 @@ data/valid.jsonl (prompt + rejected response):
 - Q4 base + adapter (mlx-lm's QLoRA-style forward, no fusing): the base's own quantization
 - fused, --dequantize (float16, the GGUF scales' type)
 - fused, kept quantized (default): W + ΔW rounded back onto the base's Q4 grid
+- what `mlx_lm fuse` gives kept quantized: W + ΔW quantized afresh
 - fused, --quantize --q-bits 8 --q-group-size 64
 - the base alone, without the adapter: the size of the adapter's own effect, for scale
 Figures: max and mean |Δ logit|, mean KL(baseline || variant) per token, and how often the
@@ -32,6 +33,7 @@ def main() -> None:
 
     import mlx.core as mx
     import numpy as np
+    from mlx.utils import tree_unflatten
     from mlx_lm import load as mlx_load
 
     from fuse_bench import make_adapter
@@ -73,6 +75,11 @@ def main() -> None:
         ref = run(ref_net)
         del ref_net
         results = {"Q4 base + adapter (unfused)": run(mlx_load(str(base), adapter_path=str(adapter))[0])}
+        # what `mlx_lm fuse` writes, kept quantized: every fused layer quantized afresh
+        theirs = mlx_load(str(base), adapter_path=str(adapter))[0]
+        theirs.update_modules(tree_unflatten([(n, m.fuse()) for n, m in theirs.named_modules() if hasattr(m, "fuse")]))
+        results["mlx_lm fuse (kept Q4)"] = run(theirs)
+        del theirs
         for name, path in variants.items():
             results[name] = run(mlx_load(str(path))[0])
         results["base alone (no adapter)"] = run(load("smollm2-135m")[0])
