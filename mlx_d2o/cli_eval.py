@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         max_tokens: Optional[int] = typer.Option(None, help="New tokens per response. (default: 128)"),
         temp: Optional[float] = typer.Option(None, help="Sampling temperature, 0 = greedy. (default: 0)"),
         seed: Optional[int] = typer.Option(None, help="Sampling seed (the same for every model). (default: 0)"),
-        batch_size: Optional[int] = typer.Option(None, help="Sequences generated / scored together. (default: 16)"),
+        batch_size: Optional[int] = typer.Option(None, help="Sequences generated / scored together. (default: 32)"),
         system_prompt: Optional[str] = typer.Option(None, help="System prompt put before every prompt."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe (its 'eval:' section and shared keys)."),
     ):
