@@ -168,25 +168,22 @@ def resume_shard(path: str | Path, batches: Sequence[Sequence[str]]) -> tuple[in
     path = Path(path)
     if not path.exists():
         return 0, 0
-    data = path.read_bytes()
-    lines, offsets, pos = [], [], 0
-    while True:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            break
-        lines.append(data[pos:nl])
-        pos = nl + 1
-        offsets.append(pos)
-    keep_lines, done = 0, 0
-    for ids in batches:
-        chunk = lines[keep_lines: keep_lines + len(ids)]
-        if len(chunk) < len(ids) or [_line_id(c) for c in chunk] != list(ids):
-            break
-        keep_lines += len(ids)
-        done += 1
-    keep_bytes = offsets[keep_lines - 1] if keep_lines else 0
-    dropped = len(lines) - keep_lines + (1 if pos < len(data) else 0)
-    if keep_bytes < len(data):
+    expected = iter([rid for ids in batches for rid in ids])
+    sizes = [len(ids) for ids in batches]
+    keep_bytes, done, in_batch, offset, lines, matching = 0, 0, 0, 0, 0, True
+    with open(path, "rb") as f:  # streamed: a large cache need not fit in memory
+        for raw in f:
+            offset += len(raw)
+            lines += 1
+            want = next(expected, None) if matching else None
+            if want is not None and raw.endswith(b"\n") and _line_id(raw) == want:
+                in_batch += 1
+                if in_batch == sizes[done]:
+                    done, in_batch, keep_bytes = done + 1, 0, offset
+            else:
+                matching = False
+    dropped = lines - sum(sizes[:done])
+    if keep_bytes < offset:
         with open(path, "r+b") as f:
             f.truncate(keep_bytes)
             f.flush()

@@ -191,6 +191,12 @@ def test_resume_drops_half_written_batch(tmp_path):
     done, dropped = resume_shard(path, [["a", "b"], ["c", "d"], ["e"]])
     assert (done, dropped) == (1, 2)
     assert _lines(path) == ['{"id": "a"}', '{"id": "b"}']
+    # Lines past the last expected batch, or that are not JSON, are never kept.
+    write_jsonl(path, [{"id": "a"}, "not json", {"id": "x"}])
+    assert resume_shard(path, [["a"]]) == (1, 2)
+    assert resume_shard(path, [["a"], ["b"]]) == (1, 0)
+    assert _lines(path) == ['{"id": "a"}']
+    assert resume_shard(path, []) == (0, 1) and path.read_bytes() == b""
 
 
 def test_mismatched_cache_refused(tiny_model, records_file, tmp_path):
