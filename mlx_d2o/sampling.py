@@ -130,9 +130,24 @@ def _messages(r) -> list:
     return r.messages if isinstance(r, Record) else r["messages"]
 
 
+def _batch_api():
+    """mlx-lm's batch generation classes as refactored in mlx-lm 0.32 (prompt caches per sequence,
+    `next_generated`); older versions get a clear message instead of an AttributeError."""
+    try:
+        from mlx_lm.generate import BatchGenerator, PromptProcessingBatch
+    except ImportError:
+        BatchGenerator = None
+    if BatchGenerator is None or not hasattr(BatchGenerator, "next_generated"):
+        import mlx_lm
+
+        raise D2OError(f"mlx-d2o sample needs mlx-lm >= 0.32 (this is {getattr(mlx_lm, '__version__', '?')}): "
+                       "pip install -U mlx-lm")
+    return BatchGenerator, PromptProcessingBatch
+
+
 def _prefill(model, prompts: list[list[int]]) -> list:
     """KV caches of each prompt but its last token, one batched forward pass for all prompts."""
-    from mlx_lm.generate import PromptProcessingBatch
+    _, PromptProcessingBatch = _batch_api()
     from mlx_lm.models.cache import make_prompt_cache
 
     batch = PromptProcessingBatch(model, list(range(len(prompts))), [make_prompt_cache(model) for _ in prompts])
@@ -159,8 +174,7 @@ def _generate_batch(model, tokenizer, prompts: list[list[int]], k: int, max_toke
     then known, so a cut response's score, end-of-turn included, needs no second pass (and a
     response that ends exactly at MAX_TOKENS counts as stopped).
     """
-    from mlx_lm.generate import BatchGenerator
-
+    BatchGenerator, _ = _batch_api()
     n = len(prompts) * k
     eot = sorted(tokenizer.eos_token_ids)
     eot_arr = mx.array(eot)
