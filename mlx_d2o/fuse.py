@@ -198,6 +198,9 @@ def pack_codes(codes, bits: int):
     import mlx.core as mx
 
     *lead, n = codes.shape
+    if 32 % bits == 0:  # 2, 4, 8 bits: whole codes per word, one shift-and-sum (the bits are disjoint)
+        g = codes.astype(mx.uint32).reshape(*lead, n * bits // 32, 32 // bits)
+        return mx.left_shift(g, mx.arange(0, 32, bits, dtype=mx.uint32)).sum(-1).astype(mx.uint32)
     g = codes.astype(mx.uint32).reshape(*lead, n // 32, 32)
     words = []
     for j in range(bits):

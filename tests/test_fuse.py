@@ -198,6 +198,22 @@ def test_quantized_base_stays_quantized(tiny_quantized_model, tmp_path, dora, b_
         assert err < np.abs(theirs - ref).max(), (err, np.abs(theirs - ref).max())
 
 
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
+def test_pack_codes_matches_mlx_layout(bits):
+    """Codes read back from mx.quantize's output, packed again, give its packed words exactly."""
+    import mlx.core as mx
+
+    from mlx_d2o.fuse import pack_codes
+
+    mx.random.seed(bits)
+    for gs in (32, 64, 128):
+        q, s, b = mx.quantize(mx.random.normal((8, 256)), group_size=gs, bits=bits)
+        d = mx.dequantize(q, s, b, group_size=gs, bits=bits)
+        codes = mx.round((d - mx.repeat(b, gs, -1)) / mx.repeat(s, gs, -1))
+        assert int(codes.max().item()) == 2**bits - 1  # every code width is exercised
+        assert mx.array_equal(pack_codes(codes, bits), q).item(), gs
+
+
 @pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
 def test_no_op_adapter_gives_the_quantized_base_back_bit_for_bit(tiny_quantized_model, tmp_path, dora):
     import mlx.core as mx
