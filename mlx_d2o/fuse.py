@@ -381,7 +381,13 @@ def base_model_id(model: str, path: Path) -> Optional[str]:
 
 def base_label(model: str, path: Path) -> str:
     """How the card names the base: its Hub id, and the GGUF file when it was imported from one."""
-    label = f"`{base_model_id(model, path) or model}`"
+    hub = base_model_id(model, path)
+    if hub:
+        label = f"`{hub}`"
+    elif Path(model).exists():
+        label = f"the local model `{Path(model).name}`"  # its name only, not the user's directory layout
+    else:
+        label = f"`{model}`"
     src = path / "gguf_source.json"
     if src.is_file():
         try:
@@ -557,16 +563,43 @@ _D2O_FIELDS = [
 ]
 
 
-def _datasets(d2o: dict) -> list:
+def sample_manifest(d2o: dict, adapter_path: Path) -> dict:
+    """The sample cache's manifest.json the adapter was trained from, if it can still be found
+    (its path as the trainer recorded it, from here or from beside the adapter)."""
+    samples = d2o.get("samples")
+    if not isinstance(samples, str) or not samples:
+        return {}
+    for d in (Path(samples), adapter_path.parent / samples):
+        try:
+            data = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return {}
+
+
+def _hub_dataset(spec) -> Optional[str]:
+    """`org/name` from a Hub dataset spec (`org/name[:split]`); None for a local file."""
+    if not isinstance(spec, str) or Path(spec).exists():
+        return None
+    repo = spec.split(":", 1)[0]
+    return repo if _HUB_ID.match(repo) and not re.search(r"\.(jsonl?|gz|csv|parquet)$", repo) else None
+
+
+def _datasets(d2o: dict, manifest: dict) -> list:
     ds = d2o.get("datasets", d2o.get("dataset"))
     ds = [ds] if isinstance(ds, str) else ds if isinstance(ds, list) else []
+    ds = ds + [manifest.get("data")]
     # Only Hub dataset ids belong in `datasets:`; a local file path would be rejected by the Hub.
-    return [d for d in ds if isinstance(d, str) and _HUB_ID.match(d) and not Path(d).exists()]
+    out = [_hub_dataset(d) for d in ds]
+    return list(dict.fromkeys(d for d in out if d))
 
 
 def model_card(*, name: str, base_model: Optional[str], base_label: str, license: Optional[str],
                adapter_config: dict, metrics: dict, eval_table: Optional[str], quantization: Optional[dict],
-               dtype: str, fingerprints: dict, changed: Optional[float] = None) -> str:
+               dtype: str, fingerprints: dict, changed: Optional[float] = None,
+               manifest: Optional[dict] = None) -> str:
     """README.md: Hub front matter (YAML) and Markdown with the training settings and eval results."""
     import yaml
 
@@ -584,7 +617,8 @@ def model_card(*, name: str, base_model: Optional[str], base_label: str, license
     if isinstance(loss, str) and loss not in tags:
         tags.append(loss)
     meta["tags"] = tags
-    datasets = _datasets(d2o)
+    manifest = manifest or {}
+    datasets = _datasets(d2o, manifest)
     if datasets:
         meta["datasets"] = datasets
 
@@ -604,7 +638,9 @@ def model_card(*, name: str, base_model: Optional[str], base_label: str, license
     for keys, label in _D2O_FIELDS:
         key = next((k for k in keys if d2o.get(k) is not None), None)
         used.update(keys)
-        if key == "refresh_every":
+        if key == "base_model" and isinstance(d2o[key], str) and (Path(d2o[key]).exists() or d2o[key][:1] in "/~."):
+            rows.append((label, f"`{Path(d2o[key]).name}` (a local model)"))  # not the user's directory layout
+        elif key == "refresh_every":
             rows.append((label, f"every {d2o[key]} steps" if d2o[key] else "no (offline: samples of the starting model)"))
         elif key is not None:
             rows.append((label, d2o[key]))
@@ -613,6 +649,14 @@ def model_card(*, name: str, base_model: Optional[str], base_label: str, license
         rows.append(("steps", adapter_config["iters"]))
     if datasets:
         rows.append(("datasets", ", ".join(datasets)))
+    if manifest.get("data") and not _hub_dataset(manifest["data"]):
+        # a local file: its name only (a full path would publish the user's directory layout)
+        rows.append(("negatives", f"`{Path(str(manifest['data'])).name}`"
+                     + (f", {manifest['records']} records" if manifest.get("records") else "")))
+    if manifest.get("num_samples"):
+        rows.append(("self-generated samples (π_r)",
+                     f"K={manifest['num_samples']}, temperature {manifest.get('temp', '?')}, "
+                     f"top-p {manifest.get('top_p', '?')}, at most {manifest.get('max_tokens', '?')} tokens"))
     lp = adapter_config.get("lora_parameters") or {}
     if ftype != "full":
         rows.append(("adapter", f"{ftype}, rank {lp.get('rank', '?')}, scale {lp.get('scale', '?')}, "
@@ -788,6 +832,7 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
         fingerprints={"base fingerprint": info.fingerprint,
                       "adapter fingerprint": file_fingerprint(adapter / "adapters.safetensors")},
         changed=stats["changed"] / stats["weights"] if stats["weights"] else None,
+        manifest=sample_manifest(d2o, adapter),
     )
 
     def write(dst: Path) -> None:

@@ -363,14 +363,22 @@ def test_card_without_d2o_block_and_report_dir(tiny_model, tmp_path):
 
 def test_card_eval_table_from_eval_report_json(tiny_model, tmp_path):
     """report.json as `mlx-d2o eval` writes it (rows per model), in its `report/` folder beside the adapter."""
-    adapter = make_adapter(tiny_model, tmp_path / "a", d2o={**D2O_META, "base_model_fingerprint": "ffffffffffffffff"})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "manifest.json").write_text(json.dumps({"data": "someorg/negatives-hh:train", "num_samples": 11,
+                                                     "temp": 0.8, "top_p": 1.0, "max_tokens": 128}))
+    adapter = make_adapter(tiny_model, tmp_path / "a", d2o={**D2O_META, "base_model_fingerprint": "ffffffffffffffff",
+                                                             "samples": str(cache), "base_model": str(tiny_model)})
     rows = [{"name": "base", "negatives": {"logps": -41.5, "logratio": 0.0}, "harmful": {"unsafe_rate": 0.5}},
             {"name": "a", "negatives": {"logps": -55.25, "logratio": -13.75}, "harmful": {"unsafe_rate": 0.125}}]
     settings = {"model": "smollm2-135m", "judge": "keywords", "negatives": {"n": 16}}
     (tmp_path / "a" / "report").mkdir()
     (tmp_path / "a" / "report" / "report.json").write_text(json.dumps({"settings": settings, "rows": rows}))
     res, _ = do_fuse(model=str(tiny_model), adapter_path=str(adapter), save_path=str(tmp_path / "out"))
-    _, body = front_matter(res.save_path / "README.md")
+    meta, body = front_matter(res.save_path / "README.md")
+    assert meta["datasets"] == ["org/negatives", "someorg/negatives-hh"]
+    assert "| self-generated samples (π_r) | K=11, temperature 0.8, top-p 1.0, at most 128 tokens |" in body
+    assert str(tiny_model.parent) not in body and "| trained on base | `model` (a local model) |" in body
     evals = body.split("## Evaluation", 1)[1]
     assert "judge `keywords`" in evals and "negatives n=16" in evals
     assert re.search(r"\| a \| -55\.2\d \| -13\.75 \|.* 12\.5% \|", evals), evals
