@@ -165,7 +165,7 @@ def _load_full(net, adapter_path: Path) -> dict:
     names = set(mx.load(str(adapter_path / "adapters.safetensors")))
     touched = {n.rsplit(".", 1)[0] for n in names}
     modules = dict(net.named_modules())
-    requantize, swaps, dtypes = {}, [], {}
+    requantize, swaps = {}, []
     for path in sorted(touched):
         m = modules.get(path)
         if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
