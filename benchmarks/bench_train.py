@@ -121,7 +121,9 @@ def main() -> None:
     p.add_argument("--num-layers", type=int, default=16)
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--order", default="d2o,mlx-lm", help="which runs first (the machine may be warmer later)")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="runs of each trainer, in ABBA order (d2o, mlx-lm, mlx-lm, d2o, ...) so that a change in "
+                        "the machine's load over time hits both alike")
     a = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,13 +134,20 @@ def main() -> None:
         print(f"model {a.model}, LoRA r={a.lora_rank} on {a.num_layers} layers; {a.prompts} prompts x (K={a.k} + 1) = "
               f"{len(seqs)} sequences, {sum(lens)} tokens (mean {sum(lens) / len(lens):.0f}); {iters} steps of "
               f"{a.batch_size * (a.k + 1)} sequences; {platform.machine()}, device {mx.default_device()}", flush=True)
-        res = {}
-        for name in a.order.split(","):
+        order = [n for i in range(a.repeats) for n in (("d2o", "mlx-lm") if i % 2 == 0 else ("mlx-lm", "d2o"))]
+        runs = {"d2o": [], "mlx-lm": []}
+        for name in order:
             t = time.perf_counter()
-            res[name] = run_d2o(a, cache, tmp / "d2o", iters) if name == "d2o" else run_mlx_lm(a, seqs, iters, tmp / "sft")
-            res[name]["wall_s"] = time.perf_counter() - t
+            r = run_d2o(a, cache, tmp / "d2o", iters) if name == "d2o" else run_mlx_lm(a, seqs, iters, tmp / "sft")
+            r["wall_s"] = time.perf_counter() - t
+            runs[name].append(r)
+            print(f"  run {name}: {r['tokens_per_sec']:.1f} tokens/s, peak {r['peak_memory_gb']:.3f} GB", flush=True)
+    # Harmonic mean of the runs' tokens/s = total tokens / total time (each run has the same tokens).
+    res = {n: {"tokens_per_sec": len(rs) / sum(1 / r["tokens_per_sec"] for r in rs),
+               "peak_memory_gb": max(r["peak_memory_gb"] for r in rs), "wall_s": sum(r["wall_s"] for r in rs) / len(rs),
+               "runs": rs} for n, rs in runs.items()}
     print()
-    print(f"{'trainer':<28}{'tokens/s':>10}{'peak GB':>10}{'wall s':>9}")
+    print(f"{'trainer':<28}{'tokens/s':>10}{'peak GB':>10}{'wall s':>9}   ({a.repeats} runs each)")
     for name, label in (("mlx-lm", "mlx_lm.tuner (SFT, baseline)"), ("d2o", "mlx-d2o train (D2O)")):
         r = res[name]
         print(f"{label:<28}{r['tokens_per_sec']:>10.1f}{r['peak_memory_gb']:>10.3f}{r['wall_s']:>9.1f}")

@@ -47,6 +47,12 @@ def register(app: typer.Typer) -> None:
         from .trainer import DEFAULTS, TrainArgs, train
 
         settings = merge(cli, config, DEFAULTS, section="train")
+        # --iters and --epochs are one setting spelled two ways: the one on the command line
+        # replaces the recipe's, whichever spelling the recipe used.
+        if cli["iters"] is not None and cli["epochs"] is None:
+            settings["epochs"] = None
+        if cli["epochs"] is not None and cli["iters"] is None:
+            settings["iters"] = None
         summary = train(TrainArgs(**{k: v for k, v in settings.items() if k in DEFAULTS}))
         if summary["rank"] != 0:  # under mlx.launch, rank 0 speaks for the run
             return

@@ -251,7 +251,8 @@ def test_cli_recipe_and_flags(tiny_model, cache, tmp_path):
         "samples": str(cache), "loss": "npo", "iters": 5, "batch_size": 2, "num_layers": 1,
         "lora_parameters": {"rank": 4, "scale": 10.0, "dropout": 0.0}, "steps_per_report": 1}}))
     out = tmp_path / "o"
-    code, text = run_cli("-c", str(recipe), "--adapter-path", str(out), "--iters", "2")
+    recipe.write_text(recipe.read_text().replace("iters: 5", "epochs: 3"))
+    code, text = run_cli("-c", str(recipe), "--adapter-path", str(out), "--iters", "2")  # --iters replaces epochs
     assert code == 0, text
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["iters"] == 2 and cfg["loss"] == "npo" and cfg["lora_parameters"] == {"rank": 4, "scale": 10.0, "dropout": 0.0}
