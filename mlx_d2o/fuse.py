@@ -215,6 +215,16 @@ def pack_codes(codes, bits: int):
     return mx.stack(words, axis=-1).reshape(*lead, n * bits // 32)
 
 
+def unpack_codes(packed, bits: int, group_size: int):
+    """MLX's packed uint32 [rows, cols * bits / 32] -> codes [rows, cols / group_size, group_size],
+    for widths that fill words exactly (2, 4, 8 bits)."""
+    import mlx.core as mx
+
+    shifts = mx.arange(0, 32, bits, dtype=mx.uint32)
+    codes = mx.bitwise_and(mx.right_shift(packed[..., None], shifts), mx.array(2**bits - 1, dtype=mx.uint32))
+    return codes.reshape(packed.shape[0], -1, group_size)
+
+
 def requantize_like(module, like):
     """Float MODULE (Linear or Embedding) quantized with LIKE's settings, on LIKE's grid where that serves.
 
@@ -240,7 +250,11 @@ def requantize_like(module, like):
     codes = mx.where(s == 0, 0.0, mx.clip(mx.round((wg - b) / safe), 0, 2**bits - 1))
     err_grid = mx.square(codes * s + b - wg).sum(-1)
     fresh.scales, fresh.biases = fresh.scales.astype(like.scales.dtype), fresh.biases.astype(like.biases.dtype)
-    dn = mx.dequantize(fresh.weight, fresh.scales, fresh.biases, group_size=gs, bits=bits).astype(mx.float32)
+    if 32 % bits == 0:  # float32 from the codes: exact, and several times faster than the CPU's dequantize
+        dn = unpack_codes(fresh.weight, bits, gs) * fresh.scales.astype(mx.float32)[..., None] \
+            + fresh.biases.astype(mx.float32)[..., None]
+    else:
+        dn = mx.dequantize(fresh.weight, fresh.scales, fresh.biases, group_size=gs, bits=bits).astype(mx.float32)
     err_fresh = mx.square(dn.reshape(rows, cols // gs, gs) - wg).sum(-1)
     # Prefer the base's grid unless the fresh one is closer by more than a thousandth of a step
     # (RMS): a near-tie is float noise, and switching grids on it would move values for nothing.
@@ -250,6 +264,23 @@ def requantize_like(module, like):
     fresh.scales = mx.where(keep, like.scales, fresh.scales)
     fresh.biases = mx.where(keep, like.biases, fresh.biases)
     return fresh
+
+
+def changed_weights(fused, base):
+    """How many weights of quantized FUSED hold another value than in quantized BASE (lazy scalar)."""
+    import mlx.core as mx
+
+    bits, gs = base.bits, base.group_size
+    same_grid = (fused.scales == base.scales) & (fused.biases == base.biases)
+    if 32 % bits or fused.weight.shape != base.weight.shape:
+        def deq(m):
+            return mx.dequantize(m.weight, m.scales, m.biases, group_size=m.group_size, bits=m.bits, mode=m.mode)
+
+        return mx.sum(deq(fused) != deq(base))
+    # Codes straight from the packed words (cheaper than two dequantizations); a group moved to
+    # a fresh grid counts whole.
+    per_group = (unpack_codes(fused.weight, bits, gs) != unpack_codes(base.weight, bits, gs)).sum(-1)
+    return mx.sum(mx.where(same_grid, per_group, gs))
 
 
 def _fuse_one(module, dequantize: bool):
@@ -262,24 +293,19 @@ def _fuse_one(module, dequantize: bool):
     return requantize_like(module.fuse(dequantize=True), base)
 
 
-def _changed(fused, base) -> tuple:
-    """(weights whose stored value changed, weights) between two quantized linears."""
-    import mlx.core as mx
-
-    def deq(m):
-        return mx.dequantize(m.weight, m.scales, m.biases, group_size=m.group_size, bits=m.bits, mode=m.mode)
-
-    return mx.sum(deq(fused) != deq(base)), base.scales.size * base.group_size
+# Fused layers evaluated together. Measured on SmolLM2 (CPU): the same time for 1, 16, 64 or all
+# (lazy until the save, as mlx-lm), but peak MLX memory 190, 216, 250 and 355 MB.
+EVAL_EVERY = 8
 
 
 def fuse_model(net, dequantize: bool = False, evaluate: bool = True, progress: bool = True) -> dict:
     """Replace every adapter layer by its fused linear, in place.
 
-    Each layer's `fuse()` is mlx-lm's. Unlike mlx-lm's fuse script, layers are swapped in and
-    evaluated one at a time: the adapter layer (and its copy of the base weight) is freed as we
-    go, and the bar shows real progress. Returns `{"fused": layers, "changed": n, "weights": n}`,
-    the last two counting, over quantized layers kept quantized, the weights whose stored value
-    the update moved: an update finer than the grid is lost in the rounding.
+    Each layer's `fuse()` is mlx-lm's. Unlike mlx-lm's fuse script, which leaves everything lazy
+    until the save, fused layers are swapped in and evaluated a few at a time: the adapter
+    layers (and their base weights) are freed as we go, and the bar shows real progress.
+    Returns `{"fused": layers, "changed": n, "weights": n}`, the last two counting, over quantized layers kept quantized, the weights whose stored value
+    the update moved (`changed_weights`): an update finer than the grid is lost in the rounding.
     """
     import mlx.core as mx
     import mlx.nn as nn
@@ -289,19 +315,21 @@ def fuse_model(net, dequantize: bool = False, evaluate: bool = True, progress: b
     names = [n for n, m in net.named_modules() if hasattr(m, "fuse")]
     modules = dict(net.named_modules())
     stats = {"fused": len(names), "changed": 0, "weights": 0}
-    for name in tqdm(names, desc="fusing", unit="layer", file=sys.stderr, disable=not progress or not names):
+    changed, pending = mx.array(0), []
+    for i, name in enumerate(tqdm(names, desc="fusing", unit="layer", file=sys.stderr,
+                                  disable=not progress or not names)):
         module = modules.pop(name)
         fused = _fuse_one(module, dequantize)
-        if evaluate:
-            base = getattr(module, "linear", None)
-            if isinstance(fused, nn.QuantizedLinear) and isinstance(base, nn.QuantizedLinear):
-                changed, total = _changed(fused, base)
-                mx.eval(fused.parameters(), changed)
-                stats["changed"] += changed.item()
-                stats["weights"] += total
-            else:
-                mx.eval(fused.parameters())
+        base = getattr(module, "linear", None)
+        if evaluate and isinstance(fused, nn.QuantizedLinear) and isinstance(base, nn.QuantizedLinear):
+            changed = changed + changed_weights(fused, base)
+            stats["weights"] += base.scales.size * base.group_size
         net.update_modules(tree_unflatten([(name, fused)]))
+        pending.append(fused.parameters())
+        if evaluate and (len(pending) == EVAL_EVERY or i == len(names) - 1):
+            mx.eval(pending, changed)
+            pending = []
+    stats["changed"] = int(changed.item()) if evaluate else 0
     return stats
 
 
