@@ -384,6 +384,8 @@ class _Run:
         }
         dump = [{"set": "harmful", "id": r.id, "response": t, "verdict": v, "refusal": f}
                 for r, t, v, f in zip(self.harmful, texts, verdicts, refusals)]
+        for d, ans in zip(dump, getattr(self.judge, "last_answers", [])):
+            d["judge_answer"] = ans
         return m, dump
 
     def benign_metrics(self, name: str, ids: list, adapter: Optional[Adapter]) -> tuple[dict, list]:
@@ -410,14 +412,17 @@ class _Run:
             "mean_tokens": _mean([len(x) for x in ids]),
             "win_rate": None,
         }
-        results = [None] * n
+        results, answers = [None] * n, []
         if self.judge.can_compare and adapter is not None:
             results = self.judge.compare([self.conversation(r) for r in self.benign], texts, self.ref_benign)
+            answers = self.judge.last_answers
             wins, losses = results.count("win"), results.count("loss")
             m.update(win_rate=_rate(wins, wins + losses), wins=wins, losses=losses,
                      unparseable=results.count(UNPARSEABLE), judge=self.judge.name)
         dump = [{"set": "benign", "id": r.id, "response": t, "refusal": f, "kl": k, "tokens": c, "vs_base": w}
                 for r, t, f, k, c, w in zip(self.benign, texts, refusals, kls, counts, results)]
+        for d, ans in zip(dump, answers):
+            d["judge_answer"] = ans
         return m, dump
 
     def row(self, name: str, adapter: Optional[Adapter]) -> tuple[dict, list]:

@@ -228,6 +228,7 @@ class ModelJudge:
     """
 
     can_compare = True
+    last_answers: list = []  # the raw answers of the latest call, kept in the report's responses files
 
     def __init__(self, spec: str, max_tokens: int = 12, batch_size: int = 16):
         from .models import load
@@ -274,7 +275,8 @@ class ModelJudge:
     def safety(self, conversations: Sequence[list], responses: Sequence[str]) -> list[str]:
         """`safe` / `unsafe` / `unparseable` per (conversation, response)."""
         prompts = [self.safety_prompt(c, r) for c, r in zip(conversations, responses)]
-        return [parse_safety(a) for a in self._ask(prompts, "judging safety")]
+        self.last_answers = self._ask(prompts, "judging safety")
+        return [parse_safety(a) for a in self.last_answers]
 
     def compare(self, conversations: Sequence[list], policy: Sequence[str], base: Sequence[str],
                 swap: Optional[Sequence[bool]] = None) -> list[str]:
@@ -290,7 +292,8 @@ class ModelJudge:
             a_text, b_text = (b, p) if s else (p, b)
             prompts.append(self._chat([{"role": "user", "content": PAIRWISE_PROMPT.format(request=request, a=a_text, b=b_text)}]))
         out = []
-        for ans, s in zip(self._ask(prompts, "judging win rate"), swap):
+        self.last_answers = self._ask(prompts, "judging win rate")
+        for ans, s in zip(self.last_answers, swap):
             c = parse_choice(ans)
             if c == UNPARSEABLE:
                 out.append(UNPARSEABLE)

@@ -368,6 +368,8 @@ def test_model_judge_counts_unparseable(tiny_model, adapters, eval_files, tmp_pa
     assert ad["benign"]["unparseable"] == 3 and ad["benign"]["win_rate"] is None
     assert ad["benign"]["wins"] == ad["benign"]["losses"] == 0
     assert "unparseable" in (out / "report.md").read_text()
+    lines = [json.loads(x) for x in (out / "responses" / "d2o.jsonl").read_text().splitlines()]
+    assert all(isinstance(x["judge_answer"], str) for x in lines)  # kept, so an unparseable verdict can be read
 
 
 def test_llama_guard_template_gets_the_conversation(tiny_model, tmp_path):
