@@ -130,7 +130,7 @@ def main(argv=None) -> int:
         "",
         table,
         "",
-        f"Command: `python recipes/compare.py {shlex.join(argv if argv is not None else sys.argv[1:])}`",
+        f"Command: `{('python recipes/compare.py ' + shlex.join(argv if argv is not None else sys.argv[1:])).strip()}`",
         "",
         f"Machine: {machine()}.",
         "",
