@@ -315,6 +315,8 @@ class _Run:
         for p in args.adapter_paths:
             if not Path(p).is_dir():
                 raise D2OError(f"{p}: no such adapter directory")
+        if Path(args.output).exists() and not Path(args.output).is_dir():
+            raise D2OError(f"--output {args.output}: exists and is not a directory")
         self.model, self.tok, self.info = load(args.model, return_info=True)
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         # Refuse a mismatched adapter or judge before any long work starts.

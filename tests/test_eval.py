@@ -474,6 +474,10 @@ def test_cli_eval_bad_input_exits_2(tiny_model, adapters, eval_files, tmp_path, 
     code, _, err = run_cli(base, capsys)
     assert code == 2 and "nothing to evaluate" in err
 
+    a_file = write_jsonl(tmp_path / "a_file", [])
+    code, _, err = run_cli(["eval", "--model", tiny_model, "--output", a_file, "--negatives", neg], capsys)
+    assert code == 2 and "not a directory" in err
+
     code, _, err = run_cli(base + ["--negatives", neg, "--adapter-path", tmp_path / "no_adapter"], capsys)
     assert code == 2 and "no such adapter directory" in err
 
