@@ -853,7 +853,9 @@ def train(args: TrainArgs, on_report: Optional[Callable[[dict], None]] = None, l
 
     # "Before": the reference's mean log π(negative) on the held-out set (or the training negatives).
     # "Before" is the reference's log π(negative), which the cache holds for exactly these tokens.
-    probe_set, probe_name = (val_examples, "validation") if val_examples else (examples, "training")
+    # Without a validation cache, a fixed share of the training prompts stands in (256 at most:
+    # a forward pass over every negative of a large set would cost a good part of an epoch).
+    probe_set, probe_name = (val_examples, "validation") if val_examples else (examples[:: max(1, len(examples) // 256)][:256], "training")
     before = sum(e.ref_negative for e in probe_set) / len(probe_set)
 
     def write_line(line: dict) -> None:
