@@ -141,9 +141,16 @@ def parse_record(obj, path, line, require_rejected: bool = True) -> Record:
     return Record(str(rid), messages, rejected, chosen, {k: v for k, v in obj.items() if k not in known})
 
 
+_LOCAL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".gz")
+
+
 def is_hub_dataset(spec: str) -> bool:
+    """`org/name[:split]` that is not a local path. A missing `data/x.jsonl` is a typo to report,
+    not a Hub id to fetch, so names with a data-file suffix never go to the network."""
     p = Path(spec)
-    return not p.exists() and not spec.startswith((".", "/", "~")) and re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w.-]+)?", spec) is not None
+    if p.exists() or spec.startswith((".", "/", "~")) or spec.endswith(_LOCAL_SUFFIXES):
+        return False
+    return re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w.-]+)?", spec) is not None
 
 
 def hub_data_file(spec: str) -> Path:

@@ -206,3 +206,13 @@ def test_demo_data_is_valid():
             assert key not in prompts, f"prompt of {r.id} repeats"
             prompts.add(key)
     assert len(data.load_records(DATA / "benign.jsonl", require_rejected=False)) >= 30
+
+
+def test_missing_local_file_is_not_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not data.is_hub_dataset("data/typo.jsonl") and data.is_hub_dataset("org/name:test")
+    with pytest.raises(D2OError, match="data/typo.jsonl: no such file"):
+        data.load_records("data/typo.jsonl")
+    with pytest.raises(D2OError, match="Hugging Face Hub"):
+        data.load_records("someone/not-cached-dataset")
