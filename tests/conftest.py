@@ -61,3 +61,22 @@ def records_file(tmp_path) -> Path:
             rows.append({"id": f"r{i}", "prompt": f"Question number {i}?", "rejected": f"Stupid question {i}.",
                          "chosen": f"Answer {i}."})
     return write_jsonl(tmp_path / "records.jsonl", rows)
+
+
+def run_cli(args, capsys):
+    """The console script's `main` in this process: (exit code, stdout, stderr)."""
+    import sys
+
+    from mlx_d2o import cli
+
+    old = sys.argv
+    sys.argv = ["mlx-d2o", *map(str, args)]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = old
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err

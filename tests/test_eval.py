@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import needs_smollm2, write_jsonl
+from conftest import needs_smollm2, run_cli, write_jsonl
 
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 
@@ -416,22 +416,6 @@ def test_eval_on_smollm2_with_an_adapter(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 # CLI and bad input
 # ---------------------------------------------------------------------------------------------
-
-def run_cli(args, capsys):
-    from mlx_d2o import cli
-
-    old = sys.argv
-    sys.argv = ["mlx-d2o", *map(str, args)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = old
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
 
 def test_cli_eval_runs(tiny_model, adapters, eval_files, tmp_path, capsys):
     out = tmp_path / "rep"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import needs_smollm2
+from conftest import needs_smollm2, run_cli
 
 TOKENS = [[1, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 2, 1, 33, 44]]
 D2O_META = {"loss": "d2o", "alpha": 0.1, "beta": 0.1, "K": 11, "iters": 200, "steps": 200,
@@ -65,23 +65,6 @@ def do_fuse(**kw):
     lines = []
     result = fuse(FuseArgs(**kw), log=lines.append)
     return result, "\n".join(lines)
-
-
-def run_cli(args, capsys):
-    """The real CLI entry point in-process: returns (exit code, stdout, stderr)."""
-    from mlx_d2o import cli
-
-    old = sys.argv
-    sys.argv = ["mlx-d2o", *map(str, args)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = old
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def config(path) -> dict:
