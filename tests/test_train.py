@@ -10,6 +10,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import yaml
+from mlx.utils import tree_flatten
 
 from mlx_d2o import data as D
 from mlx_d2o.cache import FORMAT_VERSION, write_manifest
@@ -155,8 +156,7 @@ def test_reference_is_the_fresh_base(tiny_model, cache, tmp_path, fine_tune_type
     model, _ = load(str(tiny_model))
     base, _ = load(str(tiny_model))
     setup_trainable(model, a)
-    ref_params = {k: mx.array(v) for k, v in __import__("mlx.utils").utils.tree_flatten(model.trainable_parameters())} \
-        if fine_tune_type == "full" else None
+    ref_params = dict(tree_flatten(model.trainable_parameters())) if fine_tune_type == "full" else None
     model.load_weights(str(out / "adapters.safetensors"), strict=False)
     x = mx.array([[1, 40, 50, 60, 70, 2]])
     trained = model(x)
