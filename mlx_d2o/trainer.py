@@ -681,28 +681,37 @@ def refresh_samples(model, tokenizer, examples: list, manifest: dict, seed: int,
 
 @contextmanager
 def peer_exit_message(shard: Shard, out: Path, progress: dict):
-    """Under mlx.launch, a rank that dies makes the launcher SIGTERM the others: say on rank 0
-    what happened and where to resume from, then exit (the checkpoints are written atomically,
-    so the latest one is whole)."""
+    """Under mlx.launch, a rank that dies ends the run with a clear message on rank 0.
+
+    Two ways it shows here: the launcher SIGTERMs the surviving ranks, or, first, a collective
+    fails because the peer's socket closed. Either way rank 0 says what happened and where to
+    resume from (checkpoints are written atomically, so the latest one is whole), and every
+    surviving rank exits with status 3: the launcher would end it anyway."""
     import signal
 
     if shard.size == 1:
         yield
         return
 
-    def on_term(signum, frame):
+    def message(cause: str) -> str:
+        ck = latest_checkpoint(out)
+        where_ = (f"the last checkpoint is {ck}; run the same command with --resume to continue" if ck
+                  else "no checkpoint had been saved yet")
+        return f"training stopped at step {progress['step']}: another rank of this mlx.launch run exited ({cause}); {where_}"
+
+    def stop(cause: str):
+        # Say it and leave at once: the launcher's SIGTERM may come any moment, and after it
+        # nothing more gets printed.
         if shard.rank == 0:
-            ck = latest_checkpoint(out)
-            where_ = (f"the last checkpoint is {ck}; run the same command with --resume to continue" if ck
-                      else "no checkpoint had been saved yet")
-            sys.stderr.write(f"\nerror: training stopped at step {progress['step']}: another rank of this mlx.launch run "
-                             f"exited, and the launcher ended this one; {where_}\n")
+            sys.stderr.write(f"\nerror: {message(cause)}\n")
             sys.stderr.flush()
         os._exit(3)
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop("the launcher ended this one"))
     try:
         yield
+    except RuntimeError as e:  # a collective whose peer is gone
+        stop(f"the distributed backend failed: {e}")
     finally:
         signal.signal(signal.SIGTERM, previous)
 
