@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .errors import D2OError
+from .io import write_text_atomic
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -83,19 +83,7 @@ def write_manifest(cache_dir: str | Path, manifest: dict) -> Path:
     """Write DIR/manifest.json through a temp file and a rename (never half-written)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / MANIFEST
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    path = write_text_atomic(cache_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", fsync=True)
     _fsync_dir(cache_dir)
     return path
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from .errors import D2OError, where
+from .io import atomic_path
 
 ROLES = ("system", "user", "assistant")
 
@@ -205,21 +204,12 @@ def data_fingerprint(records: Iterable[Record]) -> str:
 def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> int:
     """Write rows to PATH through a temp file and a rename: a failure leaves no partial file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     n = 0
-    try:
-        opener = (lambda: gzip.open(tmp, "wt", encoding="utf-8")) if path.suffix == ".gz" else (lambda: open(tmp, "w", encoding="utf-8"))
-        os.close(fd)
-        with opener() as f:
+    with atomic_path(path) as tmp:
+        with (gzip.open(tmp, "wt", encoding="utf-8") if path.suffix == ".gz" else open(tmp, "w", encoding="utf-8")) as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return n
 
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ import mlx.core as mx
 from tqdm import tqdm
 
 from .errors import D2OError
+from .io import write_text_atomic
 
 REPORT_VERSION = 1
 
@@ -507,16 +506,7 @@ def evaluate(args: EvalArgs) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, text)
 
 
 def _fmt(v, spec=".3f", pct=False) -> str:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
+
+from .io import atomic_path
 
 # Training metrics the curves show, in TRL's names as the trainer writes them.
 CURVES = ("loss", "rewards/margin", "rewards/samples", "rewards/negative")
@@ -71,15 +71,8 @@ def _pyplot():
 
 def _save(fig, path: Path) -> Path:
     """Save through a temp file and a rename, so a failed save leaves no partial PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -6,7 +6,6 @@ the chat template behaves like SmolLM2's; the weights are random, so text it gen
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 CHATML_TEMPLATE = (

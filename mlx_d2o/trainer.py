@@ -35,6 +35,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from . import data as D
 from .errors import D2OError
+from .io import atomic_path, write_text_atomic
 from .logprobs import pad, score, sequence_logps
 from .losses import LOSSES
 
@@ -413,27 +414,12 @@ def build_optimizer(args: TrainArgs, total_updates: int):
 
 def _save_safetensors_atomic(path: Path, arrays: dict, metadata: Optional[dict] = None) -> None:
     # mx.save_safetensors appends ".safetensors" to names without it, so the temp name keeps it.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".safetensors") as tmp:
         mx.save_safetensors(tmp, arrays, metadata=metadata or {})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def adapter_config(args: TrainArgs, d2o_meta: dict) -> dict:
@@ -534,10 +520,7 @@ def truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
 # ---------------------------------------------------------------------------------------------

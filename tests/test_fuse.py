@@ -245,7 +245,6 @@ def make_full_adapter(base: Path, out: Path, seed: int = 0) -> Path:
 def test_full_fine_tune_on_quantized_base(tiny_quantized_model, tmp_path):
     """Full fine-tune weights go in as trained; untouched quantized layers stay bit-identical."""
     import mlx.core as mx
-    from mlx.utils import tree_flatten
     from mlx_lm import load
     from mlx_lm.utils import dequantize_model
 
