@@ -14,13 +14,12 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from .errors import D2OError
+from .io import atomic_dir
 
 # name -> (python distribution, package, file inside the package, pip command)
 EMBEDDED_MODELS = {
@@ -279,9 +278,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, overwrite: bool = F
                 config["quantization"][module] = q
         config["quantization_config"] = config["quantization"]
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         mx.save_safetensors(str(tmp / "model.safetensors"), out_w, metadata={"format": "mlx"})
         with open(tmp / "config.json", "w") as f:
             json.dump(config, f, indent=2)
@@ -303,12 +300,6 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, overwrite: bool = F
         with open(tmp / "gguf_source.json", "w") as f:
             json.dump({"gguf": gguf_path.name, "name": meta.get("general.name"), "license": meta.get("general.license"),
                        "sha256_head": file_fingerprint(gguf_path)}, f, indent=2)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

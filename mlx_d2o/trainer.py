@@ -19,7 +19,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -35,7 +34,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from . import data as D
 from .errors import D2OError
-from .io import atomic_path, write_text_atomic
+from .io import atomic_dir, atomic_path, write_text_atomic
 from .logprobs import pad, score, sequence_logps
 from .losses import LOSSES
 
@@ -447,18 +446,11 @@ def save_checkpoint(out: Path, step: int, model, optimizer, config: dict, state:
     root = out / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{step:07d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{step:07d}.", dir=root))
-    try:
+    with atomic_dir(final) as tmp:
         save_adapters(tmp, model, config)
         opt_state = dict(tree_flatten(optimizer.state))
         _save_safetensors_atomic(tmp / "optimizer.safetensors", opt_state)
         _write_json_atomic(tmp / "state.json", state)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _write_json_atomic(root / "latest.json", {"step": step, "dir": final.name})
     for old in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
