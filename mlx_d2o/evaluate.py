@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from .errors import D2OError
 from .io import write_text_atomic
+from .models import adapter_layers
 
 REPORT_VERSION = 1
 
@@ -172,17 +173,6 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], max_tokens: int
 # Adapters switched on and off one loaded base
 # ---------------------------------------------------------------------------------------------
 
-def _lora_types():
-    from mlx_lm.tuner.dora import DoRAEmbedding, DoRALinear
-    from mlx_lm.tuner.lora import LoRAEmbedding, LoRALinear, LoRASwitchLinear
-
-    return (LoRALinear, DoRALinear, LoRAEmbedding, DoRAEmbedding, LoRASwitchLinear)
-
-
-def _wrapped(module):
-    return module.linear if hasattr(module, "linear") else module.embedding
-
-
 class Adapter:
     """An adapter put on a loaded base model, that can be switched off and on without reloading.
 
@@ -229,16 +219,17 @@ class Adapter:
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 self._restore_base()
                 raise D2OError(f"{self.path}: cannot apply this adapter to {type(model).__name__} ({e})") from None
-            self._on = [(k, m) for k, m in model.named_modules() if isinstance(m, _lora_types())]
-            self._off = [(k, _wrapped(m)) for k, m in self._on]
+            layers = adapter_layers(model)
+            self._on = [(k, wrapper) for k, wrapper, _ in layers]
+            self._off = [(k, base) for k, _, base in layers]
         model.eval()
 
     def _restore_base(self):
         from mlx.utils import tree_unflatten
 
-        wrapped = [(k, _wrapped(m)) for k, m in self.model.named_modules() if isinstance(m, _lora_types())]
-        if wrapped:
-            self.model.update_modules(tree_unflatten(wrapped))
+        base = [(k, b) for k, _, b in adapter_layers(self.model)]
+        if base:
+            self.model.update_modules(tree_unflatten(base))
 
     def _set(self, on: bool):
         from mlx.utils import tree_unflatten

@@ -463,3 +463,13 @@ def _bits_of(net, module_path: str) -> int:
     for part in module_path.split("."):
         m = m[int(part)] if part.isdigit() else getattr(m, part)
     return getattr(m, "bits", 32)
+
+
+def adapter_layers(model) -> list:
+    """(name, wrapper, base layer) for each of mlx-lm's LoRA/DoRA wrappers in MODEL.
+
+    The wrappers keep the layer they wrap as `.linear` / `.embedding`, so putting those back
+    gives the base model exactly, without a second copy of its weights.
+    """
+    return [(name, m, m.linear if hasattr(m, "linear") else m.embedding) for name, m in model.named_modules()
+            if "lora_a" in m and (hasattr(m, "linear") or hasattr(m, "embedding"))]

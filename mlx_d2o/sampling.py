@@ -31,6 +31,7 @@ from . import cache as sample_cache
 from .data import Record, data_fingerprint, load_records, prompt_tokens, response_tokens, with_system
 from .errors import D2OError
 from .logprobs import pad, score
+from .models import adapter_layers
 
 
 @dataclass
@@ -260,12 +261,6 @@ def generate_samples(model, tokenizer, records, num_samples: int, max_tokens: in
 # Reference scoring
 # ---------------------------------------------------------------------------------------------
 
-def _adapter_modules(model) -> list:
-    """(name, module) of mlx-lm's LoRA/DoRA wrappers: they keep the base layer as `.linear`/`.embedding`."""
-    return [(name, m) for name, m in model.named_modules()
-            if "lora_a" in m and (hasattr(m, "linear") or hasattr(m, "embedding"))]
-
-
 @contextmanager
 def adapters_disabled(model):
     """Run MODEL as its base: swap each LoRA/DoRA wrapper for the layer it wraps, then back.
@@ -276,16 +271,15 @@ def adapters_disabled(model):
     """
     from mlx.utils import tree_unflatten
 
-    wrapped = _adapter_modules(model)
-    if not wrapped:
+    layers = adapter_layers(model)
+    if not layers:
         yield model
         return
-    base = [(n, m.linear if hasattr(m, "linear") else m.embedding) for n, m in wrapped]
-    model.update_modules(tree_unflatten(base))
+    model.update_modules(tree_unflatten([(n, base) for n, _, base in layers]))
     try:
         yield model
     finally:
-        model.update_modules(tree_unflatten(wrapped))
+        model.update_modules(tree_unflatten([(n, wrapper) for n, wrapper, _ in layers]))
 
 
 def _known_score(draw: Optional[_Draw], resp: list[int]) -> Optional[float]:
@@ -532,7 +526,7 @@ def sample(args: SampleArgs, progress: bool = True) -> dict:
     shard = out_dir / sample_cache.shard_name(rank, size)
     done, dropped = sample_cache.resume_shard(shard, [[r.id for r in b] for b in batches])
 
-    base_needed = args.adapter_path is not None and not _adapter_modules(model)
+    base_needed = args.adapter_path is not None and not adapter_layers(model)
     # A full fine-tune ("adapter" = whole weights) has no base layer to swap back: load it.
     ref_model = load(args.model)[0] if base_needed else model
     # Without adapter or system prompt the generator *is* the reference on the training prompt:
