@@ -1,0 +1,75 @@
+"""The ranks of an `mlx.launch` run: the one set of distributed helpers of sample and train.
+
+Without `mlx.launch` there is one rank and every helper here is a no-op, so library code calls
+them unconditionally. Collectives run on the CPU stream (the ring backend has no GPU kernels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+
+
+def group():
+    """The `mlx.launch` group, or None when running alone."""
+    if not mx.distributed.is_available():
+        return None
+    g = mx.distributed.init()
+    return g if g.size() > 1 else None
+
+
+def all_sum(x, group) -> mx.array:
+    """X summed over the ranks of GROUP (X itself when running alone)."""
+    if group is None or group.size() == 1:
+        return x
+    return mx.distributed.all_sum(x, group=group, stream=mx.cpu)
+
+
+def all_ok(group, ok: bool) -> bool:
+    """True when every rank says OK (one all_sum; also a barrier, so every rank must call it)."""
+    if group is None or group.size() == 1:
+        return ok
+    return all_sum(mx.array(0.0 if ok else 1.0), group).item() == 0
+
+
+@dataclass
+class Shard:
+    """This process's place among the ranks of `mlx.launch` (rank 0 of size 1 without it)."""
+
+    group: Optional[object]
+    rank: int
+    size: int
+
+    @classmethod
+    def current(cls) -> Shard:
+        g = group()
+        return cls(g, g.rank(), g.size()) if g is not None else cls(None, 0, 1)
+
+    def local(self, batch: list) -> list:
+        # Strided, so each rank gets short and long examples alike from a length-sorted batch.
+        return batch[self.rank :: self.size]
+
+    def sum(self, x):
+        return all_sum(x, self.group) if self.size > 1 else x
+
+    def all_ok(self, ok: bool) -> bool:
+        return all_ok(self.group, ok)
+
+    def broadcast(self, tree):
+        """Rank 0's values everywhere (all_sum of rank 0's arrays and everybody else's zeros).
+
+        One collective at a time, in name order, evaluated at once: left lazy, the ranks' graphs
+        (values here, zeros there) may run the collectives in different orders and deadlock."""
+        if self.size == 1:
+            return tree
+        flat = []
+        # Sorted by name: a tree loaded from a file (rank 0's, on resume) may list its leaves in
+        # another order than the one built in memory (the other ranks').
+        for k, a in sorted(tree_flatten(tree), key=lambda kv: kv[0]):
+            x = self.sum(a if self.rank == 0 else mx.zeros_like(a))
+            mx.eval(x)
+            flat.append((k, x))
+        return tree_unflatten(flat)
