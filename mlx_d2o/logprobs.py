@@ -1,19 +1,23 @@
 """Batched, masked sequence log-probabilities: log π(y|x) = Σ_t log π(y_t | x, y_<t).
 
 Sequences are `prompt + response` token lists; only response tokens count (no length
-normalisation, as D2O and DPO define it). One forward pass serves a whole batch; `score`
-sorts by length and chunks so padding and peak memory stay small when no gradient is needed.
+normalisation, as D2O and DPO define it). One forward pass serves a whole batch; without a
+gradient, `batches_by_tokens` (the one token-budget batcher: scoring, the sample step's
+rescoring after shared prompts, the trainer's rescoring, eval's KL) sorts by length and chunks
+so that padding and peak memory stay small.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Iterator, Sequence
 
 import mlx.core as mx
 import numpy as np
 
 
-def pad(seqs: Sequence[Sequence[int]], pad_id: int = 0, multiple: int = 8) -> tuple[mx.array, mx.array]:
+def pad(
+    seqs: Sequence[Sequence[int]], pad_id: int = 0, multiple: int = 8
+) -> tuple[mx.array, mx.array]:
     """Right-pad token lists into [N, T] (T rounded up to MULTIPLE, so compiled shapes repeat)."""
     lengths = [len(s) for s in seqs]
     t = max(lengths)
@@ -24,7 +28,9 @@ def pad(seqs: Sequence[Sequence[int]], pad_id: int = 0, multiple: int = 8) -> tu
     return mx.array(out), mx.array(lengths, dtype=mx.int32)
 
 
-def sequence_logps(model, tokens: mx.array, prompt_lengths: mx.array, lengths: mx.array) -> tuple[mx.array, mx.array]:
+def sequence_logps(
+    model, tokens: mx.array, prompt_lengths: mx.array, lengths: mx.array
+) -> tuple[mx.array, mx.array]:
     """Summed log-probs of the response tokens of each row, and their counts.
 
     tokens [N, T] right-padded; row i's response is tokens[i, prompt_lengths[i]:lengths[i]].
@@ -32,33 +38,52 @@ def sequence_logps(model, tokens: mx.array, prompt_lengths: mx.array, lengths: m
     """
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     logits = model(inputs).astype(mx.float32)
-    # log_softmax at the target only: logit[target] - logsumexp(logits), never the full [N,T,V] log-softmax
-    token_logps = mx.take_along_axis(logits, targets[..., None], axis=-1).squeeze(-1) - mx.logsumexp(logits, axis=-1)
+    # log_softmax at the target only: logit[target] - logsumexp(logits), never the whole
+    # [N, T, V] log-softmax.
+    picked = mx.take_along_axis(logits, targets[..., None], axis=-1).squeeze(-1)
+    token_logps = picked - mx.logsumexp(logits, axis=-1)
     pos = mx.arange(1, tokens.shape[1])[None, :]
     mask = (pos >= prompt_lengths[:, None]) & (pos < lengths[:, None])
     return (token_logps * mask).sum(axis=-1), mask.sum(axis=-1)
 
 
-def score(model, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int = 8, pad_id: int = 0,
-          max_tokens_per_batch: int = 8192) -> tuple[list[float], list[int]]:
+def batches_by_tokens(
+    lengths: Sequence[int], max_tokens_per_batch: int, max_batch: int
+) -> Iterator[list[int]]:
+    """Index lists of batches, longest items first, each at most MAX_BATCH items and at most
+    MAX_TOKENS_PER_BATCH padded tokens (its first, longest item's length times its size; one
+    item alone may exceed it).
+
+    Longest first, so each batch pads to its own first item and the peak memory comes at once;
+    ties keep input order (a stable sort), so the batches are the same from run to run.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    i = 0
+    while i < len(order):
+        n = max(1, min(max_batch, max_tokens_per_batch // max(1, lengths[order[i]])))
+        yield order[i : i + n]
+        i += n
+
+
+def score(
+    model,
+    pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+    batch_size: int = 8,
+    pad_id: int = 0,
+    max_tokens_per_batch: int = 8192,
+) -> tuple[list[float], list[int]]:
     """log π(response | prompt) for each (prompt_ids, response_ids) pair, without gradient.
 
     Pairs are scored longest first in batches capped by BATCH_SIZE rows and by
-    MAX_TOKENS_PER_BATCH padded tokens, then put back in input order.
+    MAX_TOKENS_PER_BATCH padded tokens (`batches_by_tokens`), then put back in input order.
     """
-    order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
     logps, counts = [0.0] * len(pairs), [0] * len(pairs)
-    i = 0
-    while i < len(order):
-        longest = len(pairs[order[i]][0]) + len(pairs[order[i]][1])
-        n = max(1, min(batch_size, max_tokens_per_batch // max(1, longest)))
-        idx = order[i : i + n]
-        seqs = [list(pairs[j][0]) + list(pairs[j][1]) for j in idx]
-        tokens, lengths = pad(seqs, pad_id)
+    lengths = [len(p) + len(r) for p, r in pairs]
+    for idx in batches_by_tokens(lengths, max_tokens_per_batch, batch_size):
+        tokens, lens = pad([list(pairs[j][0]) + list(pairs[j][1]) for j in idx], pad_id)
         plens = mx.array([len(pairs[j][0]) for j in idx], dtype=mx.int32)
-        lp, cnt = sequence_logps(model, tokens, plens, lengths)
+        lp, cnt = sequence_logps(model, tokens, plens, lens)
         mx.eval(lp, cnt)
         for j, a, c in zip(idx, lp.tolist(), cnt.tolist()):
             logps[j], counts[j] = a, c
-        i += n
     return logps, counts

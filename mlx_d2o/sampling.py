@@ -30,7 +30,8 @@ from . import __version__
 from . import cache as sample_cache
 from .data import Record, data_fingerprint, load_records, prompt_tokens, response_tokens, with_system
 from .errors import D2OError
-from .logprobs import pad, score
+from .logprobs import batches_by_tokens, pad, score
+from .generation import Draw as _Draw, generate, make_keyed_sampler, merge_caches as _merge, prefill as _prefill
 from .models import adapter_layers
 
 
@@ -105,117 +106,8 @@ def batch_seed(seed: int, ids: Sequence[str]) -> int:
     return int.from_bytes(h.digest()[:4], "little")
 
 
-def make_keyed_sampler(temp: float, top_p: float, key: mx.array) -> Callable[[mx.array], mx.array]:
-    """`make_sampler(temp, top_p)` drawing from its own key instead of MLX's global one.
-
-    An explicit key keeps generation from moving the caller's random state (the trainer's
-    online sampling must not change its dropout or data order) and makes a batch's samples a
-    function of its seed alone.
-    """
-    from mlx_lm.sample_utils import apply_top_p, greedy_sampler
-
-    if temp == 0:
-        return greedy_sampler
-    state = [key]
-
-    def sampler(logprobs: mx.array) -> mx.array:
-        if 0 < top_p < 1.0:
-            logprobs = apply_top_p(logprobs, top_p)
-        state[0], sub = mx.random.split(state[0])
-        return mx.random.categorical(logprobs * (1.0 / temp), key=sub)
-
-    return sampler
-
-
 def _messages(r) -> list:
     return r.messages if isinstance(r, Record) else r["messages"]
-
-
-def _batch_api():
-    """mlx-lm's batch generation classes as refactored in mlx-lm 0.32 (prompt caches per sequence,
-    `next_generated`); older versions get a clear message instead of an AttributeError."""
-    try:
-        from mlx_lm.generate import BatchGenerator, PromptProcessingBatch
-    except ImportError:
-        BatchGenerator = None
-    if BatchGenerator is None or not hasattr(BatchGenerator, "next_generated"):
-        import mlx_lm
-
-        raise D2OError(f"mlx-d2o sample needs mlx-lm >= 0.32 (this is {getattr(mlx_lm, '__version__', '?')}): "
-                       "pip install -U mlx-lm")
-    return BatchGenerator, PromptProcessingBatch
-
-
-def _prefill(model, prompts: list[list[int]]) -> list:
-    """KV caches of each prompt but its last token, one batched forward pass for all prompts."""
-    _, PromptProcessingBatch = _batch_api()
-    from mlx_lm.models.cache import make_prompt_cache
-
-    batch = PromptProcessingBatch(model, list(range(len(prompts))), [make_prompt_cache(model) for _ in prompts])
-    batch.prompt([p[:-1] for p in prompts])
-    return [batch.extract_cache(i) for i in range(len(prompts))]
-
-
-@dataclass
-class _Draw:
-    """One sampled response as the generator made it."""
-
-    ids: list = field(default_factory=list)  # generated tokens, the stop token excluded
-    logps: list = field(default_factory=list)  # their log-probs under the generating model (lazy, then float)
-    end: Optional[mx.array] = None  # log-probs of each end-of-turn id right after `ids`
-    finish: Optional[str] = None
-
-
-def _generate_batch(model, tokenizer, prompts: list[list[int]], k: int, max_tokens: int, sampler,
-                    on_token: Optional[Callable[[int], None]] = None) -> tuple[list[_Draw], Optional[list]]:
-    """K responses per prompt (prompt-major) with the generating model's log-probs of their tokens,
-    and the prompts' KV caches (all but the last token; None for a 1-token prompt).
-
-    The generator runs one step past MAX_TOKENS: the distribution after the last kept token is
-    then known, so a cut response's score, end-of-turn included, needs no second pass (and a
-    response that ends exactly at MAX_TOKENS counts as stopped).
-    """
-    BatchGenerator, _ = _batch_api()
-    n = len(prompts) * k
-    eot = sorted(tokenizer.eos_token_ids)
-    eot_arr = mx.array(eot)
-    gen = BatchGenerator(model, max_tokens=max_tokens + 1, stop_tokens=[[t] for t in eot],
-                         sampler=sampler, completion_batch_size=n, prefill_batch_size=n)
-    try:
-        if all(len(p) > 1 for p in prompts):
-            # Prefill each prompt once and start its K sequences from copies of that cache
-            # (BatchGenerator merges them into its batch cache), rather than prefilling it K times.
-            caches = _prefill(model, prompts)
-            uids = gen.insert([p[-1:] for p in prompts for _ in range(k)],
-                              caches=[c for c in caches for _ in range(k)],
-                              all_tokens=[list(p[:-1]) for p in prompts for _ in range(k)])
-        else:
-            caches = None
-            uids = gen.insert([p for p in prompts for _ in range(k)])
-        draws = {u: _Draw() for u in uids}
-        while responses := gen.next_generated():
-            step = []
-            for r in responses:
-                d = draws[r.uid]
-                if r.finish_reason == "stop" or len(d.ids) == max_tokens:
-                    d.end = r.logprobs[eot_arr]
-                    d.finish = "stop" if r.finish_reason == "stop" else "length"
-                    step.append(d.end)
-                else:
-                    d.ids.append(r.token)
-                    d.logps.append(r.logprobs[r.token])
-                    step.append(d.logps[-1])
-            # Evaluate now: a pending index would keep the step's whole [vocab] row alive.
-            mx.eval(step)
-            if on_token is not None:
-                on_token(len(responses))
-    finally:
-        gen.close()
-    out = [draws[u] for u in uids]
-    for d in out:
-        d.logps = [x.item() for x in d.logps]
-        d.end = dict(zip(eot, d.end.tolist()))
-    return out, caches
 
 
 def generate_samples(model, tokenizer, records, num_samples: int, max_tokens: int, temp: float, top_p: float,
@@ -241,7 +133,10 @@ def generate_samples(model, tokenizer, records, num_samples: int, max_tokens: in
         ids = [r.id if isinstance(r, Record) else r.get("id", start + i) for i, r in enumerate(chunk)]
         sampler = make_keyed_sampler(temp, top_p, mx.random.key(batch_seed(seed, ids)))
         prompts = [prompt_tokens(tokenizer, with_system(_messages(r), system_prompt)) for r in chunk]
-        draws, caches = _generate_batch(model, tokenizer, prompts, num_samples, max_tokens, sampler, on_token)
+        n = len(prompts) * num_samples
+        draws, caches = generate(model, tokenizer, prompts, max_tokens, sampler, num_samples=num_samples,
+                                 batch_size=n, prefill_batch_size=n, share_prompts=True, logprobs=True,
+                                 on_step=None if on_token is None else (lambda t, f: on_token(t)))
         for i in range(len(chunk)):
             mine = draws[i * num_samples: (i + 1) * num_samples]
             g = {
@@ -305,13 +200,8 @@ def score_after_prompts(model, prompts: list[list[int]], pairs: list[tuple[int, 
     prompts' caches already made by MODEL (the generator's), and are not changed.
     """
     caches = _prefill(model, prompts) if caches is None else caches
-    order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][1]))
     logps, counts = [0.0] * len(pairs), [0] * len(pairs)
-    i = 0
-    while i < len(order):
-        longest = len(pairs[order[i]][1])
-        n = max(1, min(batch_size, max_tokens_per_batch // max(1, longest)))
-        idx = order[i: i + n]
+    for idx in batches_by_tokens([len(r) for _, r in pairs], max_tokens_per_batch, batch_size):
         # Input = the prompt's last token then the response but its last: position t predicts response[t].
         seqs = [[prompts[pairs[j][0]][-1]] + list(pairs[j][1][:-1]) for j in idx]
         # No rounding of the length: nothing is compiled here, and padding is work.
@@ -324,7 +214,6 @@ def score_after_prompts(model, prompts: list[list[int]], pairs: list[tuple[int, 
         mx.eval(lp)
         for j, a in zip(idx, lp.tolist()):
             logps[j], counts[j] = a, len(pairs[j][1])
-        i += n
     return logps, counts
 
 
