@@ -11,7 +11,9 @@ from typing import Optional
 from .errors import D2OError
 
 # mlx_lm.lora's nested LoRA block -> our flat keys
-_NESTED = {"lora_parameters": {"rank": "lora_rank", "scale": "lora_scale", "dropout": "lora_dropout"}}
+_NESTED = {
+    "lora_parameters": {"rank": "lora_rank", "scale": "lora_scale", "dropout": "lora_dropout"}
+}
 
 
 def load_recipe(path: Optional[str | Path]) -> dict:
@@ -36,7 +38,9 @@ def load_recipe(path: Optional[str | Path]) -> dict:
         if k in _NESTED and isinstance(v, dict):
             for nk, nv in v.items():
                 if nk not in _NESTED[k]:
-                    raise D2OError(f"{path}: field '{k}.{nk}': unknown setting (known: {', '.join(_NESTED[k])})")
+                    raise D2OError(
+                        f"{path}: field '{k}.{nk}': unknown setting (known: {', '.join(_NESTED[k])})"
+                    )
                 flat[_NESTED[k][nk]] = nv
         else:
             flat[k] = v
@@ -46,7 +50,9 @@ def load_recipe(path: Optional[str | Path]) -> dict:
 SECTIONS = ("sample", "train", "eval", "fuse")
 
 
-def merge(cli: dict, recipe_path: Optional[str | Path], defaults: dict, section: Optional[str] = None) -> dict:
+def merge(
+    cli: dict, recipe_path: Optional[str | Path], defaults: dict, section: Optional[str] = None
+) -> dict:
     """Settings from CLI (None = not given), then the recipe, then DEFAULTS.
 
     A recipe may hold one section per command (`sample:`, `train:`, ...) beside shared top-level
@@ -58,20 +64,26 @@ def merge(cli: dict, recipe_path: Optional[str | Path], defaults: dict, section:
     own = recipe.pop(section, None) if section else None
     known = set(defaults) | set(cli)
     # In a sectioned recipe, shared top-level keys may belong to other commands.
-    recipe = {k: v for k, v in recipe.items() if k not in SECTIONS and (k in known or not sectioned)}
+    recipe = {
+        k: v for k, v in recipe.items() if k not in SECTIONS and (k in known or not sectioned)
+    }
     if isinstance(own, dict):
         for k, v in own.items():
             k = str(k).replace("-", "_")
             if k in _NESTED and isinstance(v, dict):  # lora_parameters inside a section, too
                 for nk, nv in v.items():
                     if nk not in _NESTED[k]:
-                        raise D2OError(f"{recipe_path}: field '{section}.{k}.{nk}': unknown setting (known: {', '.join(_NESTED[k])})")
+                        raise D2OError(
+                            f"{recipe_path}: field '{section}.{k}.{nk}': unknown setting (known: {', '.join(_NESTED[k])})"
+                        )
                     recipe[_NESTED[k][nk]] = nv
             else:
                 recipe[k] = v
     for k in recipe:
         if k not in known and k != "config":
-            raise D2OError(f"{recipe_path}: field '{k}': unknown setting for this command (known: {', '.join(sorted(known))})")
+            raise D2OError(
+                f"{recipe_path}: field '{k}': unknown setting for this command (known: {', '.join(sorted(known))})"
+            )
     out = dict(defaults)
     out.update({k: v for k, v in recipe.items() if k in known})
     out.update({k: v for k, v in cli.items() if v is not None})

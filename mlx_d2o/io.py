@@ -1,14 +1,28 @@
 """Writing files so that a failure at any moment leaves either the old file or the new one,
-never half of one: write beside the target, then rename (atomic on POSIX and APFS)."""
+never half of one: write beside the target, then rename (atomic on POSIX and APFS).
+
+Temp files and folders come from `tempfile`, which makes them private (0600 / 0700); what we
+rename into place gets the modes any other tool would give it under the user's umask.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _public(path: str | Path, directory: bool = False) -> None:
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
 @contextmanager
@@ -23,6 +37,8 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        if os.path.exists(tmp):
+            _public(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -41,15 +57,50 @@ def write_text_atomic(path: str | Path, text: str, fsync: bool = False) -> Path:
 
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """A temp folder beside PATH; it replaces PATH when the block succeeds and is removed when it fails."""
+    """A temp folder beside PATH; it replaces PATH when the block succeeds, is removed when it fails.
+
+    The old PATH is moved aside only once the new folder is complete, and removed after the
+    swap, so a failure at any point leaves the old PATH (or, between the two renames, the old
+    folder under `.NAME.old-*` beside it).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    old = None
     try:
         yield tmp
+        _public(tmp, directory=True)
         if path.exists():
-            shutil.rmtree(path)
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / "x")
         os.replace(tmp, path)
+    except BaseException:
+        if old is not None and not path.exists():
+            os.replace(old / "x", path)
+        raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def stale_temps(folder: str | Path, name: str) -> list[Path]:
+    """Temp files and folders that `atomic_path` / `atomic_dir` left for NAME in FOLDER when
+    the process was killed between creating and renaming them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob(f".{name}.*"))
+
+
+def remove_stale_temps(folder: str | Path, name: str) -> int:
+    """Remove what `stale_temps` finds; the number of bytes freed."""
+    freed = 0
+    for p in stale_temps(folder, name):
+        if p.is_dir():
+            freed += sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            freed += p.stat().st_size
+            p.unlink(missing_ok=True)
+    return freed

@@ -21,7 +21,7 @@ def tiny_tokenizer():
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from .models import _bytes_to_unicode
+    from .models.gguf import _bytes_to_unicode
 
     alphabet = [c for _, c in sorted(_bytes_to_unicode().items())]
     vocab = {t: i for i, t in enumerate(SPECIALS + alphabet)}
@@ -29,15 +29,31 @@ def tiny_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS])
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                 pad_token="<|im_end|>", unk_token="<|endoftext|>", clean_up_tokenization_spaces=False)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+        clean_up_tokenization_spaces=False,
+    )
     hf.chat_template = CHATML_TEMPLATE
     return hf
 
 
-def make_tiny_model(path: str | Path, *, seed: int = 0, hidden_size: int = 64, num_layers: int = 2,
-                    num_heads: int = 4, num_kv_heads: int = 2, intermediate_size: int = 128,
-                    tie_word_embeddings: bool = False, quantize: bool = False, context: int = 1024) -> Path:
+def make_tiny_model(
+    path: str | Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 128,
+    tie_word_embeddings: bool = False,
+    quantize: bool = False,
+    context: int = 1024,
+) -> Path:
     """Write a random llama model directory at PATH that `mlx_lm.load` reads."""
     import mlx.core as mx
     from mlx.utils import tree_flatten

