@@ -38,7 +38,7 @@ def main() -> None:
 
     from fuse_bench import make_adapter
     from mlx_d2o.data import load_records, prompt_tokens, response_tokens
-    from mlx_d2o.fuse import FuseArgs, fuse
+    from mlx_d2o.export import FuseArgs, fuse
     from mlx_d2o.logprobs import pad
     from mlx_d2o.models import load, model_dir
 

@@ -60,7 +60,7 @@ def logits(model_path, adapter_path=None, tokens=TOKENS) -> np.ndarray:
 
 
 def do_fuse(**kw):
-    from mlx_d2o.fuse import FuseArgs, fuse
+    from mlx_d2o.export import FuseArgs, fuse
 
     lines = []
     result = fuse(FuseArgs(**kw), log=lines.append)
@@ -186,7 +186,7 @@ def test_pack_codes_matches_mlx_layout(bits):
     """Codes read back from mx.quantize's output, packed again, give its packed words exactly."""
     import mlx.core as mx
 
-    from mlx_d2o.fuse import pack_codes
+    from mlx_d2o.export import pack_codes
 
     mx.random.seed(bits)
     for gs in (32, 64, 128):
