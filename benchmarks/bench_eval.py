@@ -37,10 +37,15 @@ def make_lora(base_dir: Path, out: Path, num_layers: int = 16, seed: int = 0) ->
     net.freeze()
     linear_to_lora_layers(net, num_layers, lora)
     mx.random.seed(seed)
-    w = {k: (mx.random.normal(v.shape) * 0.01 if k.endswith("lora_b") else v) for k, v in tree_flatten(net.trainable_parameters())}
+    w = {
+        k: (mx.random.normal(v.shape) * 0.01 if k.endswith("lora_b") else v)
+        for k, v in tree_flatten(net.trainable_parameters())
+    }
     out.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(out / "adapters.safetensors"), w)
-    (out / "adapter_config.json").write_text(json.dumps({"fine_tune_type": "lora", "num_layers": num_layers, "lora_parameters": lora}))
+    (out / "adapter_config.json").write_text(
+        json.dumps({"fine_tune_type": "lora", "num_layers": num_layers, "lora_parameters": lora})
+    )
     return out
 
 
@@ -60,12 +65,17 @@ def main() -> None:
 
     import mlx.core as mx
 
+    from mlx_d2o.adapters import Adapter
     from mlx_d2o.data import load_records, prompt_tokens, response_tokens
-    from mlx_d2o.evaluate import Adapter, _Reference, generate, sequence_kl
+    from mlx_d2o.evaluate import sequence_kl
+    from mlx_d2o.evaluate.run import _Reference
+    from mlx_d2o.generation import generate_tokens as generate
     from mlx_d2o.logprobs import score
     from mlx_d2o.models import load, model_dir
 
-    print(f"model {a.model}, device {mx.default_device()}, {a.prompts}+{a.prompts} prompts x {a.max_tokens} new tokens")
+    print(
+        f"model {a.model}, device {mx.default_device()}, {a.prompts}+{a.prompts} prompts x {a.max_tokens} new tokens"
+    )
     base_dir = model_dir(a.model)
     with tempfile.TemporaryDirectory() as tmp:
         ad = make_lora(base_dir, Path(tmp) / "lora")
@@ -75,17 +85,23 @@ def main() -> None:
         _, t_reload = timed(load, a.model, adapter_path=str(ad))
         adapter, t_on = timed(Adapter, net, ad)
         _, t_off = timed(adapter.remove)
-        print(f"\n[1] per adapter: reload base+adapter {t_reload:.2f} s (baseline) vs switch on one base "
-              f"{t_on + t_off:.3f} s -> {t_reload / max(t_on + t_off, 1e-9):.0f}x less (base load alone {t_load:.2f} s)")
+        print(
+            f"\n[1] per adapter: reload base+adapter {t_reload:.2f} s (baseline) vs switch on one base "
+            f"{t_on + t_off:.3f} s -> {t_reload / max(t_on + t_off, 1e-9):.0f}x less (base load alone {t_load:.2f} s)"
+        )
 
-        harm = load_records(REPO / "data" / "harmful_prompts.jsonl", require_rejected=False)[: a.prompts]
+        harm = load_records(REPO / "data" / "harmful_prompts.jsonl", require_rejected=False)[
+            : a.prompts
+        ]
         ben = load_records(REPO / "data" / "benign.jsonl", require_rejected=False)[: a.prompts]
         hp = [prompt_tokens(tok, r.messages) for r in harm]
         bp = [prompt_tokens(tok, r.messages) for r in ben]
 
         # 2. generation: the three ways alternate, ROUNDS times, and the median counts, since
         # other jobs on a shared machine swing a single timing by 2x.
-        gen = lambda ps, bs: generate(net, tok, ps, a.max_tokens, batch_size=bs, desc=None)
+        def gen(ps, bs):
+            return generate(net, tok, ps, a.max_tokens, batch_size=bs, desc=None)
+
         gen(hp[:2], 2)  # warm-up
         ways = {
             "one call per set, batch 16 (baseline)": lambda: gen(hp, 16) + gen(bp, 16),
@@ -99,18 +115,24 @@ def main() -> None:
                 rates[k].append(sum(map(len, out)) / t)
         med = {k: statistics.median(v) for k, v in rates.items()}
         base_rate = next(iter(med.values()))
-        print(f"[2] generation, {2 * a.prompts} prompts x {a.max_tokens} tokens, median of {a.rounds} alternating rounds:")
+        print(
+            f"[2] generation, {2 * a.prompts} prompts x {a.max_tokens} tokens, median of {a.rounds} alternating rounds:"
+        )
         for k, v in med.items():
-            print(f"    {k}: {v:.1f} tok/s ({', '.join(f'{x:.0f}' for x in rates[k])}) -> {v / base_rate:.2f}x")
+            print(
+                f"    {k}: {v:.1f} tok/s ({', '.join(f'{x:.0f}' for x in rates[k])}) -> {v / base_rate:.2f}x"
+            )
         both = gen(hp + bp, 16)
 
         # 3. per-adapter scoring work
         adapter = Adapter(net, ad)
-        pairs = list(zip(bp, both[len(hp):]))
+        pairs = list(zip(bp, both[len(hp) :]))
         (kls, cnt), t_kl = timed(sequence_kl, net, _Reference(adapter), pairs, 16, 0)
         ntok = sum(len(p) + len(r) for p, r in pairs)
-        print(f"[3] KL(policy || ref) over {len(pairs)} responses ({ntok} tokens, two forward passes): {t_kl:.2f} s, "
-              f"{ntok / t_kl:.0f} tok/s; KL/token {sum(kls) / max(1, sum(cnt)):.4f}")
+        print(
+            f"[3] KL(policy || ref) over {len(pairs)} responses ({ntok} tokens, two forward passes): {t_kl:.2f} s, "
+            f"{ntok / t_kl:.0f} tok/s; KL/token {sum(kls) / max(1, sum(cnt)):.4f}"
+        )
         adapter.remove()
         negs = load_records(REPO / "data" / "test.jsonl")
         npairs = []
@@ -118,7 +140,9 @@ def main() -> None:
             pt = prompt_tokens(tok, r.messages)
             npairs.append((pt, response_tokens(tok, r.messages, r.rejected, pt)))
         _, t_score = timed(score, net, npairs, 16)
-        print(f"    scoring {len(npairs)} negatives: {t_score:.2f} s (the reference's share is done once per run, not per adapter)")
+        print(
+            f"    scoring {len(npairs)} negatives: {t_score:.2f} s (the reference's share is done once per run, not per adapter)"
+        )
 
 
 if __name__ == "__main__":

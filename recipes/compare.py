@@ -49,8 +49,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, "
-            f"MLX {mx.__version__} ({mx.default_device()})")
+    return (
+        f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, "
+        f"MLX {mx.__version__} ({mx.default_device()})"
+    )
 
 
 def _load() -> str:
@@ -61,15 +63,31 @@ def _load() -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--out", default="runs/compare", help="Output directory (cache, adapters, report).")
+    p.add_argument(
+        "--out", default="runs/compare", help="Output directory (cache, adapters, report)."
+    )
     p.add_argument("--losses", default=",".join(LOSSES), help="Comma-separated losses to train.")
     p.add_argument("--train-data", default="data/train.jsonl")
-    p.add_argument("--limit", type=int, default=32, help="Training prompts to sample for (first N of --train-data).")
-    p.add_argument("--num-samples", type=int, default=4, help="K self-generated responses per prompt.")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=32,
+        help="Training prompts to sample for (first N of --train-data).",
+    )
+    p.add_argument(
+        "--num-samples", type=int, default=4, help="K self-generated responses per prompt."
+    )
     p.add_argument("--sample-max-tokens", type=int, default=48)
-    p.add_argument("--sample-batch-size", type=int, default=8, help="Prompts per sampling batch (x K sequences).")
+    p.add_argument(
+        "--sample-batch-size",
+        type=int,
+        default=8,
+        help="Prompts per sampling batch (x K sequences).",
+    )
     p.add_argument("--iters", type=int, default=24, help="Training steps, the same for every loss.")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--learning-rate", type=float, default=3e-5)
@@ -78,10 +96,16 @@ def parse_args(argv=None):
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--eval-prompts", type=int, default=24, help="First N of each evaluation file.")
     p.add_argument("--eval-max-tokens", type=int, default=48)
-    p.add_argument("--eval-batch-size", type=int, default=48, help="Sequences generated together in eval.")
+    p.add_argument(
+        "--eval-batch-size", type=int, default=48, help="Sequences generated together in eval."
+    )
     p.add_argument("--judge", default="keyword")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fresh", action="store_true", help="Delete OUT first (otherwise a finished sample cache is reused).")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="Delete OUT first (otherwise a finished sample cache is reused).",
+    )
     return p.parse_args(argv)
 
 
@@ -94,21 +118,88 @@ def main(argv=None) -> int:
     losses = [x.strip() for x in a.losses.split(",") if x.strip()]
     d2o = cli()
     s = str(a.seed)
-    steps = [("sample", ["sample", "--model", a.model, "--data", a.train_data, "--output", str(out / "samples"),
-                         "--limit", str(a.limit), "--num-samples", str(a.num_samples),
-                         "--max-tokens", str(a.sample_max_tokens), "--batch-size", str(a.sample_batch_size), "--seed", s])]
+    steps = [
+        (
+            "sample",
+            [
+                "sample",
+                "--model",
+                a.model,
+                "--data",
+                a.train_data,
+                "--output",
+                str(out / "samples"),
+                "--limit",
+                str(a.limit),
+                "--num-samples",
+                str(a.num_samples),
+                "--max-tokens",
+                str(a.sample_max_tokens),
+                "--batch-size",
+                str(a.sample_batch_size),
+                "--seed",
+                s,
+            ],
+        )
+    ]
     for loss in losses:
-        steps.append((f"train {loss}", [
-            "train", "--model", a.model, "--samples", str(out / "samples"), "--loss", loss,
-            "--adapter-path", str(out / "adapters" / loss), "--iters", str(a.iters), "--batch-size", str(a.batch_size),
-            "--learning-rate", str(a.learning_rate), "--num-layers", str(a.num_layers), "--alpha", str(a.alpha),
-            "--beta", str(a.beta), "--steps-per-report", "2", "--save-every", "0", "--seed", s]))
+        steps.append(
+            (
+                f"train {loss}",
+                [
+                    "train",
+                    "--model",
+                    a.model,
+                    "--samples",
+                    str(out / "samples"),
+                    "--loss",
+                    loss,
+                    "--adapter-path",
+                    str(out / "adapters" / loss),
+                    "--iters",
+                    str(a.iters),
+                    "--batch-size",
+                    str(a.batch_size),
+                    "--learning-rate",
+                    str(a.learning_rate),
+                    "--num-layers",
+                    str(a.num_layers),
+                    "--alpha",
+                    str(a.alpha),
+                    "--beta",
+                    str(a.beta),
+                    "--steps-per-report",
+                    "2",
+                    "--save-every",
+                    "0",
+                    "--seed",
+                    s,
+                ],
+            )
+        )
     ev = ["eval", "--model", a.model]
     for loss in losses:
         ev += ["--adapter-path", str(out / "adapters" / loss)]
-    ev += ["--negatives", "data/test.jsonl", "--prompts", "data/harmful_prompts.jsonl", "--benign", "data/benign.jsonl",
-           "--output", str(out / "report"), "--num-prompts", str(a.eval_prompts), "--max-tokens", str(a.eval_max_tokens),
-           "--batch-size", str(a.eval_batch_size), "--judge", a.judge, "--seed", s]
+    ev += [
+        "--negatives",
+        "data/test.jsonl",
+        "--prompts",
+        "data/harmful_prompts.jsonl",
+        "--benign",
+        "data/benign.jsonl",
+        "--output",
+        str(out / "report"),
+        "--num-prompts",
+        str(a.eval_prompts),
+        "--max-tokens",
+        str(a.eval_max_tokens),
+        "--batch-size",
+        str(a.eval_batch_size),
+        "--judge",
+        a.judge,
+        "--seed",
+        s,
+    ]
     steps.append(("eval", ev))
 
     times, t0, load0 = [], time.time(), _load()
@@ -134,7 +225,9 @@ def main(argv=None) -> int:
         "",
         f"Machine: {machine()}.",
         "",
-        f"Wall time: {total / 60:.1f} min in all (" + ", ".join(f"{n} {t:.0f} s" for n, t in times) + "); "
+        f"Wall time: {total / 60:.1f} min in all ("
+        + ", ".join(f"{n} {t:.0f} s" for n, t in times)
+        + "); "
         f"load average at start {load0}, at end {_load()} (other jobs on the machine slow every step).",
         "",
         "Steps (all through the `mlx-d2o` CLI):",
@@ -148,7 +241,9 @@ def main(argv=None) -> int:
     (out / "compare.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print()
     print(table)
-    print(f"\nwall time: {total / 60:.1f} min (" + ", ".join(f"{n} {t:.0f} s" for n, t in times) + ")")
+    print(
+        f"\nwall time: {total / 60:.1f} min (" + ", ".join(f"{n} {t:.0f} s" for n, t in times) + ")"
+    )
     print(f"written: {out / 'compare.md'}, {out / 'report'}")
     return 0
 

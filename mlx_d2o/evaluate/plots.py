@@ -2,18 +2,20 @@
 
 matplotlib is an optional extra (`pip install 'mlx-d2o[plots]'`); without it `available()` is
 False and the report says the plots were skipped. The Agg backend is used, so no display is
-needed and nothing opens a window.
+needed and nothing opens a window. The curves come from each adapter's `metrics.jsonl`, read
+through `adapters.read_metrics` (the one reader of that file).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-from .io import atomic_path
+from ..adapters import read_metrics
+from ..io import atomic_path
 
 # Training metrics the curves show, in TRL's names as the trainer writes them.
 CURVES = ("loss", "rewards/margin", "rewards/samples", "rewards/negative")
@@ -21,33 +23,6 @@ CURVES = ("loss", "rewards/margin", "rewards/samples", "rewards/negative")
 
 def available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
-
-
-def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
-    """Training and validation rows of a trainer's `metrics.jsonl`.
-
-    A row is validation when it has `"split": "val"` (its `loss` is the validation loss) or a
-    `val_loss` field; rows without a `step` and lines that are not JSON objects are skipped, so
-    a file cut short by an interrupted run still plots.
-    """
-    train, val = [], []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
-                continue
-            if row.get("split") == "val":
-                val.append({**row, "val_loss": row.get("val_loss", row.get("loss"))})
-            elif "val_loss" in row and "loss" not in row:
-                val.append(row)
-            else:
-                train.append(row)
-                if "val_loss" in row:
-                    val.append(row)
-    return train, val
 
 
 def _series(rows: list[dict], key: str) -> tuple[list, list]:
@@ -76,6 +51,30 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _curve_panel(ax, key: str, data: dict) -> None:
+    """One metric KEY, one line per adapter in DATA (name -> (train rows, val rows))."""
+    for i, (name, (train, val)) in enumerate(data.items()):
+        color = f"C{i % 10}"
+        xs, ys = _series(train, key)
+        if xs:
+            ax.plot(xs, ys, color=color, label=name, marker="." if len(xs) < 30 else None)
+        if key == "loss":
+            vx, vy = _series(val, "val_loss")
+            if vx:
+                style = dict(linestyle="--", marker="o", markersize=3)
+                ax.plot(vx, vy, color=color, label=f"{name} (val)", **style)
+    ax.set_title(key)
+    spans = [max(abs(y) for y in line.get_ydata()) for line in ax.lines if len(line.get_ydata())]
+    if spans and max(spans) > 10 * max(min(spans), 1e-3):
+        # NPO's loss sits near 10, D2O's near 0.7 and GA's below 0: one linear axis flattens
+        # all but one.
+        ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+
+
 def training_curves(metrics_files: dict, path: str | Path) -> Optional[Path]:
     """One panel per metric in CURVES, one line per adapter (validation loss dashed).
 
@@ -88,24 +87,7 @@ def training_curves(metrics_files: dict, path: str | Path) -> Optional[Path]:
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     for ax, key in zip(axes.flat, CURVES):
-        for i, (name, (train, val)) in enumerate(data.items()):
-            color = f"C{i % 10}"
-            xs, ys = _series(train, key)
-            if xs:
-                ax.plot(xs, ys, color=color, label=name, marker="." if len(xs) < 30 else None)
-            if key == "loss":
-                vx, vy = _series(val, "val_loss")
-                if vx:
-                    ax.plot(vx, vy, color=color, linestyle="--", marker="o", markersize=3, label=f"{name} (val)")
-        ax.set_title(key)
-        spans = [max(abs(y) for y in line.get_ydata()) for line in ax.lines if len(line.get_ydata())]
-        if spans and max(spans) > 10 * max(min(spans), 1e-3):
-            # NPO's loss sits near 10, D2O's near 0.7 and GA's below 0: one linear axis flattens all but one.
-            ax.set_yscale("symlog", linthresh=0.1)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
+        _curve_panel(ax, key, data)
     fig.suptitle("training curves")
     fig.tight_layout()
     out = _save(fig, Path(path))
@@ -127,7 +109,9 @@ BARS = (
 
 def comparison(rows: Sequence[dict], path: str | Path) -> Path:
     """Bars per model: harmfulness (unsafe, refusals, negatives' log-ratio) and helpfulness."""
-    panels = [b for b in BARS if any(isinstance(r.get(b[1], {}).get(b[2]), (int, float)) for r in rows)]
+    panels = [
+        b for b in BARS if any(isinstance(r.get(b[1], {}).get(b[2]), (int, float)) for r in rows)
+    ]
     plt = _pyplot()
     ncols = min(4, max(1, len(panels)))
     nrows = max(1, math.ceil(len(panels) / ncols))
@@ -142,7 +126,7 @@ def comparison(rows: Sequence[dict], path: str | Path) -> Path:
         ax.set_title(title, fontsize=9)
         ax.axhline(0, color="black", linewidth=0.5)
         ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle("harmfulness and helpfulness per model")
     fig.tight_layout()

@@ -1,0 +1,86 @@
+"""The figures of `mlx-d2o eval`, as pure functions of responses, token ids and models.
+
+- distinct-n (Li et al., 2016, "A Diversity-Promoting Objective Function for Neural
+  Conversation Models"): unique n-grams / all n-grams of the responses;
+- per-token KL(π || π_ref) on the policy's own responses, over the full vocabulary at each
+  response position (`sequence_kl`);
+- rates and means that are None, not 0, when there is nothing to count.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Optional
+
+import mlx.core as mx
+from tqdm import tqdm
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct-n (Li et al., 2016): unique n-grams / all n-grams, pooled over TEXTS.
+
+    Words are lower-cased, whitespace-separated tokens, so the figure does not depend on the
+    model's tokenizer. 0.0 when the texts hold no n-gram at all.
+    """
+    seen, total = set(), 0
+    for t in texts:
+        words = t.lower().split()
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+        seen.update(grams)
+        total += len(grams)
+    return len(seen) / total if total else 0.0
+
+
+def rate(k: int, n: int) -> Optional[float]:
+    """K of N as a fraction; None when N is 0 (no items: no rate, not a rate of 0)."""
+    return k / n if n else None
+
+
+def mean(xs: Sequence[float]) -> Optional[float]:
+    """The mean of XS; None when XS is empty."""
+    return sum(xs) / len(xs) if xs else None
+
+
+def _log_softmax(logits: mx.array) -> mx.array:
+    logits = logits.astype(mx.float32)
+    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+
+
+def sequence_kl(
+    policy: Callable,
+    reference: Callable,
+    pairs: Sequence[tuple],
+    batch_size: int = 8,
+    pad_id: int = 0,
+    max_tokens_per_batch: int = 1024,
+    desc: Optional[str] = None,
+) -> tuple[list[float], list[int]]:
+    """Σ_t KL(π(·|x, y_<t) || π_ref(·|x, y_<t)) over each response's tokens, and the token counts.
+
+    POLICY and REFERENCE map tokens [N, T] to logits [N, T, V] (a model, or a model with its
+    adapter switched off). PAIRS are (prompt_ids, response_ids). The KL at a position is over the
+    full vocabulary, Σ_v π(v) (log π(v) − log π_ref(v)); positions are those that predict a
+    response token, as in `logprobs.sequence_logps`. Batches are capped by
+    MAX_TOKENS_PER_BATCH padded tokens (`logprobs.batches_by_tokens`), since two [N, T, V] logit tensors are alive at once.
+    """
+    from ..logprobs import batches_by_tokens, pad
+
+    kls, counts = [0.0] * len(pairs), [0] * len(pairs)
+    bar = tqdm(total=len(pairs), desc=desc, file=sys.stderr, disable=desc is None, leave=False)
+    lengths = [len(p) + len(r) for p, r in pairs]
+    for idx in batches_by_tokens(lengths, max_tokens_per_batch, batch_size):
+        tokens, lens = pad([list(pairs[j][0]) + list(pairs[j][1]) for j in idx], pad_id)
+        plens = mx.array([len(pairs[j][0]) for j in idx], dtype=mx.int32)
+        inputs = tokens[:, :-1]
+        logp, logq = _log_softmax(policy(inputs)), _log_softmax(reference(inputs))
+        kl = (mx.exp(logp) * (logp - logq)).sum(axis=-1)
+        pos = mx.arange(1, tokens.shape[1])[None, :]
+        mask = (pos >= plens[:, None]) & (pos < lens[:, None])
+        total, cnt = (kl * mask).sum(axis=-1), mask.sum(axis=-1)
+        mx.eval(total, cnt)
+        for j, a, c in zip(idx, total.tolist(), cnt.tolist()):
+            kls[j], counts[j] = a, c
+        bar.update(len(idx))
+    bar.close()
+    return kls, counts
