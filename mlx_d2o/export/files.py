@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import D2OError
+from ..io import atomic_dir
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
@@ -21,39 +19,21 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
         raise D2OError(f"{out} exists and is not empty (use --overwrite to replace it)")
 
 
-def write_model(dst: Path, base_path: Path, net, tokenizer, config: dict, card: str) -> None:
-    """mlx-lm's save (shards, index, config with its quantization, tokenizer with chat template,
-    generation_config.json), then our card over the bare one it writes."""
+def write_model(out: Path, overwrite: bool, base: Path, net, tokenizer, config, card: str) -> list:
+    """Write the fused model to OUT, all or nothing; [(file name, bytes)] of what was written.
+
+    mlx-lm's save writes the shards, index, config (quantization included), tokenizer with its
+    chat template and generation_config.json, and a bare model card, which ours replaces. All of
+    it goes to a temp folder beside OUT first: a failure midway leaves no OUT (and, with
+    --overwrite, the old OUT untouched).
+    """
     from mlx_lm.utils import save
 
-    save(dst, str(base_path), net, tokenizer, config, donate_model=False)
-    (dst / "README.md").write_text(card, encoding="utf-8")
-
-
-def write_dir(out: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
-    """Run WRITE into a temp folder beside OUT, then rename it into place.
-
-    A failure midway leaves no OUT (and, with --overwrite, the old OUT untouched): the old one is
-    only moved aside once the new one is complete, and removed after the swap.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    old = None
-    try:
-        write(tmp)
+    with atomic_dir(out) as tmp:
+        save(tmp, str(base), net, tokenizer, config, donate_model=False)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
         check_out_dir(out, overwrite)  # again: something may have appeared while we worked
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "x")
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not out.exists():
-            os.replace(old / "x", out)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    return sorted((p.name, p.stat().st_size) for p in out.iterdir() if p.is_file())
 
 
 def weight_files(net) -> list:

@@ -21,7 +21,7 @@ from .. import adapters
 from ..errors import D2OError
 from ..models import DEFAULT_MODEL, file_fingerprint
 from .card import d2o_block, model_card
-from .files import check_out_dir, human_size, planned_files, write_dir, write_model
+from .files import check_out_dir, human_size, planned_files, write_model
 from .hub import HUB_ID, hub_token, hub_url, upload
 from .provenance import (
     base_label,
@@ -366,10 +366,7 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
         log_dry_run(args, files, url, log)
         return FuseResult(out, files, quant, url=url, warnings=warnings)
 
-    write_dir(
-        out, args.overwrite, lambda d: write_model(d, info.path, net, tokenizer, config, card)
-    )
-    files = sorted((p.name, p.stat().st_size) for p in out.iterdir() if p.is_file())
+    files = write_model(out, args.overwrite, info.path, net, tokenizer, config, card)
     warnings += grid_warnings(changed, quant, log)
     result = FuseResult(out, files, quant, url=url, warnings=warnings, changed=changed)
     if args.upload_repo:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import D2OError
+from ..evaluate.report import has_report, markdown_table, read_report
 from .card import fmt
 from .hub import HUB_ID
 
@@ -114,7 +115,7 @@ def sample_manifest(d2o: dict, adapter_path: Path) -> dict:
 def _read_manifest(d: Path):
     # TRANSITIONAL: until the sample cache's read_manifest has a lenient mode (REQUESTS.md); the
     # card has always shown any JSON object there, with or without a `format_version`.
-    from ..cache import MANIFEST, read_manifest
+    from ..sample.cache import MANIFEST, read_manifest
 
     try:
         return read_manifest(d)
@@ -124,46 +125,6 @@ def _read_manifest(d: Path):
         return json.loads((d / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-# TRANSITIONAL: eval's report reader, until mlx_d2o/evaluate/report.py has it (REQUESTS.md).
-def has_report(d: Path) -> bool:
-    return (d / "report.md").is_file() or (d / "report.json").is_file()
-
-
-def read_report(d: Path) -> dict:
-    md, js = d / "report.md", d / "report.json"
-    data = None
-    if js.is_file():
-        try:
-            data = json.loads(js.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            data = None
-    text = md.read_text(encoding="utf-8", errors="replace") if md.is_file() else ""
-    tables, cur = [], []
-    for line in text.splitlines() + [""]:
-        if line.lstrip().startswith("|"):
-            cur.append(line.strip())
-        elif cur:
-            tables.append("\n".join(cur))
-            cur = []
-    notes, seen_table = [], False
-    for line in text.splitlines():
-        if line.lstrip().startswith("|"):
-            seen_table, notes = True, []
-        elif seen_table and line.startswith("- "):
-            if not line.startswith("- plots"):
-                notes.append(line)
-        elif seen_table and notes and not line.strip():
-            break
-    tables = [t for t in tables if t.count("\n") >= 2]
-    return {"json": data if isinstance(data, dict) else None, "tables": tables, "notes": notes}
-
-
-def markdown_table(rows) -> str:
-    from ..evaluate import markdown_table
-
-    return markdown_table(rows)
 
 
 # ---------------------------------------------------------------------------------------------
