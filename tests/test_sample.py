@@ -14,20 +14,29 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from conftest import needs_smollm2, write_jsonl
-from mlx_d2o.cache import MANIFEST, SAMPLES, read_cache, resume_shard
+
 from mlx_d2o.data import load_records, prompt_tokens, response_tokens
 from mlx_d2o.errors import D2OError
 from mlx_d2o.models import load
-from mlx_d2o.sampling import SampleArgs, adapters_disabled, generate_samples, sample
+from mlx_d2o.sample import SampleArgs, adapters_disabled, generate_samples, sample
+from mlx_d2o.sample.cache import MANIFEST, SAMPLES, read_cache, resume_shard
 
 CLI = [sys.executable, "-m", "mlx_d2o.cli"]
 
 
 def _args(model, data, out, **kw) -> SampleArgs:
-    base = dict(model=str(model), data=str(data), output=str(out), num_samples=3, max_tokens=8, temp=1.0,
-                top_p=1.0, batch_size=3, seed=0)
+    base = dict(
+        model=str(model),
+        data=str(data),
+        output=str(out),
+        num_samples=3,
+        max_tokens=8,
+        temp=1.0,
+        top_p=1.0,
+        batch_size=3,
+        seed=0,
+    )
     base.update(kw)
     return SampleArgs(**base)
 
@@ -52,10 +61,14 @@ def test_cache_shapes_and_scores(tiny_model, records_file, tmp_path, tiny, syste
     # Without a system prompt the generator's own log-probs and prompt caches are reused for
     # scoring; with one, everything is scored after the record's own prompt.
     out = tmp_path / "cache"
-    summary = sample(_args(tiny_model, records_file, out, system_prompt=system_prompt), progress=False)
+    summary = sample(
+        _args(tiny_model, records_file, out, system_prompt=system_prompt), progress=False
+    )
     manifest, rows = read_cache(out)
 
-    assert manifest["complete"] is True and manifest["records"] == 8 and manifest["num_samples"] == 3
+    assert (
+        manifest["complete"] is True and manifest["records"] == 8 and manifest["num_samples"] == 3
+    )
     assert manifest["system_prompt"] == system_prompt
     assert [r["id"] for r in rows] == [f"r{i}" for i in range(8)]
     assert summary["records"] == 8 and summary["samples"] == 24
@@ -64,12 +77,23 @@ def test_cache_shapes_and_scores(tiny_model, records_file, tmp_path, tiny, syste
     for row in rows:
         rec = records[row["id"]]
         # The cached prompt is the record's own: the system prompt was for generating only.
-        assert row["messages"] == rec.messages and row["rejected"] == rec.rejected and row["chosen"] == rec.chosen
+        assert (
+            row["messages"] == rec.messages
+            and row["rejected"] == rec.rejected
+            and row["chosen"] == rec.chosen
+        )
         assert len(row["samples"]) == len(row["sample_tokens"]) == len(row["sample_finish"]) == 3
         assert set(row["sample_finish"]) <= {"stop", "length"}
-        assert all(1 <= n <= 9 for n in row["sample_tokens"])  # 8 tokens, plus end-of-turn when it stopped
-        assert all(n == 8 for n, f in zip(row["sample_tokens"], row["sample_finish"]) if f == "length")
-        lps = row["ref_logps"]["samples"] + [row["ref_logps"]["rejected"], row["ref_logps"]["chosen"]]
+        assert all(
+            1 <= n <= 9 for n in row["sample_tokens"]
+        )  # 8 tokens, plus end-of-turn when it stopped
+        assert all(
+            n == 8 for n, f in zip(row["sample_tokens"], row["sample_finish"]) if f == "length"
+        )
+        lps = row["ref_logps"]["samples"] + [
+            row["ref_logps"]["rejected"],
+            row["ref_logps"]["chosen"],
+        ]
         assert all(math.isfinite(x) and x <= 0 for x in lps)
         p = prompt_tokens(tok, rec.messages)
         for name in ("rejected", "chosen"):
@@ -81,8 +105,11 @@ def test_cache_shapes_and_scores(tiny_model, records_file, tmp_path, tiny, syste
     # The stored reference score equals an independent forward pass over the training prompt.
     for row in rows:  # prompts of different lengths, single- and multi-turn
         p = prompt_tokens(tok, row["messages"])
-        for text, lp in zip(row["samples"][:1] + [row["rejected"], row["chosen"]],
-                            row["ref_logps"]["samples"][:1] + [row["ref_logps"]["rejected"], row["ref_logps"]["chosen"]]):
+        for text, lp in zip(
+            row["samples"][:1] + [row["rejected"], row["chosen"]],
+            row["ref_logps"]["samples"][:1]
+            + [row["ref_logps"]["rejected"], row["ref_logps"]["chosen"]],
+        ):
             want = _independent_logp(model, p, response_tokens(tok, row["messages"], text, p))
             assert lp == pytest.approx(want, rel=1e-4, abs=1e-3)
 
@@ -130,18 +157,21 @@ def test_generator_logps_are_reference_scores(tiny, records_file):
         for d, finish in zip(g["_draws"], g["sample_finish"]):
             assert finish == "stop" or len(d.ids) == 5
             kept = sum(d.logps) + d.end[eot]
-            assert kept == pytest.approx(_independent_logp(model, p, d.ids + [eot]), rel=1e-4, abs=1e-3)
+            assert kept == pytest.approx(
+                _independent_logp(model, p, d.ids + [eot]), rel=1e-4, abs=1e-3
+            )
 
 
 def test_known_score_only_for_identical_tokens():
-    from mlx_d2o.sampling import _Draw, _known_score
+    from mlx_d2o.generation import Draw
+    from mlx_d2o.sample.scoring import known_score
 
-    d = _Draw(ids=[5, 6], logps=[-1.0, -2.0], end={2: -0.5}, finish="length")
-    assert _known_score(d, [5, 6, 2]) == -3.5
-    assert _known_score(d, [5, 7, 2]) is None  # re-tokenized differently: score it again
-    assert _known_score(d, [5, 6]) is None
-    assert _known_score(d, [5, 6, 3]) is None
-    assert _known_score(None, [5, 6, 2]) is None
+    d = Draw(ids=[5, 6], logps=[-1.0, -2.0], end={2: -0.5}, finish="length")
+    assert known_score(d, [5, 6, 2]) == -3.5
+    assert known_score(d, [5, 7, 2]) is None  # re-tokenized differently: score it again
+    assert known_score(d, [5, 6]) is None
+    assert known_score(d, [5, 6, 3]) is None
+    assert known_score(None, [5, 6, 2]) is None
 
 
 def _lines(path: Path) -> list[str]:
@@ -149,8 +179,10 @@ def _lines(path: Path) -> list[str]:
 
 
 def _many_records(tmp_path, n=24) -> Path:
-    return write_jsonl(tmp_path / "many.jsonl",
-                       [{"id": f"m{i}", "prompt": f"Say {i}.", "rejected": f"No {i}."} for i in range(n)])
+    return write_jsonl(
+        tmp_path / "many.jsonl",
+        [{"id": f"m{i}", "prompt": f"Say {i}.", "rejected": f"No {i}."} for i in range(n)],
+    )
 
 
 def test_resume_after_kill_gives_the_same_cache(tiny_model, tmp_path):
@@ -158,8 +190,27 @@ def test_resume_after_kill_gives_the_same_cache(tiny_model, tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     sample(_args(tiny_model, data, whole, batch_size=1, max_tokens=16), progress=False)
 
-    cmd = CLI + ["sample", "-m", str(tiny_model), "--data", str(data), "-o", str(killed), "-k", "3",
-                 "--max-tokens", "16", "--temp", "1.0", "--top-p", "1.0", "--batch-size", "1", "--seed", "0"]
+    cmd = CLI + [
+        "sample",
+        "-m",
+        str(tiny_model),
+        "--data",
+        str(data),
+        "-o",
+        str(killed),
+        "-k",
+        "3",
+        "--max-tokens",
+        "16",
+        "--temp",
+        "1.0",
+        "--top-p",
+        "1.0",
+        "--batch-size",
+        "1",
+        "--seed",
+        "0",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shard = killed / SAMPLES
     deadline = time.time() + 60
@@ -206,12 +257,20 @@ def test_mismatched_cache_refused(tiny_model, records_file, tmp_path):
         sample(_args(tiny_model, records_file, out, limit=3, num_samples=2), progress=False)
     with pytest.raises(D2OError, match="temp"):
         sample(_args(tiny_model, records_file, out, limit=3, temp=0.5), progress=False)
-    other = write_jsonl(tmp_path / "other.jsonl", [{"id": f"r{i}", "prompt": "Changed?", "rejected": "x"} for i in range(3)])
+    other = write_jsonl(
+        tmp_path / "other.jsonl",
+        [{"id": f"r{i}", "prompt": "Changed?", "rejected": "x"} for i in range(3)],
+    )
     with pytest.raises(D2OError, match="data_fingerprint"):
         sample(_args(tiny_model, other, out), progress=False)
     # A rerun with the same inputs is a no-op; --overwrite replaces the cache.
-    assert sample(_args(tiny_model, records_file, out, limit=3), progress=False)["resumed_batches"] == 1
-    sample(_args(tiny_model, records_file, out, limit=3, num_samples=2, overwrite=True), progress=False)
+    assert (
+        sample(_args(tiny_model, records_file, out, limit=3), progress=False)["resumed_batches"]
+        == 1
+    )
+    sample(
+        _args(tiny_model, records_file, out, limit=3, num_samples=2, overwrite=True), progress=False
+    )
     manifest, rows = read_cache(out)
     assert manifest["num_samples"] == 2 and all(len(r["samples"]) == 2 for r in rows)
 
@@ -244,9 +303,22 @@ def test_bad_arguments(tiny_model, records_file, tmp_path):
 def test_cli_errors_exit_2(tiny_model, tmp_path):
     empty = write_jsonl(tmp_path / "empty.jsonl", [])
     for extra, msg in ((["-k", "0"], "K must be at least 1"), ([], "no records")):
-        r = subprocess.run(CLI + ["sample", "-m", str(tiny_model), "--data", str(empty), "-o", str(tmp_path / "c"), *extra],
-                           capture_output=True, text=True)
-        assert r.returncode == 2 and f"error: " in r.stderr and msg in r.stderr, r.stderr
+        r = subprocess.run(
+            CLI
+            + [
+                "sample",
+                "-m",
+                str(tiny_model),
+                "--data",
+                str(empty),
+                "-o",
+                str(tmp_path / "c"),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 2 and "error: " in r.stderr and msg in r.stderr, r.stderr
 
 
 def _make_adapter(model, path: Path) -> None:
@@ -258,12 +330,15 @@ def _make_adapter(model, path: Path) -> None:
     model.freeze()
     linear_to_lora_layers(model, 2, params)
     mx.random.seed(3)
-    lora = {k: (mx.random.normal(v.shape) * 0.5 if k.endswith("lora_b") else v)
-            for k, v in tree_flatten(model.trainable_parameters())}
+    lora = {
+        k: (mx.random.normal(v.shape) * 0.5 if k.endswith("lora_b") else v)
+        for k, v in tree_flatten(model.trainable_parameters())
+    }
     path.mkdir(parents=True)
     mx.save_safetensors(str(path / "adapters.safetensors"), lora)
-    (path / "adapter_config.json").write_text(json.dumps(
-        {"fine_tune_type": "lora", "num_layers": 2, "lora_parameters": params}))
+    (path / "adapter_config.json").write_text(
+        json.dumps({"fine_tune_type": "lora", "num_layers": 2, "lora_parameters": params})
+    )
 
 
 def test_adapter_generates_but_base_scores(tiny_model, records_file, tmp_path):
@@ -279,7 +354,10 @@ def test_adapter_generates_but_base_scores(tiny_model, records_file, tmp_path):
     assert not mx.allclose(adapted(x), base(x), atol=1e-3)  # and is back afterwards
 
     out = tmp_path / "cache"
-    sample(_args(tiny_model, records_file, out, limit=2, adapter_path=str(tmp_path / "adapter")), progress=False)
+    sample(
+        _args(tiny_model, records_file, out, limit=2, adapter_path=str(tmp_path / "adapter")),
+        progress=False,
+    )
     manifest, rows = read_cache(out)
     assert manifest["adapter_fingerprint"]
     row = rows[0]
@@ -294,17 +372,46 @@ def test_adapter_generates_but_base_scores(tiny_model, records_file, tmp_path):
 @needs_smollm2
 @pytest.mark.real_model
 def test_smollm2_sample(tmp_path):
-    data = write_jsonl(tmp_path / "d.jsonl", [
-        {"id": "a", "prompt": "What is the capital of France?", "rejected": "Berlin, obviously.", "chosen": "Paris."},
-        {"id": "b", "prompt": "Say hello.", "rejected": "No."},
-    ])
+    data = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {
+                "id": "a",
+                "prompt": "What is the capital of France?",
+                "rejected": "Berlin, obviously.",
+                "chosen": "Paris.",
+            },
+            {"id": "b", "prompt": "Say hello.", "rejected": "No."},
+        ],
+    )
     out = tmp_path / "cache"
     # Through the CLI, as a user runs it: it re-executes itself with OpenBLAS (in-process tests
     # keep MLX's reference BLAS, ~30x slower on SmolLM2).
     env = {k: v for k, v in os.environ.items() if k != "MLX_D2O_NO_BLAS_REEXEC"}
-    r = subprocess.run(CLI + ["sample", "-m", "smollm2-135m", "--data", str(data), "-o", str(out), "-k", "2",
-                              "--max-tokens", "12", "--temp", "0.7", "--batch-size", "2"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        CLI
+        + [
+            "sample",
+            "-m",
+            "smollm2-135m",
+            "--data",
+            str(data),
+            "-o",
+            str(out),
+            "-k",
+            "2",
+            "--max-tokens",
+            "12",
+            "--temp",
+            "0.7",
+            "--batch-size",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "2/2" in r.stderr and "tok/s" in r.stderr  # the progress bar
     summary = json.loads(r.stdout)

@@ -1,0 +1,322 @@
+"""The sample cache: `DIR/manifest.json` and `DIR/samples.jsonl` (or one shard per rank).
+
+    manifest.json   what made the cache (model and data fingerprints, K, sampling parameters,
+                    seed, system prompt, chat template hash, ...) and `complete` once all records
+                    are in. Written first, atomically, so a cache never lacks its identity.
+    samples.jsonl   one line per record, in data order:
+                    {"id", "messages", "rejected", ["chosen"], "samples": [K], "sample_tokens": [K],
+                     "sample_finish": ["stop" | "length", ...],
+                     "ref_logps": {"samples": [K], "rejected", ["chosen"]},
+                     "ref_tokens": {"samples": [K], "rejected", ["chosen"]}}
+
+Under `mlx.launch` with N ranks, rank r takes records r, r+N, ... and writes
+`samples.rank{r}-of-{N}.jsonl`; `read_cache` interleaves the shards back into data order.
+
+Lines are appended a batch at a time, flushed and fsynced, so a killed run loses at most the batch
+it was writing. On resume, lines are kept only as whole batches that match the records expected
+at that place; a torn line or a half-written batch is cut off (the file is truncated), and that
+batch is generated again, with the same seed, so the finished cache is the same as an
+uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+from ..errors import D2OError
+from ..io import write_text_atomic
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SAMPLES = "samples.jsonl"
+
+# Manifest fields that decide what the samples are: a cache whose values differ is someone
+# else's and is refused. Everything else (paths, names, tool version, timing) is informational.
+IDENTITY_FIELDS = (
+    "format_version",
+    "model_fingerprint",
+    "adapter_fingerprint",
+    "data_fingerprint",
+    "records",
+    "num_samples",
+    "max_tokens",
+    "temp",
+    "top_p",
+    "seed",
+    "batch_size",
+    "system_prompt",
+    "chat_template_hash",
+    "world_size",
+)
+
+
+def shard_name(rank: int, size: int) -> str:
+    return SAMPLES if size == 1 else f"samples.rank{rank}-of-{size}.jsonl"
+
+
+def shard_indices(n: int, rank: int, size: int) -> range:
+    """Data positions that RANK of SIZE samples: r, r+N, r+2N, ..."""
+    return range(rank, n, size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifest
+# ---------------------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # not possible on every platform; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_manifest(cache_dir: str | Path, manifest: dict) -> Path:
+    """Write DIR/manifest.json through a temp file and a rename (never half-written)."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = write_text_atomic(
+        cache_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", fsync=True
+    )
+    _fsync_dir(cache_dir)
+    return path
+
+
+def read_manifest(cache_dir: str | Path) -> Optional[dict]:
+    """The manifest of DIR, or None when there is none."""
+    path = Path(cache_dir) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise D2OError(f"{path}: not a valid manifest ({e})") from None
+    if not isinstance(m, dict) or "format_version" not in m:
+        raise D2OError(f"{path}: not an mlx-d2o sample manifest (no 'format_version')")
+    return m
+
+
+def manifest_differences(old: dict, new: dict) -> list[str]:
+    """Identity fields whose values differ, as `field: cached X, now Y` lines."""
+    out = []
+    for k in IDENTITY_FIELDS:
+        if old.get(k) != new.get(k):
+            out.append(f"{k}: cached {old.get(k)!r}, now {new.get(k)!r}")
+    return out
+
+
+def check_manifest(cache_dir: str | Path, manifest: dict) -> Optional[dict]:
+    """Refuse a cache in DIR made from other inputs; returns the existing manifest (or None).
+
+    A directory with files but no manifest is refused too: it is not ours to append to.
+    """
+    cache_dir = Path(cache_dir)
+    old = read_manifest(cache_dir)
+    if old is None:
+        if cache_dir.exists() and any(p.name.startswith("samples") for p in cache_dir.iterdir()):
+            raise D2OError(
+                f"{cache_dir}: holds samples files but no {MANIFEST}; "
+                "use --overwrite to start again, or another --output"
+            )
+        return None
+    diffs = manifest_differences(old, manifest)
+    if diffs:
+        raise D2OError(
+            f"{cache_dir}: this cache was made with different inputs ({'; '.join(diffs)}). "
+            "Use --overwrite to replace it, or another --output"
+        )
+    return old
+
+
+def clear_cache(cache_dir: str | Path) -> None:
+    """Remove our files from DIR (manifest, samples and shards); leave anything else alone."""
+    cache_dir = Path(cache_dir)
+    if not cache_dir.exists():
+        return
+    for p in cache_dir.iterdir():
+        if p.is_file() and (
+            p.name == MANIFEST or (p.name.startswith("samples") and p.name.endswith(".jsonl"))
+        ):
+            p.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# Samples: append-only writing and resume
+# ---------------------------------------------------------------------------------------------
+
+
+def resume_shard(path: str | Path, batches: Sequence[Sequence[str]]) -> tuple[int, int]:
+    """Keep the whole batches already in PATH and cut off the rest; returns (batches kept, lines
+    dropped).
+
+    BATCHES lists the record ids of each batch in the order this shard writes them. Lines count
+    only as a whole batch whose ids match, in order; anything after the last such batch (a torn
+    last line from a kill, the first lines of a batch that never finished) is truncated away.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0, 0
+    expected = iter([rid for ids in batches for rid in ids])
+    sizes = [len(ids) for ids in batches]
+    keep_bytes, done, in_batch, offset, lines, matching = 0, 0, 0, 0, 0, True
+    with open(path, "rb") as f:  # streamed: a large cache need not fit in memory
+        for raw in f:
+            offset += len(raw)
+            lines += 1
+            want = next(expected, None) if matching else None
+            if want is not None and raw.endswith(b"\n") and _line_id(raw) == want:
+                in_batch += 1
+                if in_batch == sizes[done]:
+                    done, in_batch, keep_bytes = done + 1, 0, offset
+            else:
+                matching = False
+    dropped = lines - sum(sizes[:done])
+    if keep_bytes < offset:
+        with open(path, "r+b") as f:
+            f.truncate(keep_bytes)
+            f.flush()
+            os.fsync(f.fileno())
+    return done, dropped
+
+
+def _line_id(line: bytes):
+    try:
+        obj = json.loads(line.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return obj.get("id") if isinstance(obj, dict) else None
+
+
+class ShardWriter:
+    """Append-only writer of one samples file: each batch is one write, flushed and fsynced."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "ab")
+
+    def append(self, rows: Sequence[dict]) -> None:
+        if not rows:
+            return
+        # One write per batch: a kill leaves whole lines or one torn tail, which resume cuts off.
+        self._f.write(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+        )
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a finished cache
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_rows(path: Path) -> list[dict]:
+    rows = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.endswith(b"\n"):
+                raise D2OError(
+                    f"{path}:{lineno}: torn last line (the run was interrupted); "
+                    "run `mlx-d2o sample` again with the same arguments to finish it"
+                )
+            try:
+                rows.append(json.loads(raw.decode("utf-8")))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise D2OError(f"{path}:{lineno}: malformed line ({e})") from None
+    return rows
+
+
+def _check_row(row: dict, k: int, path: Path, lineno: int) -> None:
+    if (
+        not isinstance(row, dict)
+        or not isinstance(row.get("samples"), list)
+        or len(row["samples"]) != k
+    ):
+        raise D2OError(f"{path}:{lineno}: field 'samples': expected a list of {k} responses")
+    lp, nt = row.get("ref_logps"), row.get("ref_tokens")
+    if not isinstance(lp, dict) or not isinstance(nt, dict):
+        raise D2OError(
+            f"{path}:{lineno}: field 'ref_logps': missing (a cache without reference scores)"
+        )
+    if not isinstance(lp.get("samples"), list) or len(lp["samples"]) != k or "rejected" not in lp:
+        raise D2OError(
+            f"{path}:{lineno}: field 'ref_logps': needs 'samples' ({k} values) and 'rejected'"
+        )
+    if not isinstance(nt.get("samples"), list) or len(nt["samples"]) != k or "rejected" not in nt:
+        raise D2OError(
+            f"{path}:{lineno}: field 'ref_tokens': needs 'samples' ({k} values) and 'rejected'"
+        )
+
+
+def read_cache(cache_dir: str | Path, require_complete: bool = True) -> tuple[dict, list[dict]]:
+    """(manifest, rows) of a sample cache, rows in data order; per-rank shards are merged.
+
+    Raises `D2OError` when the cache is missing, unfinished (`require_complete`), or a row lacks
+    its samples or reference scores.
+    """
+    cache_dir = Path(cache_dir)
+    manifest = read_manifest(cache_dir)
+    if manifest is None:
+        raise D2OError(
+            f"{cache_dir}: no sample cache here ({MANIFEST} is missing); "
+            "make one with `mlx-d2o sample`"
+        )
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise D2OError(
+            f"{cache_dir / MANIFEST}: field 'format_version': {manifest.get('format_version')!r} "
+            f"is not supported (this version reads {FORMAT_VERSION})"
+        )
+    if require_complete and not manifest.get("complete"):
+        raise D2OError(
+            f"{cache_dir}: the sample cache is incomplete (the run did not finish); "
+            "run `mlx-d2o sample` again with the same arguments to finish it"
+        )
+    size, n, k = (
+        int(manifest.get("world_size", 1)),
+        int(manifest["records"]),
+        int(manifest["num_samples"]),
+    )
+    shards = []
+    for r in range(size):
+        path = cache_dir / shard_name(r, size)
+        rows = _read_rows(path) if path.exists() else []
+        expected = len(shard_indices(n, r, size))
+        if require_complete and len(rows) != expected:
+            raise D2OError(
+                f"{path}: holds {len(rows)} records, expected {expected}; the cache is incomplete"
+            )
+        for i, row in enumerate(rows, 1):
+            _check_row(row, k, path, i)
+        shards.append(rows)
+    # Rank r holds data positions r, r+N, ...: interleave the shards back into data order.
+    out = []
+    for i in range(max((len(s) for s in shards), default=0)):
+        for s in shards:
+            if i < len(s):
+                out.append(s[i])
+    seen = set()
+    for row in out:
+        if row.get("id") in seen:
+            raise D2OError(f"{cache_dir}: record {row.get('id')!r} appears twice")
+        seen.add(row.get("id"))
+    return manifest, out
