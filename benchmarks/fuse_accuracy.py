@@ -27,16 +27,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--adapter-path", default=None, help="A trained adapter; default: a random LoRA (rank 8, 30 layers)")
+    ap.add_argument(
+        "--adapter-path",
+        default=None,
+        help="A trained adapter; default: a random LoRA (rank 8, 30 layers)",
+    )
     ap.add_argument("--n", type=int, default=16, help="Records of data/valid.jsonl to score")
     args = ap.parse_args()
 
     import mlx.core as mx
     import numpy as np
+    from fuse_bench import make_adapter
     from mlx.utils import tree_unflatten
     from mlx_lm import load as mlx_load
 
-    from fuse_bench import make_adapter
     from mlx_d2o.data import load_records, prompt_tokens, response_tokens
     from mlx_d2o.export import FuseArgs, fuse
     from mlx_d2o.logprobs import pad
@@ -46,15 +50,26 @@ def main() -> None:
     repo = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory(prefix="fuse-acc-") as tmp:
         tmp = Path(tmp)
-        adapter = Path(args.adapter_path) if args.adapter_path else make_adapter(base, tmp / "adapter", 30, 8)
+        adapter = (
+            Path(args.adapter_path)
+            if args.adapter_path
+            else make_adapter(base, tmp / "adapter", 30, 8)
+        )
         variants = {}
-        for name, kw in (("fused --dequantize", {"dequantize": True}), ("fused (kept Q4)", {}),
-                         ("fused --quantize 8-bit/64", {"quantize": True, "q_bits": 8, "q_group_size": 64})):
+        for name, kw in (
+            ("fused --dequantize", {"dequantize": True}),
+            ("fused (kept Q4)", {}),
+            ("fused --quantize 8-bit/64", {"quantize": True, "q_bits": 8, "q_group_size": 64}),
+        ):
             out = tmp / name.replace(" ", "_").replace("/", "_")
-            fuse(FuseArgs(model="smollm2-135m", adapter_path=str(adapter), save_path=str(out), **kw), log=lambda s: None)
+            fuse(
+                FuseArgs(model="smollm2-135m", adapter_path=str(adapter), save_path=str(out), **kw),
+                log=lambda s: None,
+            )
             variants[name] = out
 
-        ref_net, tok = load("smollm2-135m", adapter_path=str(adapter))  # float32 + adapter, as trained
+        # float32 + adapter, as trained
+        ref_net, tok = load("smollm2-135m", adapter_path=str(adapter))
         records = load_records(str(repo / "data" / "valid.jsonl"))[: args.n]
         seqs = []
         for r in records:
@@ -69,15 +84,19 @@ def main() -> None:
         def run(net):
             out = []
             for i in range(0, tokens.shape[0], 4):
-                out.append(np.array(net(tokens[i:i + 4]).astype(mx.float32)))
+                out.append(np.array(net(tokens[i : i + 4]).astype(mx.float32)))
             return np.concatenate(out)
 
         ref = run(ref_net)
         del ref_net
-        results = {"Q4 base + adapter (unfused)": run(mlx_load(str(base), adapter_path=str(adapter))[0])}
+        results = {
+            "Q4 base + adapter (unfused)": run(mlx_load(str(base), adapter_path=str(adapter))[0])
+        }
         # what `mlx_lm fuse` writes, kept quantized: every fused layer quantized afresh
         theirs = mlx_load(str(base), adapter_path=str(adapter))[0]
-        theirs.update_modules(tree_unflatten([(n, m.fuse()) for n, m in theirs.named_modules() if hasattr(m, "fuse")]))
+        theirs.update_modules(
+            tree_unflatten([(n, m.fuse()) for n, m in theirs.named_modules() if hasattr(m, "fuse")])
+        )
         results["mlx_lm fuse (kept Q4)"] = run(theirs)
         del theirs
         for name, path in variants.items():
@@ -89,10 +108,14 @@ def main() -> None:
             return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
         lp_ref = logsoftmax(ref)[mask]
-        print(f"SmolLM2-135M-Instruct Q4_1, {len(seqs)} sequences, {int(mask.sum())} tokens; adapter: "
-              f"{adapter if args.adapter_path else 'random LoRA rank 8, 30 layers'}")
+        print(
+            f"SmolLM2-135M-Instruct Q4_1, {len(seqs)} sequences, {int(mask.sum())} tokens; adapter: "
+            f"{adapter if args.adapter_path else 'random LoRA rank 8, 30 layers'}"
+        )
         print("baseline: float32 dequantized base + adapter (as trained and evaluated on the CPU)")
-        print(f"{'variant':<30} {'max|Δlogit|':>12} {'mean|Δlogit|':>13} {'KL/token':>10} {'argmax agree':>13}")
+        print(
+            f"{'variant':<30} {'max|Δlogit|':>12} {'mean|Δlogit|':>13} {'KL/token':>10} {'argmax agree':>13}"
+        )
         for name, x in results.items():
             d = np.abs(x - ref)[mask]
             lp = logsoftmax(x)[mask]

@@ -36,13 +36,22 @@ def make_adapter(base: Path, out: Path, num_layers: int, rank: int) -> Path:
     params = {"rank": rank, "scale": 20.0, "dropout": 0.0}
     mx.random.seed(0)
     linear_to_lora_layers(model, num_layers, params)
-    w = {k: (0.01 * mx.random.normal(v.shape) if k.endswith("lora_b") else v)
-         for k, v in tree_flatten(model.trainable_parameters())}
+    w = {
+        k: (0.01 * mx.random.normal(v.shape) if k.endswith("lora_b") else v)
+        for k, v in tree_flatten(model.trainable_parameters())
+    }
     out.mkdir(parents=True)
     mx.save_safetensors(str(out / "adapters.safetensors"), w)
-    (out / "adapter_config.json").write_text(json.dumps(
-        {"fine_tune_type": "lora", "num_layers": num_layers, "lora_parameters": params,
-         "d2o": {"loss": "d2o", "alpha": 0.1, "beta": 0.1, "K": 11, "iters": 1}}))
+    (out / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "fine_tune_type": "lora",
+                "num_layers": num_layers,
+                "lora_parameters": params,
+                "d2o": {"loss": "d2o", "alpha": 0.1, "beta": 0.1, "K": 11, "iters": 1},
+            }
+        )
+    )
     return out
 
 
@@ -61,7 +70,10 @@ def rms_to_float(quantized: Path, reference: Path) -> float:
     """RMS over all quantized linear weights of (dequantized QUANTIZED - float REFERENCE)."""
     import mlx.core as mx
 
-    q, ref = mx.load(str(quantized / "model.safetensors")), mx.load(str(reference / "model.safetensors"))
+    q, ref = (
+        mx.load(str(quantized / "model.safetensors")),
+        mx.load(str(reference / "model.safetensors")),
+    )
     cfg = json.loads((quantized / "config.json").read_text())["quantization"]
     se = n = 0.0
     for k in q:
@@ -69,7 +81,9 @@ def rms_to_float(quantized: Path, reference: Path) -> float:
             continue
         m = k[: -len(".scales")]
         c = cfg.get(m, cfg)
-        w = mx.dequantize(q[m + ".weight"], q[k], q[m + ".biases"], group_size=c["group_size"], bits=c["bits"])
+        w = mx.dequantize(
+            q[m + ".weight"], q[k], q[m + ".biases"], group_size=c["group_size"], bits=c["bits"]
+        )
         se += float(mx.square(w.astype(mx.float32) - ref[m + ".weight"].astype(mx.float32)).sum())
         n += w.size
     return (se / n) ** 0.5
@@ -99,7 +113,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fuse-bench-") as tmp:
         tmp = Path(tmp)
         adapter = make_adapter(base, tmp / "adapter", num_layers=30, rank=args.rank)
-        print(f"base: SmolLM2-135M-Instruct Q4_1 (GGUF import, {base}); adapter: LoRA rank {args.rank}, 30 layers")
+        print(
+            f"base: SmolLM2-135M-Instruct Q4_1 (GGUF import, {base}); adapter: LoRA rank {args.rank}, 30 layers"
+        )
         print(f"{'mode':<12} {'tool':<14} {'best s':>8} {'peak RSS MB':>12}")
         for mode, flags in (("dequantize", ["--dequantize"]), ("quantized", [])):
             results = {}
@@ -117,13 +133,18 @@ def main() -> None:
                 secs, rss = min(r[0] for r in runs), max(r[1] for r in runs)
                 results[tool] = (secs, rss, out)
                 print(f"{mode:<12} {tool:<14} {secs:>8.2f} {rss:>12.0f}")
-            (b_s, b_rss, b_out), (o_s, o_rss, o_out) = results["mlx_lm fuse"], results["mlx-d2o fuse"]
+            (b_s, b_rss, b_out), (o_s, o_rss, o_out) = (
+                results["mlx_lm fuse"],
+                results["mlx-d2o fuse"],
+            )
             if mode == "dequantize":
                 exact = b_out
                 check = f"max |weight difference| = {max_weight_diff(b_out, o_out):.3g}"
             else:
-                check = (f"RMS to exact fused weights: mlx_lm {rms_to_float(b_out, exact):.3e}, "
-                         f"mlx-d2o {rms_to_float(o_out, exact):.3e}")
+                check = (
+                    f"RMS to exact fused weights: mlx_lm {rms_to_float(b_out, exact):.3e}, "
+                    f"mlx-d2o {rms_to_float(o_out, exact):.3e}"
+                )
             print(f"{mode:<12} {'ratio':<14} {o_s / b_s:>7.2f}x {o_rss / b_rss:>11.2f}x   {check}")
 
 

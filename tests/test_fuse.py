@@ -12,16 +12,33 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import needs_smollm2, run_cli
 
 TOKENS = [[1, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 2, 1, 33, 44]]
-D2O_META = {"loss": "d2o", "alpha": 0.1, "beta": 0.1, "K": 11, "iters": 200, "steps": 200,
-            "data_fingerprint": "0123456789abcdef", "dataset": "org/negatives"}
+D2O_META = {
+    "loss": "d2o",
+    "alpha": 0.1,
+    "beta": 0.1,
+    "K": 11,
+    "iters": 200,
+    "steps": 200,
+    "data_fingerprint": "0123456789abcdef",
+    "dataset": "org/negatives",
+}
 
 
-def make_adapter(base: Path, out: Path, *, dora: bool = False, seed: int = 0, num_layers: int = 2,
-                 rank: int = 4, scale: float = 2.0, b_std: float = 0.3, d2o: dict | None = D2O_META) -> Path:
+def make_adapter(
+    base: Path,
+    out: Path,
+    *,
+    dora: bool = False,
+    seed: int = 0,
+    num_layers: int = 2,
+    rank: int = 4,
+    scale: float = 2.0,
+    b_std: float = 0.3,
+    d2o: dict | None = D2O_META,
+) -> Path:
     """An mlx-lm adapter directory with random non-zero LoRA B (a fresh adapter would be a no-op)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -41,8 +58,12 @@ def make_adapter(base: Path, out: Path, *, dora: bool = False, seed: int = 0, nu
             trainable[k] = v * (1 + b_std * mx.random.uniform(shape=v.shape))
     out.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(out / "adapters.safetensors"), trainable)
-    cfg = {"fine_tune_type": "dora" if dora else "lora", "num_layers": num_layers, "lora_parameters": params,
-           "model": str(base)}
+    cfg = {
+        "fine_tune_type": "dora" if dora else "lora",
+        "num_layers": num_layers,
+        "lora_parameters": params,
+        "model": str(base),
+    }
     if d2o is not None:
         cfg["d2o"] = d2o
     (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
@@ -89,10 +110,13 @@ def lora(tiny_model, tmp_path_factory):
 # Equivalence
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
 def test_fused_float_base_equals_base_plus_adapter(tiny_model, tmp_path, dora):
     adapter = make_adapter(tiny_model, tmp_path / "a", dora=dora, seed=3)
-    res, _ = do_fuse(model=str(tiny_model), adapter_path=str(adapter), save_path=str(tmp_path / "out"))
+    res, _ = do_fuse(
+        model=str(tiny_model), adapter_path=str(adapter), save_path=str(tmp_path / "out")
+    )
     ref, base, fused = logits(tiny_model, adapter), logits(tiny_model), logits(res.save_path)
     effect = np.abs(base - ref).max()
     assert effect > 0.5, "the adapter must change the logits, or the test proves nothing"
@@ -102,13 +126,23 @@ def test_fused_float_base_equals_base_plus_adapter(tiny_model, tmp_path, dora):
 
 
 @pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
-def test_quantized_base_dequantized_fuse_equals_base_plus_adapter(tiny_quantized_model, tmp_path, dora):
+def test_quantized_base_dequantized_fuse_equals_base_plus_adapter(
+    tiny_quantized_model, tmp_path, dora
+):
     adapter = make_adapter(tiny_quantized_model, tmp_path / "a", dora=dora, seed=4)
-    res, _ = do_fuse(model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "out"),
-                     dequantize=True)
+    res, _ = do_fuse(
+        model=str(tiny_quantized_model),
+        adapter_path=str(adapter),
+        save_path=str(tmp_path / "out"),
+        dequantize=True,
+    )
     cfg = config(res.save_path)
     assert "quantization" not in cfg and "quantization_config" not in cfg
-    ref, base, fused = logits(tiny_quantized_model, adapter), logits(tiny_quantized_model), logits(res.save_path)
+    ref, base, fused = (
+        logits(tiny_quantized_model, adapter),
+        logits(tiny_quantized_model),
+        logits(res.save_path),
+    )
     assert np.abs(base - ref).max() > 0.5
     # base+adapter runs the quantized kernel on the same dequantized values the fused weights
     # hold exactly, so again only float rounding separates them.
@@ -132,7 +166,9 @@ def test_quantized_base_stays_quantized(tiny_quantized_model, tmp_path, dora, b_
     from mlx_lm import load
 
     adapter = make_adapter(tiny_quantized_model, tmp_path / "a", dora=dora, seed=5, b_std=b_std)
-    res, _ = do_fuse(model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "out"))
+    res, _ = do_fuse(
+        model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "out")
+    )
     assert config(res.save_path)["quantization"] == config(tiny_quantized_model)["quantization"]
 
     ref_model, _ = load(str(tiny_quantized_model), adapter_path=str(adapter))
@@ -146,10 +182,17 @@ def test_quantized_base_stays_quantized(tiny_quantized_model, tmp_path, dora, b_
             base = lora.linear
             want = lora.fuse(dequantize=True).weight  # W + ΔW, float
             got = mx.dequantize(q.weight, q.scales, q.biases, group_size=q.group_size, bits=q.bits)
-            fresh = mx.dequantize(*mx.quantize(want, group_size=q.group_size, bits=q.bits),
-                                  group_size=q.group_size, bits=q.bits)
-            err, err_fresh = _group_sq_err(got, want, q.group_size), _group_sq_err(fresh, want, q.group_size)
-            tie = q.group_size * np.square(1e-3 * np.array(base.scales))  # near-ties go to the base's grid
+            fresh = mx.dequantize(
+                *mx.quantize(want, group_size=q.group_size, bits=q.bits),
+                group_size=q.group_size,
+                bits=q.bits,
+            )
+            err, err_fresh = (
+                _group_sq_err(got, want, q.group_size),
+                _group_sq_err(fresh, want, q.group_size),
+            )
+            # near-ties go to the base's grid
+            tie = q.group_size * np.square(1e-3 * np.array(base.scales))
             assert (err <= err_fresh * (1 + 1e-5) + tie + 1e-12).all()
             on_grid = np.array((q.scales == base.scales) & (q.biases == base.biases))
             kept += on_grid.sum()
@@ -165,7 +208,11 @@ def test_quantized_base_stays_quantized(tiny_quantized_model, tmp_path, dora, b_
     assert res.changed > (0.9 if b_std > 0.1 else 0.05), res.changed
     assert not res.warnings
 
-    ref, base, fused = logits(tiny_quantized_model, adapter), logits(tiny_quantized_model), logits(res.save_path)
+    ref, base, fused = (
+        logits(tiny_quantized_model, adapter),
+        logits(tiny_quantized_model),
+        logits(res.save_path),
+    )
     effect, err = np.abs(base - ref).max(), np.abs(fused - ref).max()
     if b_std > 0.1:
         # 4-bit rounding noise is far below what a large update changes, but not float rounding either
@@ -175,8 +222,11 @@ def test_quantized_base_stays_quantized(tiny_quantized_model, tmp_path, dora, b_
         mlx_lm_way, _ = load(str(tiny_quantized_model), adapter_path=str(adapter))
         from mlx.utils import tree_unflatten
 
-        mlx_lm_way.update_modules(tree_unflatten([(n, m.fuse()) for n, m in mlx_lm_way.named_modules()
-                                                  if hasattr(m, "fuse")]))
+        mlx_lm_way.update_modules(
+            tree_unflatten(
+                [(n, m.fuse()) for n, m in mlx_lm_way.named_modules() if hasattr(m, "fuse")]
+            )
+        )
         theirs = np.array(mlx_lm_way(mx.array(TOKENS)))
         assert err < np.abs(theirs - ref).max(), (err, np.abs(theirs - ref).max())
 
@@ -198,11 +248,16 @@ def test_pack_codes_matches_mlx_layout(bits):
 
 
 @pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
-def test_no_op_adapter_gives_the_quantized_base_back_bit_for_bit(tiny_quantized_model, tmp_path, dora):
+def test_no_op_adapter_gives_the_quantized_base_back_bit_for_bit(
+    tiny_quantized_model, tmp_path, dora
+):
     import mlx.core as mx
 
-    adapter = make_adapter(tiny_quantized_model, tmp_path / "a", dora=dora, b_std=0.0)  # B = 0, DoRA m = |W| rows
-    res, _ = do_fuse(model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "out"))
+    # B = 0, DoRA m = |W| rows
+    adapter = make_adapter(tiny_quantized_model, tmp_path / "a", dora=dora, b_std=0.0)
+    res, _ = do_fuse(
+        model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "out")
+    )
     before = mx.load(str(tiny_quantized_model / "model.safetensors"))
     after = mx.load(str(res.save_path / "model.safetensors"))
     assert before.keys() == after.keys()
@@ -212,14 +267,35 @@ def test_no_op_adapter_gives_the_quantized_base_back_bit_for_bit(tiny_quantized_
 
 def test_update_finer_than_the_grid_is_warned(tiny_quantized_model, tmp_path, capsys):
     adapter = make_adapter(tiny_quantized_model, tmp_path / "a", b_std=1e-5)
-    code, stdout, err = run_cli(["fuse", "--model", tiny_quantized_model, "--adapter-path", adapter,
-                                 "--save-path", tmp_path / "out"], capsys)
+    code, stdout, err = run_cli(
+        [
+            "fuse",
+            "--model",
+            tiny_quantized_model,
+            "--adapter-path",
+            adapter,
+            "--save-path",
+            tmp_path / "out",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "warning: only 0.0" in err and "--dequantize keeps all of it" in err, stdout
     _, body = front_matter(tmp_path / "out" / "README.md")
     assert "(the rest of the update was finer than the grid)" in body
-    code, _, err = run_cli(["fuse", "--model", tiny_quantized_model, "--adapter-path", adapter,
-                            "--save-path", tmp_path / "deq", "--dequantize"], capsys)
+    code, _, err = run_cli(
+        [
+            "fuse",
+            "--model",
+            tiny_quantized_model,
+            "--adapter-path",
+            adapter,
+            "--save-path",
+            tmp_path / "deq",
+            "--dequantize",
+        ],
+        capsys,
+    )
     assert code == 0 and "warning" not in err
 
 
@@ -235,10 +311,14 @@ def make_full_adapter(base: Path, out: Path, seed: int = 0) -> Path:
     net.freeze()
     net.layers[-1].unfreeze()
     mx.random.seed(seed)
-    w = {k: v + 0.05 * mx.random.normal(v.shape) for k, v in tree_flatten(net.trainable_parameters())}
+    w = {
+        k: v + 0.05 * mx.random.normal(v.shape) for k, v in tree_flatten(net.trainable_parameters())
+    }
     out.mkdir(parents=True)
     mx.save_safetensors(str(out / "adapters.safetensors"), w)
-    (out / "adapter_config.json").write_text(json.dumps({"fine_tune_type": "full", "num_layers": 1, "d2o": D2O_META}))
+    (out / "adapter_config.json").write_text(
+        json.dumps({"fine_tune_type": "full", "num_layers": 1, "d2o": D2O_META})
+    )
     return out
 
 
@@ -256,11 +336,17 @@ def test_full_fine_tune_on_quantized_base(tiny_quantized_model, tmp_path):
     base = logits(tiny_quantized_model)
     assert np.abs(base - ref).max() > 0.5
 
-    deq, _ = do_fuse(model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "deq"),
-                     dequantize=True)
+    deq, _ = do_fuse(
+        model=str(tiny_quantized_model),
+        adapter_path=str(adapter),
+        save_path=str(tmp_path / "deq"),
+        dequantize=True,
+    )
     np.testing.assert_allclose(logits(deq.save_path), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
-    kept, _ = do_fuse(model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "q"))
+    kept, _ = do_fuse(
+        model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "q")
+    )
     assert config(kept.save_path)["quantization"] == config(tiny_quantized_model)["quantization"]
     before = mx.load(str(tiny_quantized_model / "model.safetensors"))
     after = mx.load(str(kept.save_path / "model.safetensors"))
@@ -273,8 +359,14 @@ def test_full_fine_tune_on_quantized_base(tiny_quantized_model, tmp_path):
 
 
 def test_requantize_float_base_8bit(tiny_model, lora, tmp_path):
-    res, _ = do_fuse(model=str(tiny_model), adapter_path=str(lora), save_path=str(tmp_path / "out"),
-                     quantize=True, q_bits=8, q_group_size=32)
+    res, _ = do_fuse(
+        model=str(tiny_model),
+        adapter_path=str(lora),
+        save_path=str(tmp_path / "out"),
+        quantize=True,
+        q_bits=8,
+        q_group_size=32,
+    )
     q = config(res.save_path)["quantization"]
     assert (q["bits"], q["group_size"]) == (8, 32)
     assert res.quantization["bits"] == 8
@@ -287,29 +379,50 @@ def test_requantize_float_base_8bit(tiny_model, lora, tmp_path):
 # The directory and the card
 # ---------------------------------------------------------------------------------------------
 
+
 def test_fused_dir_is_plain_mlx_lm_model_and_generates(tiny_model, lora, tmp_path):
     from mlx_lm import generate, load
 
     (lora / "metrics.jsonl").write_text(
-        json.dumps({"step": 100, "split": "train", "loss": 0.61}) + "\n"
-        + json.dumps({"step": 100, "split": "val", "loss": 0.65}) + "\n"
-        + json.dumps({"step": 200, "split": "train", "loss": 0.4321}) + "\n{\"step\": 2")  # killed mid-line
-    (lora / "report.md").write_text("# Eval\n\nSome text.\n\n| model | harmful rate | win rate |\n|---|---|---|\n"
-                                    "| base | 0.40 | - |\n| adapter | 0.10 | 0.62 |\n\nMore text.\n")
+        json.dumps({"step": 100, "split": "train", "loss": 0.61})
+        + "\n"
+        + json.dumps({"step": 100, "split": "val", "loss": 0.65})
+        + "\n"
+        + json.dumps({"step": 200, "split": "train", "loss": 0.4321})
+        + '\n{"step": 2'  # killed mid-line
+    )
+    (lora / "report.md").write_text(
+        "# Eval\n\nSome text.\n\n| model | harmful rate | win rate |\n|---|---|---|\n"
+        "| base | 0.40 | - |\n| adapter | 0.10 | 0.62 |\n\nMore text.\n"
+    )
     try:
-        res, _ = do_fuse(model=str(tiny_model), adapter_path=str(lora), save_path=str(tmp_path / "out"),
-                         upload_repo=None)
+        res, _ = do_fuse(
+            model=str(tiny_model),
+            adapter_path=str(lora),
+            save_path=str(tmp_path / "out"),
+            upload_repo=None,
+        )
     finally:
         for f in ("metrics.jsonl", "report.md"):
             (lora / f).unlink()
     out = res.save_path
     names = {p.name for p in out.iterdir()}
-    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "README.md"} <= names
-    assert not any(n.startswith(".") for n in os.listdir(tmp_path)), "no temp folders left beside OUT"
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+    } <= names
+    assert not any(n.startswith(".") for n in os.listdir(tmp_path)), (
+        "no temp folders left beside OUT"
+    )
 
     model, tok = load(str(out))
     assert tok.chat_template is not None
-    prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True
+    )
     text = generate(model, tok, prompt=prompt, max_tokens=5)
     assert isinstance(text, str) and len(tok.encode(text, add_special_tokens=False)) >= 1
 
@@ -321,7 +434,8 @@ def test_fused_dir_is_plain_mlx_lm_model_and_generates(tiny_model, lora, tmp_pat
     assert meta["library_name"] == "mlx"
     assert {"mlx", "d2o", "lora"} <= set(meta["tags"])
     assert meta["datasets"] == ["org/negatives"]
-    assert "base_model" not in meta  # a local random model has no Hub id; a made-up one would be wrong
+    # a local random model has no Hub id; a made-up one would be wrong
+    assert "base_model" not in meta
     assert "| α (weight of the human negative) | 0.1 |" in body
     assert "| K (self-generated samples per prompt) | 11 |" in body
     assert "| final train loss | 0.4321 (step 200) |" in body
@@ -335,8 +449,12 @@ def test_card_without_d2o_block_and_report_dir(tiny_model, tmp_path):
     rep = tmp_path / "rep"
     rep.mkdir()
     (rep / "report.json").write_text(json.dumps({"adapter": {"harmful_rate": 0.125}, "n": 40}))
-    res, _ = do_fuse(model=str(tiny_model), adapter_path=str(adapter), save_path=str(tmp_path / "out"),
-                     report=str(rep))
+    res, _ = do_fuse(
+        model=str(tiny_model),
+        adapter_path=str(adapter),
+        save_path=str(tmp_path / "out"),
+        report=str(rep),
+    )
     meta, body = front_matter(res.save_path / "README.md")
     assert "datasets" not in meta and "d2o" in meta["tags"]
     assert "training settings unknown" in body
@@ -347,20 +465,57 @@ def test_card_eval_table_from_eval_report_json(tiny_model, tmp_path):
     """report.json as `mlx-d2o eval` writes it (rows per model), in its `report/` folder beside the adapter."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "manifest.json").write_text(json.dumps({"data": "someorg/negatives-hh:train", "num_samples": 11,
-                                                     "temp": 0.8, "top_p": 1.0, "max_tokens": 128}))
-    adapter = make_adapter(tiny_model, tmp_path / "a", d2o={**D2O_META, "base_model_fingerprint": "ffffffffffffffff",
-                                                             "samples": str(cache), "base_model": str(tiny_model)})
-    rows = [{"name": "base", "negatives": {"logps": -41.5, "logratio": 0.0}, "harmful": {"unsafe_rate": 0.5}},
-            {"name": "a", "negatives": {"logps": -55.25, "logratio": -13.75}, "harmful": {"unsafe_rate": 0.125}}]
+    (cache / "manifest.json").write_text(
+        json.dumps(
+            {
+                "data": "someorg/negatives-hh:train",
+                "num_samples": 11,
+                "temp": 0.8,
+                "top_p": 1.0,
+                "max_tokens": 128,
+            }
+        )
+    )
+    adapter = make_adapter(
+        tiny_model,
+        tmp_path / "a",
+        d2o={
+            **D2O_META,
+            "base_model_fingerprint": "ffffffffffffffff",
+            "samples": str(cache),
+            "base_model": str(tiny_model),
+        },
+    )
+    rows = [
+        {
+            "name": "base",
+            "negatives": {"logps": -41.5, "logratio": 0.0},
+            "harmful": {"unsafe_rate": 0.5},
+        },
+        {
+            "name": "a",
+            "negatives": {"logps": -55.25, "logratio": -13.75},
+            "harmful": {"unsafe_rate": 0.125},
+        },
+    ]
     settings = {"model": "smollm2-135m", "judge": "keywords", "negatives": {"n": 16}}
     (tmp_path / "a" / "report").mkdir()
-    (tmp_path / "a" / "report" / "report.json").write_text(json.dumps({"settings": settings, "rows": rows}))
-    res, _ = do_fuse(model=str(tiny_model), adapter_path=str(adapter), save_path=str(tmp_path / "out"))
+    (tmp_path / "a" / "report" / "report.json").write_text(
+        json.dumps({"settings": settings, "rows": rows})
+    )
+    res, _ = do_fuse(
+        model=str(tiny_model), adapter_path=str(adapter), save_path=str(tmp_path / "out")
+    )
     meta, body = front_matter(res.save_path / "README.md")
     assert meta["datasets"] == ["org/negatives", "someorg/negatives-hh"]
-    assert "| self-generated samples (π_r) | K=11, temperature 0.8, top-p 1.0, at most 128 tokens |" in body
-    assert str(tiny_model.parent) not in body and "| trained on base | `model` (a local model) |" in body
+    assert (
+        "| self-generated samples (π_r) | K=11, temperature 0.8, top-p 1.0, at most 128 tokens |"
+        in body
+    )
+    assert (
+        str(tiny_model.parent) not in body
+        and "| trained on base | `model` (a local model) |" in body
+    )
     evals = body.split("## Evaluation", 1)[1]
     assert "judge `keywords`" in evals and "negatives n=16" in evals
     assert re.search(r"\| a \| -55\.2\d \| -13\.75 \|.* 12\.5% \|", evals), evals
@@ -369,8 +524,20 @@ def test_card_eval_table_from_eval_report_json(tiny_model, tmp_path):
 
 
 def test_missing_report_dir_refused(tiny_model, lora, tmp_path, capsys):
-    code, _, err = run_cli(["fuse", "--model", tiny_model, "--adapter-path", lora, "--save-path", tmp_path / "out",
-                            "--report", tmp_path / "nope"], capsys)
+    code, _, err = run_cli(
+        [
+            "fuse",
+            "--model",
+            tiny_model,
+            "--adapter-path",
+            lora,
+            "--save-path",
+            tmp_path / "out",
+            "--report",
+            tmp_path / "nope",
+        ],
+        capsys,
+    )
     assert code == 2 and "--report" in err
     assert not (tmp_path / "out").exists()
 
@@ -378,6 +545,7 @@ def test_missing_report_dir_refused(tiny_model, lora, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 # Bad input: refused, exit 2, nothing written
 # ---------------------------------------------------------------------------------------------
+
 
 def test_existing_out_refused_without_overwrite(tiny_model, lora, tmp_path, capsys):
     out = tmp_path / "out"
@@ -388,7 +556,8 @@ def test_existing_out_refused_without_overwrite(tiny_model, lora, tmp_path, caps
     assert code == 2 and "not empty" in err and "--overwrite" in err
     assert os.listdir(out) == ["keep.txt"]
 
-    code, stdout, err = run_cli(args[:1] + args[3:] + ["--overwrite"], capsys)  # base from adapter_config.json
+    # base from adapter_config.json
+    code, stdout, err = run_cli(args[:1] + args[3:] + ["--overwrite"], capsys)
     assert code == 0, err
     assert f"base model: {tiny_model} (from adapter_config.json)" in stdout
     assert "keep.txt" not in os.listdir(out) and (out / "model.safetensors").exists()
@@ -401,7 +570,8 @@ def test_failure_midway_leaves_no_out(tiny_model, lora, tmp_path, monkeypatch):
     def broken_save_config(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(mlx_lm.utils, "save_config", broken_save_config)  # after the weights are written
+    # after the weights are written
+    monkeypatch.setattr(mlx_lm.utils, "save_config", broken_save_config)
     with pytest.raises(OSError, match="disk full"):
         do_fuse(model=str(tiny_model), adapter_path=str(lora), save_path=str(tmp_path / "out"))
     assert os.listdir(tmp_path) == [], "neither OUT nor a temp folder may be left"
@@ -420,21 +590,37 @@ def test_adapter_for_another_base_refused(tiny_model, tmp_path, capsys):
 
     other = make_tiny_model(tmp_path / "other", seed=2, hidden_size=32, intermediate_size=64)
     adapter = make_adapter(other, tmp_path / "a")
-    code, _, err = run_cli(["fuse", "--model", tiny_model, "--adapter-path", adapter, "--save-path", tmp_path / "out"],
-                           capsys)
+    code, _, err = run_cli(
+        ["fuse", "--model", tiny_model, "--adapter-path", adapter, "--save-path", tmp_path / "out"],
+        capsys,
+    )
     assert code == 2 and "another base model" in err
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--quantize", "--q-bits", "7"], "unsupported quantization"),
-    (["--quantize", "--q-group-size", "48"], "unsupported quantization"),
-    (["--quantize", "--dequantize"], "contradict"),
-    (["--upload-repo", "not a repo"], "user/name"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--quantize", "--q-bits", "7"], "unsupported quantization"),
+        (["--quantize", "--q-group-size", "48"], "unsupported quantization"),
+        (["--quantize", "--dequantize"], "contradict"),
+        (["--upload-repo", "not a repo"], "user/name"),
+    ],
+)
 def test_bad_settings_refused(tiny_model, lora, tmp_path, capsys, flags, message):
-    code, _, err = run_cli(["fuse", "--model", tiny_model, "--adapter-path", lora, "--save-path", tmp_path / "out",
-                            *flags], capsys)
+    code, _, err = run_cli(
+        [
+            "fuse",
+            "--model",
+            tiny_model,
+            "--adapter-path",
+            lora,
+            "--save-path",
+            tmp_path / "out",
+            *flags,
+        ],
+        capsys,
+    )
     assert code == 2 and message in err, err
     assert not (tmp_path / "out").exists()
 
@@ -442,17 +628,46 @@ def test_bad_settings_refused(tiny_model, lora, tmp_path, capsys, flags, message
 def test_recipe_section_and_flags(tiny_quantized_model, tmp_path, capsys):
     adapter = make_adapter(tiny_quantized_model, tmp_path / "a")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"model: {tiny_quantized_model}\nfuse:\n  adapter_path: {adapter}\n  dequantize: true\n"
-                      f"  save_path: {tmp_path / 'from-recipe'}\n")
+    recipe.write_text(
+        f"model: {tiny_quantized_model}\nfuse:\n  adapter_path: {adapter}\n  dequantize: true\n"
+        f"  save_path: {tmp_path / 'from-recipe'}\n"
+    )
     code, _, err = run_cli(["fuse", "-c", recipe], capsys)
     assert code == 0, err
     assert "quantization" not in config(tmp_path / "from-recipe")
     # the command line beats the recipe
-    code, _, err = run_cli(["fuse", "-c", recipe, "--save-path", tmp_path / "flag", "--quantize", "--q-bits", "8",
-                            "--q-group-size", "32"], capsys)
+    code, _, err = run_cli(
+        [
+            "fuse",
+            "-c",
+            recipe,
+            "--save-path",
+            tmp_path / "flag",
+            "--quantize",
+            "--q-bits",
+            "8",
+            "--q-group-size",
+            "32",
+        ],
+        capsys,
+    )
     assert code == 2 and "contradict" in err  # recipe's dequantize + flag's quantize
-    code, _, err = run_cli(["fuse", "-c", recipe, "--save-path", tmp_path / "flag", "--no-dequantize", "--quantize",
-                            "--q-bits", "8", "--q-group-size", "32"], capsys)
+    code, _, err = run_cli(
+        [
+            "fuse",
+            "-c",
+            recipe,
+            "--save-path",
+            tmp_path / "flag",
+            "--no-dequantize",
+            "--quantize",
+            "--q-bits",
+            "8",
+            "--q-group-size",
+            "32",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert config(tmp_path / "flag")["quantization"]["bits"] == 8
     recipe.write_text(recipe.read_text() + "  q_bitz: 8\n")
@@ -462,8 +677,18 @@ def test_recipe_section_and_flags(tiny_quantized_model, tmp_path, capsys):
 
 def test_not_an_adapter_dir_refused(tiny_model, tmp_path, capsys):
     (tmp_path / "a").mkdir()
-    code, _, err = run_cli(["fuse", "--model", tiny_model, "--adapter-path", tmp_path / "a",
-                            "--save-path", tmp_path / "out"], capsys)
+    code, _, err = run_cli(
+        [
+            "fuse",
+            "--model",
+            tiny_model,
+            "--adapter-path",
+            tmp_path / "a",
+            "--save-path",
+            tmp_path / "out",
+        ],
+        capsys,
+    )
     assert code == 2 and "adapter_config.json is missing" in err
 
 
@@ -471,10 +696,24 @@ def test_not_an_adapter_dir_refused(tiny_model, tmp_path, capsys):
 # Dry run and upload
 # ---------------------------------------------------------------------------------------------
 
+
 def test_dry_run_touches_nothing(tiny_model, lora, tmp_path, capsys):
     before = sorted(p.name for p in tmp_path.iterdir())
-    code, stdout, err = run_cli(["fuse", "--model", tiny_model, "--adapter-path", lora, "--save-path",
-                                 tmp_path / "out", "--upload-repo", "someone/tiny-d2o", "--dry-run"], capsys)
+    code, stdout, err = run_cli(
+        [
+            "fuse",
+            "--model",
+            tiny_model,
+            "--adapter-path",
+            lora,
+            "--save-path",
+            tmp_path / "out",
+            "--upload-repo",
+            "someone/tiny-d2o",
+            "--dry-run",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert "https://huggingface.co/someone/tiny-d2o" in stdout
@@ -486,22 +725,52 @@ def test_dry_run_touches_nothing(tiny_model, lora, tmp_path, capsys):
 def _cli_subprocess(args, env_extra, cwd):
     env = {**os.environ, **env_extra}
     env.pop("HF_HUB_OFFLINE", None) if "HF_HUB_OFFLINE" not in env_extra else None
-    return subprocess.run([sys.executable, "-m", "mlx_d2o.cli", *map(str, args)], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mlx_d2o.cli", *map(str, args)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-@pytest.mark.parametrize("net_env", [
-    {"HF_ENDPOINT": "http://127.0.0.1:9"},  # nothing listens on the discard port: refused at once
-    {"HF_HUB_OFFLINE": "1"},
-], ids=["unreachable", "offline"])
+@pytest.mark.parametrize(
+    "net_env",
+    [
+        # nothing listens on the discard port: refused at once
+        {"HF_ENDPOINT": "http://127.0.0.1:9"},
+        {"HF_HUB_OFFLINE": "1"},
+    ],
+    ids=["unreachable", "offline"],
+)
 def test_upload_offline_clear_error_out_complete(tiny_model, lora, tmp_path, net_env):
     """A real upload attempt with no way out of the machine: exit 2, clear message, OUT complete, no token shown."""
     secret = "hf_NotARealTokenButSecret1234567890"
-    env = {"HF_TOKEN": secret, "HF_HOME": str(tmp_path / "hf"), "MLX_D2O_NO_BLAS_REEXEC": "1",
-           "HF_ENDPOINT": "http://127.0.0.1:9", **net_env}
+    env = {
+        "HF_TOKEN": secret,
+        "HF_HOME": str(tmp_path / "hf"),
+        "MLX_D2O_NO_BLAS_REEXEC": "1",
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+        **net_env,
+    }
     out = tmp_path / "out"
-    p = _cli_subprocess(["fuse", "--model", tiny_model, "--adapter-path", lora, "--save-path", out,
-                         "--upload-repo", "someone/tiny-d2o", "--private"], env, tmp_path)
+    p = _cli_subprocess(
+        [
+            "fuse",
+            "--model",
+            tiny_model,
+            "--adapter-path",
+            lora,
+            "--save-path",
+            out,
+            "--upload-repo",
+            "someone/tiny-d2o",
+            "--private",
+        ],
+        env,
+        tmp_path,
+    )
     assert p.returncode == 2, p.stderr
     assert "upload to" in p.stderr and "failed" in p.stderr and "complete" in p.stderr
     assert secret not in p.stdout + p.stderr
@@ -511,10 +780,27 @@ def test_upload_offline_clear_error_out_complete(tiny_model, lora, tmp_path, net
 
 
 def test_upload_without_token_refused_before_writing(tiny_model, lora, tmp_path):
-    env = {"HF_HOME": str(tmp_path / "hf"), "MLX_D2O_NO_BLAS_REEXEC": "1", "HF_ENDPOINT": "http://127.0.0.1:9",
-           "HF_TOKEN": ""}
-    p = _cli_subprocess(["fuse", "--model", tiny_model, "--adapter-path", lora, "--save-path", tmp_path / "out",
-                         "--upload-repo", "someone/tiny-d2o"], env, tmp_path)
+    env = {
+        "HF_HOME": str(tmp_path / "hf"),
+        "MLX_D2O_NO_BLAS_REEXEC": "1",
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+        "HF_TOKEN": "",
+    }
+    p = _cli_subprocess(
+        [
+            "fuse",
+            "--model",
+            tiny_model,
+            "--adapter-path",
+            lora,
+            "--save-path",
+            tmp_path / "out",
+            "--upload-repo",
+            "someone/tiny-d2o",
+        ],
+        env,
+        tmp_path,
+    )
     assert p.returncode == 2 and "token" in p.stderr
     assert not (tmp_path / "out").exists()
 
@@ -523,6 +809,7 @@ def test_upload_without_token_refused_before_writing(tiny_model, lora, tmp_path)
 # The real model
 # ---------------------------------------------------------------------------------------------
 
+
 @needs_smollm2
 @pytest.mark.real_model
 def test_smollm2_gguf_fuse_generates(tmp_path):
@@ -530,12 +817,19 @@ def test_smollm2_gguf_fuse_generates(tmp_path):
 
     from mlx_d2o.models import model_dir
 
-    adapter = make_adapter(model_dir("smollm2-135m"), tmp_path / "a", num_layers=2, rank=4, b_std=0.01)
-    res, _ = do_fuse(model="smollm2-135m", adapter_path=str(adapter), save_path=str(tmp_path / "out"))
+    adapter = make_adapter(
+        model_dir("smollm2-135m"), tmp_path / "a", num_layers=2, rank=4, b_std=0.01
+    )
+    res, _ = do_fuse(
+        model="smollm2-135m", adapter_path=str(adapter), save_path=str(tmp_path / "out")
+    )
     q = config(res.save_path)["quantization"]
     assert q["bits"] == 4 and q["model.embed_tokens"]["bits"] == 8
     meta, _ = front_matter(res.save_path / "README.md")
-    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["license"] == "apache-2.0"
+    assert (
+        meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        and meta["license"] == "apache-2.0"
+    )
 
     # GGUF's Q4_1 grid does not put zero on the grid as MLX's quantizer does: quantizing afresh
     # (mlx-lm's fuse) would re-round nearly every weight; rounding onto the base's grid keeps it.
@@ -544,14 +838,16 @@ def test_smollm2_gguf_fuse_generates(tmp_path):
     base_w = mx.load(str(model_dir("smollm2-135m") / "model.safetensors"))
     fused_w = mx.load(str(res.save_path / "model.safetensors"))
     p = "model.layers.29.self_attn.q_proj."
-    assert not mx.array_equal(base_w[p + "weight"], fused_w[p + "weight"]).item()  # the adapter is in
+    # the adapter is in
+    assert not mx.array_equal(base_w[p + "weight"], fused_w[p + "weight"]).item()
     kept = (base_w[p + "scales"] == fused_w[p + "scales"]).astype(mx.float32).mean().item()
     assert kept > 0.9, kept
     p0 = "model.layers.0.self_attn.q_proj.weight"  # not adapted: bit for bit
     assert mx.array_equal(base_w[p0], fused_w[p0]).item()
 
     model, tok = load(str(res.save_path))
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                     add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True
+    )
     text = generate(model, tok, prompt=prompt, max_tokens=8)
     assert len(text.strip()) > 0
