@@ -423,3 +423,17 @@ def test_smollm2_sample(tmp_path):
         assert all(math.isfinite(x) and x < 0 for x in lps)
     # The real model finds its right answer likelier than the wrong one.
     assert rows[0]["ref_logps"]["chosen"] > rows[0]["ref_logps"]["rejected"]
+
+
+def test_read_manifest_lenient(tmp_path):
+    """Not strict (the model card): any JSON object, else None; strict refuses what is not ours."""
+    from mlx_d2o.sample.cache import read_manifest
+
+    assert read_manifest(tmp_path, strict=False) is None
+    (tmp_path / MANIFEST).write_text('{"num_samples": 3}')
+    assert read_manifest(tmp_path, strict=False) == {"num_samples": 3}
+    with pytest.raises(D2OError, match="format_version"):
+        read_manifest(tmp_path)
+    for bad in (b"[1]", b"{torn", b"\xff{"):
+        (tmp_path / MANIFEST).write_bytes(bad)
+        assert read_manifest(tmp_path, strict=False) is None

@@ -92,9 +92,20 @@ def write_manifest(cache_dir: str | Path, manifest: dict) -> Path:
     return path
 
 
-def read_manifest(cache_dir: str | Path) -> Optional[dict]:
-    """The manifest of DIR, or None when there is none."""
+def read_manifest(cache_dir: str | Path, strict: bool = True) -> Optional[dict]:
+    """The manifest of DIR, or None when there is none.
+
+    STRICT (the default) refuses a manifest that is not JSON or has no `format_version` with a
+    `D2OError`. Not strict (the model card, which only shows what it finds): any JSON object
+    in the file, or None when it is missing, unreadable or not an object; never raises.
+    """
     path = Path(cache_dir) / MANIFEST
+    if not strict:
+        try:
+            m = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            return None
+        return m if isinstance(m, dict) else None
     if not path.exists():
         return None
     try:
