@@ -35,9 +35,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mlx_d2o import data as D  # noqa: E402
-from mlx_d2o.cache import FORMAT_VERSION, write_manifest  # noqa: E402
 from mlx_d2o.logprobs import score  # noqa: E402
 from mlx_d2o.models import load  # noqa: E402
+from mlx_d2o.sample.cache import FORMAT_VERSION, write_manifest  # noqa: E402
 
 
 def build_cache(model_name: str, out: Path, prompts: int, k: int, seed: int) -> tuple[Path, list]:
@@ -52,38 +52,82 @@ def build_cache(model_name: str, out: Path, prompts: int, k: int, seed: int) -> 
         p = D.prompt_tokens(tok, r.messages)
         resp = [D.response_tokens(tok, r.messages, t, p) for t in samples + [r.rejected]]
         lp, n = score(model, [(p, x) for x in resp])
-        rows.append({"id": r.id, "messages": r.messages, "rejected": r.rejected, "samples": samples,
-                     "sample_tokens": [len(x) for x in resp[:k]], "sample_finish": ["stop"] * k,
-                     "ref_logps": {"samples": lp[:k], "rejected": lp[k]}, "ref_tokens": {"samples": n[:k], "rejected": n[k]}})
+        rows.append(
+            {
+                "id": r.id,
+                "messages": r.messages,
+                "rejected": r.rejected,
+                "samples": samples,
+                "sample_tokens": [len(x) for x in resp[:k]],
+                "sample_finish": ["stop"] * k,
+                "ref_logps": {"samples": lp[:k], "rejected": lp[k]},
+                "ref_tokens": {"samples": n[:k], "rejected": n[k]},
+            }
+        )
         seqs += [p + x for x in resp]
-    write_manifest(out, {"format_version": FORMAT_VERSION, "complete": True, "records": len(rows), "num_samples": k,
-                         "world_size": 1, "model_fingerprint": info.fingerprint, "data_fingerprint": "bench",
-                         "max_tokens": 0, "temp": 1.0, "top_p": 1.0, "seed": seed})
+    write_manifest(
+        out,
+        {
+            "format_version": FORMAT_VERSION,
+            "complete": True,
+            "records": len(rows),
+            "num_samples": k,
+            "world_size": 1,
+            "model_fingerprint": info.fingerprint,
+            "data_fingerprint": "bench",
+            "max_tokens": 0,
+            "temp": 1.0,
+            "top_p": 1.0,
+            "seed": seed,
+        },
+    )
     D.write_jsonl_atomic(out / "samples.jsonl", rows)
     return out, seqs
 
 
 def run_d2o(a, cache: Path, out: Path, iters: int) -> dict:
-    from mlx_d2o.trainer import TrainArgs, train
+    from mlx_d2o.train import TrainArgs, train
 
     mx.reset_peak_memory()
     lines = []
-    train(TrainArgs(model=a.model, samples=str(cache), adapter_path=str(out), loss="d2o", iters=iters,
-                    batch_size=a.batch_size, num_layers=a.num_layers, lora_rank=a.lora_rank, learning_rate=1e-5,
-                    steps_per_report=1, steps_per_eval=0, save_every=0, seed=a.seed),
-          on_report=lambda l: lines.append(l) if l["split"] == "train" else None, log=lambda s: None)
+    train(
+        TrainArgs(
+            model=a.model,
+            samples=str(cache),
+            adapter_path=str(out),
+            loss="d2o",
+            iters=iters,
+            batch_size=a.batch_size,
+            num_layers=a.num_layers,
+            lora_rank=a.lora_rank,
+            learning_rate=1e-5,
+            steps_per_report=1,
+            steps_per_eval=0,
+            save_every=0,
+            seed=a.seed,
+        ),
+        on_report=lambda line: lines.append(line) if line["split"] == "train" else None,
+        log=lambda s: None,
+    )
     timed = lines[1:]  # the first step compiles
-    tokens = sum(l["trained_tokens"] - p["trained_tokens"] for p, l in zip(lines, timed))
-    seconds = sum((l["trained_tokens"] - p["trained_tokens"]) / l["tokens_per_sec"] for p, l in zip(lines, timed))
-    return {"tokens_per_sec": tokens / seconds, "peak_memory_gb": mx.get_peak_memory() / 1e9, "steps": len(lines),
-            "final_loss": lines[-1]["loss"]}
+    tokens = sum(line["trained_tokens"] - p["trained_tokens"] for p, line in zip(lines, timed))
+    seconds = sum(
+        (line["trained_tokens"] - p["trained_tokens"]) / line["tokens_per_sec"]
+        for p, line in zip(lines, timed)
+    )
+    return {
+        "tokens_per_sec": tokens / seconds,
+        "peak_memory_gb": mx.get_peak_memory() / 1e9,
+        "steps": len(lines),
+        "final_loss": lines[-1]["loss"],
+    }
 
 
 def run_mlx_lm(a, seqs: list, iters: int, out: Path) -> dict:
+    import mlx.optimizers as optim
     from mlx_lm.tuner.callbacks import TrainingCallback
     from mlx_lm.tuner.trainer import TrainingArgs, train
     from mlx_lm.tuner.utils import linear_to_lora_layers
-    import mlx.optimizers as optim
 
     model, _ = load(a.model)
     model.freeze()
@@ -99,17 +143,36 @@ def run_mlx_lm(a, seqs: list, iters: int, out: Path) -> dict:
     mx.reset_peak_memory()
     batch = a.batch_size * (a.k + 1)
     dataset = [(s, 0) for s in seqs]  # (tokens, offset): what iterate_batches takes
-    train(model, optim.Adam(learning_rate=1e-5), dataset, None,
-          args=TrainingArgs(batch_size=batch, iters=iters, steps_per_report=1, steps_per_eval=10**9,
-                            steps_per_save=10**9, adapter_file=str(out / "adapters.safetensors"), max_seq_length=4096),
-          training_callback=Collect())
+    train(
+        model,
+        optim.Adam(learning_rate=1e-5),
+        dataset,
+        None,
+        args=TrainingArgs(
+            batch_size=batch,
+            iters=iters,
+            steps_per_report=1,
+            steps_per_eval=10**9,
+            steps_per_save=10**9,
+            adapter_file=str(out / "adapters.safetensors"),
+            max_seq_length=4096,
+        ),
+        training_callback=Collect(),
+    )
     timed = reports[1:]
     tokens = sum(r["trained_tokens"] - p["trained_tokens"] for p, r in zip(reports, timed))
-    seconds = sum((r["trained_tokens"] - p["trained_tokens"]) / r["tokens_per_second"] for p, r in zip(reports, timed))
+    seconds = sum(
+        (r["trained_tokens"] - p["trained_tokens"]) / r["tokens_per_second"]
+        for p, r in zip(reports, timed)
+    )
     # mlx-lm counts targets (len - 1 per sequence); scale to the sequences' real tokens.
     scale = sum(len(s) for s in seqs) / sum(len(s) - 1 for s in seqs)
-    return {"tokens_per_sec": tokens / seconds * scale, "peak_memory_gb": mx.get_peak_memory() / 1e9,
-            "steps": len(reports), "final_loss": reports[-1]["train_loss"]}
+    return {
+        "tokens_per_sec": tokens / seconds * scale,
+        "peak_memory_gb": mx.get_peak_memory() / 1e9,
+        "steps": len(reports),
+        "final_loss": reports[-1]["train_loss"],
+    }
 
 
 def main() -> None:
@@ -121,9 +184,13 @@ def main() -> None:
     p.add_argument("--num-layers", type=int, default=16)
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=2,
-                   help="runs of each trainer, in ABBA order (d2o, mlx-lm, mlx-lm, d2o, ...) so that a change in "
-                        "the machine's load over time hits both alike")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="runs of each trainer, in ABBA order (d2o, mlx-lm, mlx-lm, d2o, ...) so that a change in "
+        "the machine's load over time hits both alike",
+    )
     a = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,30 +198,62 @@ def main() -> None:
         cache, seqs = build_cache(a.model, tmp / "cache", a.prompts, a.k, a.seed)
         iters = a.prompts // a.batch_size
         lens = [len(s) for s in seqs]
-        print(f"model {a.model}, LoRA r={a.lora_rank} on {a.num_layers} layers; {a.prompts} prompts x (K={a.k} + 1) = "
-              f"{len(seqs)} sequences, {sum(lens)} tokens (mean {sum(lens) / len(lens):.0f}); {iters} steps of "
-              f"{a.batch_size * (a.k + 1)} sequences; {platform.machine()}, device {mx.default_device()}", flush=True)
-        order = [n for i in range(a.repeats) for n in (("d2o", "mlx-lm") if i % 2 == 0 else ("mlx-lm", "d2o"))]
+        print(
+            f"model {a.model}, LoRA r={a.lora_rank} on {a.num_layers} layers; {a.prompts} prompts x (K={a.k} + 1) = "
+            f"{len(seqs)} sequences, {sum(lens)} tokens (mean {sum(lens) / len(lens):.0f}); {iters} steps of "
+            f"{a.batch_size * (a.k + 1)} sequences; {platform.machine()}, device {mx.default_device()}",
+            flush=True,
+        )
+        order = [
+            n
+            for i in range(a.repeats)
+            for n in (("d2o", "mlx-lm") if i % 2 == 0 else ("mlx-lm", "d2o"))
+        ]
         runs = {"d2o": [], "mlx-lm": []}
         for name in order:
             t = time.perf_counter()
-            r = run_d2o(a, cache, tmp / "d2o", iters) if name == "d2o" else run_mlx_lm(a, seqs, iters, tmp / "sft")
+            r = (
+                run_d2o(a, cache, tmp / "d2o", iters)
+                if name == "d2o"
+                else run_mlx_lm(a, seqs, iters, tmp / "sft")
+            )
             r["wall_s"] = time.perf_counter() - t
             runs[name].append(r)
-            print(f"  run {name}: {r['tokens_per_sec']:.1f} tokens/s, peak {r['peak_memory_gb']:.3f} GB", flush=True)
+            print(
+                f"  run {name}: {r['tokens_per_sec']:.1f} tokens/s, peak {r['peak_memory_gb']:.3f} GB",
+                flush=True,
+            )
     # Harmonic mean of the runs' tokens/s = total tokens / total time (each run has the same tokens).
-    res = {n: {"tokens_per_sec": len(rs) / sum(1 / r["tokens_per_sec"] for r in rs),
-               "peak_memory_gb": max(r["peak_memory_gb"] for r in rs), "wall_s": sum(r["wall_s"] for r in rs) / len(rs),
-               "runs": rs} for n, rs in runs.items()}
+    res = {
+        n: {
+            "tokens_per_sec": len(rs) / sum(1 / r["tokens_per_sec"] for r in rs),
+            "peak_memory_gb": max(r["peak_memory_gb"] for r in rs),
+            "wall_s": sum(r["wall_s"] for r in rs) / len(rs),
+            "runs": rs,
+        }
+        for n, rs in runs.items()
+    }
     print()
     print(f"{'trainer':<28}{'tokens/s':>10}{'peak GB':>10}{'wall s':>9}   ({a.repeats} runs each)")
     for name, label in (("mlx-lm", "mlx_lm.tuner (SFT, baseline)"), ("d2o", "mlx-d2o train (D2O)")):
         r = res[name]
-        print(f"{label:<28}{r['tokens_per_sec']:>10.1f}{r['peak_memory_gb']:>10.3f}{r['wall_s']:>9.1f}")
+        print(
+            f"{label:<28}{r['tokens_per_sec']:>10.1f}{r['peak_memory_gb']:>10.3f}{r['wall_s']:>9.1f}"
+        )
     tps = res["d2o"]["tokens_per_sec"] / res["mlx-lm"]["tokens_per_sec"]
     mem = res["d2o"]["peak_memory_gb"] / res["mlx-lm"]["peak_memory_gb"]
-    print(f"ratio D2O / mlx-lm: tokens/s {tps:.3f}x (goal >= 0.9), peak memory {mem:.3f}x (goal <= 1.1)")
-    print(json.dumps({"ratio_tokens_per_sec": tps, "ratio_peak_memory": mem, **{k: v for k, v in res.items()}}))
+    print(
+        f"ratio D2O / mlx-lm: tokens/s {tps:.3f}x (goal >= 0.9), peak memory {mem:.3f}x (goal <= 1.1)"
+    )
+    print(
+        json.dumps(
+            {
+                "ratio_tokens_per_sec": tps,
+                "ratio_peak_memory": mem,
+                **{k: v for k, v in res.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ them unconditionally. Collectives run on the CPU stream (the ring backend has no
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
@@ -73,3 +77,37 @@ class Shard:
             mx.eval(x)
             flat.append((k, x))
         return tree_unflatten(flat)
+
+
+@contextmanager
+def peer_exit(shard: Shard, message: Callable[[str], str]):
+    """Under mlx.launch, a rank that dies ends the run with a clear message on rank 0.
+
+    Two ways it shows here: the launcher SIGTERMs the surviving ranks, or, first, a collective
+    fails because the peer's socket closed. Either way rank 0 prints `error: MESSAGE(cause)`
+    (say there what was saved and how to go on), and every surviving rank exits with status 3:
+    the launcher would end it anyway. Running alone, the block runs as it is.
+    """
+    import signal
+
+    if shard.size == 1:
+        yield
+        return
+
+    def stop(cause: str):
+        # Say it and leave at once: the launcher's SIGTERM may come any moment, and after it
+        # nothing more gets printed.
+        if shard.rank == 0:
+            sys.stderr.write(f"\nerror: {message(cause)}\n")
+            sys.stderr.flush()
+        os._exit(3)
+
+    previous = signal.signal(
+        signal.SIGTERM, lambda signum, frame: stop("the launcher ended this one")
+    )
+    try:
+        yield
+    except RuntimeError as e:  # a collective whose peer is gone
+        stop(f"the distributed backend failed: {e}")
+    finally:
+        signal.signal(signal.SIGTERM, previous)

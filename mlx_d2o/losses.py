@@ -22,13 +22,17 @@ with respect to ``loss``; ``metrics`` are wrapped in ``mx.stop_gradient``).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Optional
 
 import mlx.core as mx
 import mlx.nn as nn
 
-Metrics = Dict[str, mx.array]
-LossOutput = Tuple[mx.array, Metrics]
+from .errors import D2OError
+
+Metrics = dict[str, mx.array]
+LossOutput = tuple[mx.array, Metrics]
 
 
 def _detached(metrics: Metrics) -> Metrics:
@@ -226,10 +230,153 @@ def ga_loss(policy_negative_logps: mx.array, negative_tokens: mx.array) -> LossO
     return loss, _detached(metrics)
 
 
-LOSSES: Dict[str, Callable[..., LossOutput]] = {
-    "d2o": d2o_loss,
-    "d2o-instance": d2o_instance_loss,
-    "dpo": dpo_loss,
-    "npo": npo_loss,
-    "ga": ga_loss,
-}
+# ---------------------------------------------------------------------------------------------
+# The declaration: what each loss needs. The trainer derives its row layout, metric names and
+# the `--loss` help from these entries, so a new loss is one function and one entry here.
+# ---------------------------------------------------------------------------------------------
+
+ROWS = ("samples", "negative", "chosen")
+"""The sequences a loss can read, in the order of the rows of one forward pass: the K samples
+of each prompt (``[B, K]``), the human negative (``[B]``), a human ``chosen`` response (``[B]``)."""
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One entry of `LOSSES`: a loss function and what the trainer must give it.
+
+    Attributes:
+        name: the value of ``--loss``.
+        fn: the loss function, returning ``(loss, metrics)``.
+        rows: the sequences it needs, from `ROWS` (any order; the forward pass uses ROWS's).
+        params: the settings it takes as keywords (``"alpha"``, ``"beta"``).
+        help: one line for ``--loss``'s help.
+        inputs: names of FN's positional arrays: ``policy_<row>`` (summed log-probs of the
+            policy, with gradient), ``ref_<row>`` (the reference's, from the cache) or
+            ``tokens_<row>`` (response token counts). Default: the policy's for each row
+            of `rows`, then the reference's, in the order of `rows`.
+        aliases: metrics FN reports under a second name ``{copy: original}``; the copy is
+            dropped inside the compiled step and put back after it (`with_aliases`).
+
+    FN runs inside ``mx.compile(value_and_grad(...))``. There (MLX 0.32.4) an output that is a
+    node of another output crashes with "_Map_base::at": two equal metrics, or a metric equal
+    to an intermediate of the loss (loss ``-mean(z)`` with metric ``mean(z)``). Declare the
+    first case in `aliases`; avoid the second (``ga_loss`` reports ``-loss``, which is fine).
+    """
+
+    name: str
+    fn: Callable[..., LossOutput]
+    rows: tuple[str, ...]
+    params: tuple[str, ...] = ()
+    help: str = ""
+    inputs: Optional[tuple[str, ...]] = None
+    aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = [r for r in self.rows if r not in ROWS]
+        if unknown or not self.rows:
+            raise ValueError(f"loss {self.name!r}: rows must come from {ROWS}, got {self.rows}")
+
+    def uses(self, row: str) -> bool:
+        return row in self.rows
+
+    def layout(self) -> tuple[str, ...]:
+        """The rows of one forward pass over a batch for this loss, in `ROWS` order."""
+        return tuple(r for r in ROWS if r in self.rows)
+
+    def arguments(self) -> tuple[str, ...]:
+        if self.inputs is not None:
+            return self.inputs
+        return tuple(f"policy_{r}" for r in self.rows) + tuple(f"ref_{r}" for r in self.rows)
+
+    def __call__(self, arrays: Mapping[str, mx.array], **settings) -> LossOutput:
+        """FN on the arrays named by `arguments`, with its `params` taken from SETTINGS; the
+        `aliases` left out (two equal outputs that compile's simplification merges into one
+        crash ``mx.compile``, MLX 0.32.4, "_Map_base::at")."""
+        value, metrics = self.fn(
+            *(arrays[n] for n in self.arguments()), **{p: settings[p] for p in self.params}
+        )
+        return value, {k: v for k, v in metrics.items() if k not in self.aliases}
+
+    def with_aliases(self, metrics: Mapping) -> dict:
+        """METRICS with the `aliases` put back (outside the compiled step)."""
+        return {**metrics, **{a: metrics[o] for a, o in self.aliases.items() if o in metrics}}
+
+    def metric_names(self) -> list:
+        """The names of the metrics the loss reports (aliases included), from one call of FN
+        on one-element inputs."""
+        one = mx.zeros((1,))
+        arrays = {f"{kind}_{r}": one for kind in ("policy", "ref", "tokens") for r in ROWS}
+        arrays.update({f"{kind}_samples": one[:, None] for kind in ("policy", "ref", "tokens")})
+        _, metrics = self(arrays, **{p: 0.1 for p in self.params})
+        return sorted(self.with_aliases(metrics))
+
+
+LOSSES: dict[str, Loss] = {}
+"""Every loss `mlx-d2o train --loss` knows, by name, in the order the help lists them."""
+
+
+def register(loss: Loss) -> Loss:
+    """Add LOSS to `LOSSES` (replacing an entry of the same name)."""
+    LOSSES[loss.name] = loss
+    return loss
+
+
+def get(name: str) -> Loss:
+    """The entry of --loss NAME; a one-line D2OError for an unknown name."""
+    if name not in LOSSES:
+        raise D2OError(f"unknown --loss {name!r} (expected one of {', '.join(LOSSES)})")
+    return LOSSES[name]
+
+
+def cli_help() -> str:
+    """The help of ``--loss``: one line per loss."""
+    return "; ".join(f"{n}: {loss.help}" for n, loss in LOSSES.items()) + "."
+
+
+register(
+    Loss(
+        "d2o",
+        d2o_loss,
+        rows=("samples", "negative"),
+        params=("beta", "alpha"),
+        help="the K samples' mean against the negative",
+    )
+)
+register(
+    Loss(
+        "d2o-instance",
+        d2o_instance_loss,
+        rows=("samples", "negative"),
+        params=("beta", "alpha"),
+        help="K pairwise losses (the ablation)",
+    )
+)
+register(
+    Loss(
+        "dpo",
+        dpo_loss,
+        rows=("chosen", "negative"),
+        params=("beta",),
+        help="needs a 'chosen' response",
+        # dpo_loss reports the negative's reward under both names (see its docstring).
+        aliases={"rewards/negative": "rewards/rejected"},
+    )
+)
+register(
+    Loss(
+        "npo",
+        npo_loss,
+        rows=("negative",),
+        params=("beta",),
+        help="the negative only",
+    )
+)
+register(
+    Loss(
+        "ga",
+        ga_loss,
+        rows=("negative",),
+        help="gradient ascent on the negative",
+        inputs=("policy_negative", "tokens_negative"),
+    )
+)

@@ -4,12 +4,16 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlx_d2o.errors import D2OError
 from mlx_d2o.losses import (
     LOSSES,
+    Loss,
+    cli_help,
     d2o_instance_loss,
     d2o_loss,
     dpo_loss,
     ga_loss,
+    get,
     npo_loss,
 )
 
@@ -119,8 +123,10 @@ def test_extreme_values_are_finite_and_exact(sign):
             d2o_instance_loss(*args, beta=1.0, alpha=1.0),
             np_d2o_instance(ps, pn, rs, rn, 1.0, 1.0),
         ),
-        (dpo_loss(*to_mx(ps[:, 0], pn, rs[:, 0], rn), beta=1.0),
-         np_dpo(ps[:, 0], pn, rs[:, 0], rn, 1.0)),
+        (
+            dpo_loss(*to_mx(ps[:, 0], pn, rs[:, 0], rn), beta=1.0),
+            np_dpo(ps[:, 0], pn, rs[:, 0], rn, 1.0),
+        ),
         (npo_loss(*to_mx(pn, rn), beta=1.0), np_npo(pn, rn, 1.0)),
     ]
     for (loss, _), expected in cases:
@@ -129,8 +135,9 @@ def test_extreme_values_are_finite_and_exact(sign):
     if sign < 0:  # the losing side: loss ~ |margin|, not inf
         assert cases[0][1] > 300
 
-    grad = mx.grad(lambda p, n: d2o_loss(p, n, args[2], args[3], 1.0, 1.0)[0],
-                   argnums=(0, 1))(args[0], args[1])
+    grad = mx.grad(lambda p, n: d2o_loss(p, n, args[2], args[3], 1.0, 1.0)[0], argnums=(0, 1))(
+        args[0], args[1]
+    )
     for g in grad:
         assert np.all(np.isfinite(np.array(g)))
 
@@ -141,10 +148,11 @@ def test_extreme_values_are_finite_and_exact(sign):
 def test_d2o_gradients_match_finite_differences(seed, beta, alpha):
     ps, pn, rs, rn = f32(*random_logps(seed, scale=10.0))
     for fn, ref in [(d2o_loss, np_d2o), (d2o_instance_loss, np_d2o_instance)]:
-        gs, gn = mx.grad(lambda a, b: fn(a, b, *to_mx(rs, rn), beta, alpha)[0],
-                         argnums=(0, 1))(*to_mx(ps, pn))
-        fd_s = fd_grad(lambda x: ref(x, pn, rs, rn, beta, alpha), ps)
-        fd_n = fd_grad(lambda x: ref(ps, x, rs, rn, beta, alpha), pn)
+        gs, gn = mx.grad(
+            lambda a, b, fn=fn: fn(a, b, *to_mx(rs, rn), beta, alpha)[0], argnums=(0, 1)
+        )(*to_mx(ps, pn))
+        fd_s = fd_grad(lambda x, ref=ref: ref(x, pn, rs, rn, beta, alpha), ps)
+        fd_n = fd_grad(lambda x, ref=ref: ref(ps, x, rs, rn, beta, alpha), pn)
         np.testing.assert_allclose(np.array(gs), fd_s, rtol=1e-4, atol=1e-7)
         np.testing.assert_allclose(np.array(gn), fd_n, rtol=1e-4, atol=1e-7)
         # Direction: descent raises the samples' likelihood, lowers the negative's.
@@ -156,8 +164,9 @@ def test_baseline_gradients_match_finite_differences(seed):
     rng = np.random.default_rng(200 + seed)
     pc, pr, rc, rr = f32(*(-rng.uniform(1, 20, size=(4, B))))
     beta = 0.2
-    gc, gr = mx.grad(lambda a, b: dpo_loss(a, b, *to_mx(rc, rr), beta)[0],
-                     argnums=(0, 1))(*to_mx(pc, pr))
+    gc, gr = mx.grad(lambda a, b: dpo_loss(a, b, *to_mx(rc, rr), beta)[0], argnums=(0, 1))(
+        *to_mx(pc, pr)
+    )
     np.testing.assert_allclose(
         np.array(gc), fd_grad(lambda x: np_dpo(x, pr, rc, rr, beta), pc), rtol=1e-4
     )
@@ -168,17 +177,11 @@ def test_baseline_gradients_match_finite_differences(seed):
     g = mx.grad(lambda a: npo_loss(a, mx.array(rr.astype(np.float32)), beta)[0])(
         mx.array(pr.astype(np.float32))
     )
-    np.testing.assert_allclose(
-        np.array(g), fd_grad(lambda x: np_npo(x, rr, beta), pr), rtol=1e-4
-    )
+    np.testing.assert_allclose(np.array(g), fd_grad(lambda x: np_npo(x, rr, beta), pr), rtol=1e-4)
 
     tokens = rng.integers(1, 30, size=B)
-    g = mx.grad(lambda a: ga_loss(a, mx.array(tokens))[0])(
-        mx.array(pr.astype(np.float32))
-    )
-    np.testing.assert_allclose(
-        np.array(g), fd_grad(lambda x: np_ga(x, tokens), pr), rtol=1e-4
-    )
+    g = mx.grad(lambda a: ga_loss(a, mx.array(tokens))[0])(mx.array(pr.astype(np.float32)))
+    np.testing.assert_allclose(np.array(g), fd_grad(lambda x: np_ga(x, tokens), pr), rtol=1e-4)
 
 
 def test_npo_gradient_tends_to_gradient_ascent_as_beta_vanishes():
@@ -233,10 +236,14 @@ def test_jensen_is_tight_when_samples_agree():
 # ------------------------------------------------------------------ metrics
 def test_metrics_on_constructed_example():
     # Reference log-probs 0, beta = alpha = 1, so rewards are the log-probs.
-    ps = np.array([[3.0, -1.0, -1.0],   # mean 1/3 > neg 0: d2o +; pairs 1/3 +
-                   [2.0, 2.0, 2.0],     # mean 2 > neg 1: d2o +; pairs 3/3 +
-                   [-4.0, 1.0, 0.0],    # mean -1 < neg 0: d2o -; pairs 1/3 +
-                   [5.0, 5.0, 5.0]])    # mean 5 = neg 5: zero is not a win
+    ps = np.array(
+        [
+            [3.0, -1.0, -1.0],  # mean 1/3 > neg 0: d2o +; pairs 1/3 +
+            [2.0, 2.0, 2.0],  # mean 2 > neg 1: d2o +; pairs 3/3 +
+            [-4.0, 1.0, 0.0],  # mean -1 < neg 0: d2o -; pairs 1/3 +
+            [5.0, 5.0, 5.0],
+        ]
+    )  # mean 5 = neg 5: zero is not a win
     pn = np.array([0.0, 1.0, 0.0, 5.0])
     rs, rn = np.zeros_like(ps), np.zeros_like(pn)
     args = to_mx(ps, pn, rs, rn)
@@ -316,12 +323,47 @@ def test_d2o_under_compile_and_value_and_grad():
 
 
 def test_registry():
-    assert LOSSES == {
+    assert {name: loss.fn for name, loss in LOSSES.items()} == {
         "d2o": d2o_loss,
         "d2o-instance": d2o_instance_loss,
         "dpo": dpo_loss,
         "npo": npo_loss,
         "ga": ga_loss,
     }
-    for name, fn in LOSSES.items():
-        assert fn.__doc__ and "arXiv" in fn.__doc__, name
+    for name, loss in LOSSES.items():
+        assert loss.fn.__doc__ and "arXiv" in loss.fn.__doc__, name
+        assert loss.name == name and loss.help, name
+
+
+def test_declaration_derives_layout_metrics_and_help():
+    assert {n: loss.layout() for n, loss in LOSSES.items()} == {
+        "d2o": ("samples", "negative"),
+        "d2o-instance": ("samples", "negative"),
+        "dpo": ("negative", "chosen"),
+        "npo": ("negative",),
+        "ga": ("negative",),
+    }
+    assert LOSSES["dpo"].metric_names() == sorted(
+        ["rewards/chosen", "rewards/rejected", "rewards/negative", "rewards/margin", "accuracy"]
+        + ["logps/chosen", "logps/rejected"]
+    )
+    assert LOSSES["ga"].metric_names() == ["logps/negative", "nll/negative"]
+    assert all(f"{n}:" in cli_help() for n in LOSSES)
+    with pytest.raises(D2OError, match="unknown --loss 'nope'"):
+        get("nope")
+    with pytest.raises(ValueError, match="rows must come from"):
+        Loss("bad", npo_loss, rows=("positive",))
+
+
+def test_declared_call_matches_the_function():
+    ps, pn, rs, rn = to_mx(*random_logps(0))
+    arrays = {"policy_samples": ps, "policy_negative": pn, "ref_samples": rs, "ref_negative": rn}
+    loss, metrics = LOSSES["d2o"](arrays, alpha=0.2, beta=0.3, unused=1.0)
+    want, want_metrics = d2o_loss(ps, pn, rs, rn, beta=0.3, alpha=0.2)
+    assert loss.item() == want.item() and metrics.keys() == want_metrics.keys()
+    # DPO's alias is left out of the call (compile) and put back after it.
+    arrays = {"policy_chosen": ps[:, 0], "ref_chosen": rs[:, 0], **arrays}
+    _, metrics = LOSSES["dpo"](arrays, alpha=0.2, beta=0.3)
+    assert "rewards/negative" not in metrics
+    full = LOSSES["dpo"].with_aliases(metrics)
+    assert full["rewards/negative"].item() == full["rewards/rejected"].item()

@@ -14,17 +14,18 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-
-from mlx_d2o.blas import find_openblas
-from mlx_d2o.trainer import TrainArgs, train
-
 from test_train import make_cache, metrics
+
+from mlx_d2o.models.blas import find_openblas
+from mlx_d2o.train import TrainArgs, train
 
 BIN = Path(sys.executable).parent
 LAUNCH = shutil.which("mlx.launch") or str(BIN / "mlx.launch")
 SCRIPT = shutil.which("mlx-d2o") or str(BIN / "mlx-d2o")
 # SGD, not Adam: Adam's first update is lr * sign(gradient), blind to a wrong gradient scale.
-SETTINGS = dict(batch_size=4, num_layers=2, optimizer="sgd", learning_rate=0.1, steps_per_report=1, save_every=1)
+SETTINGS = dict(
+    batch_size=4, num_layers=2, optimizer="sgd", learning_rate=0.1, steps_per_report=1, save_every=1
+)
 
 
 def free_port_pair() -> int:
@@ -43,8 +44,25 @@ def free_port_pair() -> int:
 
 def launch_cmd(model, cache, out, iters, resume=False, **settings):
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SETTINGS, **settings}.items()]
-    cmd = [LAUNCH, "-n", "2", "--backend", "ring", "-p", str(free_port_pair()), SCRIPT, "train", "--model", str(model),
-           "--samples", str(cache), "--adapter-path", str(out), f"--iters={iters}", *flags] + (["--resume"] if resume else [])
+    cmd = [
+        LAUNCH,
+        "-n",
+        "2",
+        "--backend",
+        "ring",
+        "-p",
+        str(free_port_pair()),
+        SCRIPT,
+        "train",
+        "--model",
+        str(model),
+        "--samples",
+        str(cache),
+        "--adapter-path",
+        str(out),
+        f"--iters={iters}",
+        *flags,
+    ] + (["--resume"] if resume else [])
     env = dict(os.environ, MLX_D2O_NO_BLAS_REEXEC="1")
     if sys.platform.startswith("linux") and find_openblas():
         env["LD_PRELOAD"] = find_openblas()
@@ -55,7 +73,9 @@ def launch(model, cache, out, iters, resume=False):
     cmd, env = launch_cmd(model, cache, out, iters, resume)
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     # mlx.launch exits 0 even when a rank fails: judge by the ranks' own output.
-    assert r.returncode == 0 and "Traceback" not in r.stderr and "error:" not in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "error:" not in r.stderr, r.stderr[
+        -3000:
+    ]
     return r
 
 
@@ -66,7 +86,12 @@ def weights(path: Path) -> dict:
 def test_two_ranks_equal_one_process_and_resume(tiny_model, tmp_path):
     cache = make_cache(tiny_model, tmp_path / "cache", n=8)
     one = tmp_path / "one"
-    train(TrainArgs(model=str(tiny_model), samples=str(cache), adapter_path=str(one), iters=1, **SETTINGS), log=lambda s: None)
+    train(
+        TrainArgs(
+            model=str(tiny_model), samples=str(cache), adapter_path=str(one), iters=1, **SETTINGS
+        ),
+        log=lambda s: None,
+    )
     two = tmp_path / "two"
     r = launch(tiny_model, cache, two, iters=1)
     assert r.stdout.count("trained 1 steps") == 1  # rank 0 alone reports
@@ -80,14 +105,25 @@ def test_two_ranks_equal_one_process_and_resume(tiny_model, tmp_path):
     assert metrics(two)[0]["loss"] == pytest.approx(metrics(one)[0]["loss"], rel=1e-5)
 
     # --resume under mlx.launch: rank 0 reads the checkpoint and hands it to rank 1.
-    train(TrainArgs(model=str(tiny_model), samples=str(cache), adapter_path=str(one), iters=2, resume=True, **SETTINGS),
-          log=lambda s: None)
+    train(
+        TrainArgs(
+            model=str(tiny_model),
+            samples=str(cache),
+            adapter_path=str(one),
+            iters=2,
+            resume=True,
+            **SETTINGS,
+        ),
+        log=lambda s: None,
+    )
     launch(tiny_model, cache, two, iters=2, resume=True)
     w1, w2 = weights(one), weights(two)
     for k in w1:  # the second step compounds float32 summation-order noise: a looser bound
         np.testing.assert_allclose(w2[k], w1[k], rtol=1e-3, atol=1e-5, err_msg=k)
-    np.testing.assert_allclose([l["loss"] for l in metrics(two)], [l["loss"] for l in metrics(one)], rtol=1e-5)
-    assert [l["step"] for l in metrics(two)] == [1, 2]
+    np.testing.assert_allclose(
+        [line["loss"] for line in metrics(two)], [line["loss"] for line in metrics(one)], rtol=1e-5
+    )
+    assert [line["step"] for line in metrics(two)] == [1, 2]
 
 
 def _rank_pid(out: Path, rank: int):
@@ -100,12 +136,18 @@ def _rank_pid(out: Path, rank: int):
             environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if str(out).encode() in cmdline and b"train" in cmdline and f"MLX_RANK={rank}".encode() in environ:
+        if (
+            str(out).encode() in cmdline
+            and b"train" in cmdline
+            and f"MLX_RANK={rank}".encode() in environ
+        ):
             return int(proc.name)
     return None
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the rank's process through /proc")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="finds the rank's process through /proc"
+)
 def test_a_dying_rank_ends_the_run_with_a_message_and_a_usable_checkpoint(tiny_model, tmp_path):
     import signal
     import time
@@ -129,6 +171,15 @@ def test_a_dying_rank_ends_the_run_with_a_message_and_a_usable_checkpoint(tiny_m
     assert "another rank of this mlx.launch run exited" in err and "--resume" in err, err[-800:]
     # The checkpoint left behind is whole: one process resumes from it.
     step = json.loads((out / "checkpoints" / "latest.json").read_text())["step"]
-    train(TrainArgs(model=str(tiny_model), samples=str(cache), adapter_path=str(out), iters=step + 1, resume=True,
-                    **{**SETTINGS, "save_every": 2}), log=lambda s: None)
+    train(
+        TrainArgs(
+            model=str(tiny_model),
+            samples=str(cache),
+            adapter_path=str(out),
+            iters=step + 1,
+            resume=True,
+            **{**SETTINGS, "save_every": 2},
+        ),
+        log=lambda s: None,
+    )
     assert metrics(out)[-1]["step"] == step + 1

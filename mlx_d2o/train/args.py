@@ -1,0 +1,84 @@
+"""The settings of `mlx-d2o train` (`TrainArgs`) and their checks before any work."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from .. import losses
+from ..errors import D2OError
+
+LR_SCHEDULES = ("constant", "cosine", "linear")
+
+
+@dataclass
+class TrainArgs:
+    """Settings of `mlx-d2o train`; names are `mlx_lm.lora`'s where it has them."""
+
+    model: str = "smollm2-135m"
+    samples: Optional[str] = None  # cache directory made by `mlx-d2o sample`
+    adapter_path: str = "adapters"
+    loss: str = "d2o"  # a name of `losses.LOSSES`
+    alpha: float = 0.1
+    beta: float = 0.1
+    iters: Optional[int] = None  # micro-batches, as in mlx_lm.lora; default: one epoch
+    epochs: Optional[float] = None
+    batch_size: int = 4  # prompts per global batch
+    learning_rate: float = 1e-5
+    # "cosine" | "linear" | "constant" | mlx-lm's {name, arguments, warmup}
+    lr_schedule: Optional[object] = None
+    warmup: int = 0
+    optimizer: str = "adam"
+    fine_tune_type: str = "lora"
+    num_layers: int = 16
+    lora_rank: int = 8
+    lora_scale: float = 20.0
+    lora_dropout: float = 0.0
+    grad_checkpoint: bool = False
+    grad_accumulation_steps: int = 1
+    max_seq_length: int = 2048
+    steps_per_report: int = 10
+    steps_per_eval: int = 200
+    val_samples: Optional[str] = None
+    save_every: int = 100
+    resume: bool = False
+    refresh_every: int = 0
+    seed: int = 0
+    dequantize: Optional[bool] = None  # None: on the CPU yes (fast float32); False: QLoRA
+
+    def lora_parameters(self) -> dict:
+        return {"rank": self.lora_rank, "scale": self.lora_scale, "dropout": self.lora_dropout}
+
+
+DEFAULTS = dict(asdict(TrainArgs()))
+
+
+def check_args(args: TrainArgs, world_size: int) -> None:
+    """One-line errors for settings that cannot work, before a model is loaded."""
+    if args.samples is None:
+        raise D2OError("--samples: missing; give the cache directory made by `mlx-d2o sample`")
+    loss = losses.get(args.loss)
+    if args.iters is not None and args.epochs is not None:
+        raise D2OError("give --iters or --epochs, not both")
+    for name in ("batch_size", "grad_accumulation_steps", "max_seq_length", "steps_per_report"):
+        if getattr(args, name) < 1:
+            raise D2OError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.iters is not None and args.iters < 1:
+        raise D2OError("--iters must be at least 1")
+    G = args.grad_accumulation_steps
+    if args.save_every and args.save_every % G:
+        raise D2OError(
+            f"--save-every {args.save_every} must be a multiple of --grad-accumulation-steps {G} "
+            "(a checkpoint between two updates would lose the accumulated gradient)"
+        )
+    if args.refresh_every and not loss.uses("samples"):
+        raise D2OError(
+            f"--refresh-every resamples the samples of D2O; --loss {args.loss} uses none"
+        )
+    if args.refresh_every < 0:
+        raise D2OError("--refresh-every must be 0 (offline) or a number of steps")
+    if args.batch_size % world_size:
+        raise D2OError(
+            f"--batch-size {args.batch_size} must be divisible by the number of ranks "
+            f"({world_size}): each rank takes an equal share of every global batch"
+        )

@@ -1,0 +1,233 @@
+"""Sample cache rows -> training examples -> length-grouped batches -> token arrays.
+
+One example is a prompt with the sequences its loss reads (`losses.ROWS`: the K cached samples,
+the human negative, a `chosen` response for DPO), tokenized exactly as the reference scored
+them, with the reference log-probs the cache holds for them.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import mlx.core as mx
+import numpy as np
+
+from .. import data as D
+from .. import losses
+from ..errors import D2OError
+from ..logprobs import pad, score
+from ..sample.cache import read_cache as read
+
+
+@dataclass
+class Example:
+    """One prompt, tokenized exactly as the reference scored it."""
+
+    id: str
+    messages: list
+    prompt: list
+    negative: list
+    samples: list  # K token lists
+    ref_negative: float
+    ref_samples: list
+    chosen: Optional[list] = None
+    ref_chosen: Optional[float] = None
+    row: dict = field(default_factory=dict, repr=False)
+
+    def length(self) -> int:
+        responses = [self.negative, *self.samples, self.chosen or []]
+        return len(self.prompt) + max(len(r) for r in responses)
+
+    def responses(self, row: str) -> list:
+        """The token lists of one kind of row (`losses.ROWS`): K samples, or one response."""
+        return self.samples if row == "samples" else [getattr(self, row)]
+
+    def ref(self, row: str):
+        """The reference log-probs of one kind of row: a list of K, or one number."""
+        return getattr(self, f"ref_{row}")
+
+
+def read_cache(path) -> tuple[dict, list]:
+    """(manifest, rows) of a sample cache, through the sample step's reader."""
+    path = Path(path)
+    if not path.is_dir():
+        raise D2OError(f"{path}: no such sample cache (make one with `mlx-d2o sample`)")
+    manifest, rows = read(path)
+    if not rows:
+        raise D2OError(f"{path}: the cache holds no rows")
+    return manifest, rows
+
+
+def build_examples(rows: list, tokenizer, args, path) -> tuple[list, list]:
+    """Tokenize cache rows; returns (examples, rows_to_rescore).
+
+    A sequence longer than --max-seq-length keeps its prompt and loses the end of its response;
+    its cached reference score was for the whole response, so it is listed for re-scoring with
+    the reference model (`rescore`), never paired with a score of other tokens. Rows whose
+    prompt alone leaves no room for a response are skipped with a warning.
+    """
+    reader = _RowReader(tokenizer, losses.get(args.loss), args.max_seq_length, path)
+    examples, to_rescore, skipped = [], [], []
+    for i, row in enumerate(rows, 1):
+        rid = str(row.get("id", i))
+        ex = reader.example(row, rid, to_rescore)
+        if ex is None:
+            skipped.append(rid)
+        else:
+            examples.append(ex)
+    if skipped:
+        more = "..." if len(skipped) > 5 else ""
+        print(
+            f"warning: {len(skipped)} rows skipped: their prompt alone fills --max-seq-length "
+            f"{args.max_seq_length} ({', '.join(skipped[:5])}{more})",
+            file=sys.stderr,
+        )
+    if not examples:
+        raise D2OError(f"{path}: no row fits --max-seq-length {args.max_seq_length}")
+    return examples, to_rescore
+
+
+class _RowReader:
+    """Turns the rows of one cache into `Example`s for one loss; K is the first row's."""
+
+    def __init__(self, tokenizer, loss: losses.Loss, max_seq_length: int, path):
+        self.tokenizer, self.loss, self.max_len, self.path = tokenizer, loss, max_seq_length, path
+        self.K = None
+
+    def check(self, row: dict, rid: str) -> None:
+        ref = row.get("ref_logps")
+        if (
+            not isinstance(ref, dict)
+            or "rejected" not in ref
+            or (self.loss.uses("samples") and "samples" not in ref)
+        ):
+            raise D2OError(
+                f"{self.path}: row {rid!r}: field 'ref_logps': missing; the cache has no "
+                "reference scores (run `mlx-d2o sample` to the end, or let it resume)"
+            )
+        if self.loss.uses("chosen") and not row.get("chosen"):
+            raise D2OError(
+                f"{self.path}: row {rid!r}: field 'chosen': missing; --loss {self.loss.name} "
+                "needs data with a 'chosen' response for every prompt (use d2o, npo or ga for "
+                "negatives-only data)"
+            )
+
+    def tokens(self, rid, msgs, prompt, text, cached_count, what) -> tuple[list, bool]:
+        """Response tokens cut to the room the prompt leaves, and whether they were cut."""
+        ids = D.response_tokens(self.tokenizer, msgs, text, prompt)
+        if cached_count is not None and cached_count != len(ids):
+            raise D2OError(
+                f"{self.path}: row {rid!r}: field 'ref_tokens.{what}': the reference scored "
+                f"{cached_count} tokens but this model's tokenizer gives {len(ids)}; the cache "
+                "was made with another tokenizer or system prompt"
+            )
+        room = self.max_len - len(prompt)
+        return ids[:room], len(ids) > room
+
+    def example(self, row: dict, rid: str, to_rescore: list) -> Optional[Example]:
+        self.check(row, rid)
+        # The row's own messages: `sample` puts --system-prompt first while generating only,
+        # and scores (so we train) on the record's prompt.
+        msgs = row["messages"]
+        prompt = D.prompt_tokens(self.tokenizer, msgs)
+        if len(prompt) >= self.max_len - 1:
+            return None
+        ref, counts = row["ref_logps"], row.get("ref_tokens") or {}
+        negative, cut = self.tokens(
+            rid, msgs, prompt, row["rejected"], counts.get("rejected"), "rejected"
+        )
+        ex = Example(rid, msgs, prompt, negative, [], float(ref["rejected"]), [], row=row)
+        if cut:
+            to_rescore.append((ex, "negative", None))
+        if self.loss.uses("samples"):
+            self.add_samples(ex, row, rid, to_rescore)
+        if self.loss.uses("chosen"):
+            ex.chosen, cut = self.tokens(
+                rid, msgs, prompt, row["chosen"], counts.get("chosen"), "chosen"
+            )
+            ex.ref_chosen = ref.get("chosen")
+            if cut or ex.ref_chosen is None:
+                to_rescore.append((ex, "chosen", None))
+        return ex
+
+    def add_samples(self, ex: Example, row: dict, rid: str, to_rescore: list) -> None:
+        texts, ref = row["samples"], row["ref_logps"]["samples"]
+        counts = (row.get("ref_tokens") or {}).get("samples") or [None] * len(texts)
+        if self.K is None:
+            self.K = len(texts)
+        if len(texts) != self.K or len(ref) != self.K:
+            raise D2OError(
+                f"{self.path}: row {rid!r}: field 'samples': {len(texts)} samples, expected "
+                f"K={self.K} like the rows before"
+            )
+        for k, (text, n) in enumerate(zip(texts, counts)):
+            ids, cut = self.tokens(rid, ex.messages, ex.prompt, text, n, f"samples[{k}]")
+            ex.samples.append(ids)
+            ex.ref_samples.append(float(ref[k]))
+            if cut:
+                to_rescore.append((ex, "samples", k))
+
+
+def rescore(model, rescore_list: list, batch_size: int = 8) -> None:
+    """Reference log-probs of truncated sequences (and of `chosen` when the cache lacks them).
+
+    MODEL must be the reference: the base before any adapter exists, or inside
+    `reference_model`."""
+    if not rescore_list:
+        return
+    pairs = [
+        (ex.prompt, ex.samples[k] if what == "samples" else getattr(ex, what))
+        for ex, what, k in rescore_list
+    ]
+    logps, _ = score(model, pairs, batch_size)
+    for (ex, what, k), lp in zip(rescore_list, logps):
+        if what == "samples":
+            ex.ref_samples[k] = lp
+        else:
+            setattr(ex, f"ref_{what}", lp)
+
+
+def make_batches(examples: list, batch_size: int) -> list:
+    """Global batches of BATCH_SIZE example indices, grouped by token length.
+
+    Examples sorted by length, then cut into consecutive groups: a batch holds examples of
+    similar length, so padding stays small. A remainder smaller than a batch is dropped
+    (as mlx-lm does), so every rank always gets an equal share. (mlx-lm 0.32's own sorting is
+    broken, issue #596, so none of its batching is reused.)
+    """
+    if len(examples) < batch_size:
+        raise D2OError(
+            f"--batch-size {batch_size} is larger than the {len(examples)} usable prompts "
+            "in the cache"
+        )
+    order = sorted(range(len(examples)), key=lambda i: (examples[i].length(), i))
+    return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+
+
+def batch_at(batches: list, it: int, seed: int) -> list:
+    """The batch of iteration IT (0-based): epoch e visits all batches in an order drawn from
+    seed + e. A pure function of (it, seed): resuming at step s needs no saved iterator, only s.
+    """
+    epoch, pos = divmod(it, len(batches))
+    order = np.random.default_rng(seed + epoch).permutation(len(batches))
+    return batches[order[pos]]
+
+
+def collate(examples: list, rows: tuple, pad_id: int):
+    """Token arrays for one forward pass over a batch, and the reference log-probs.
+
+    ROWS (a loss's `layout()`, in `losses.ROWS` order) says which sequences: for the samples
+    B*K rows (prompt-major), for the negative and for `chosen` B rows each. Returns
+    ((tokens, prompt_lengths, lengths, one reference array per kind of row), real tokens).
+    """
+    seqs, plens, refs = [], [], []
+    for row in rows:
+        for e in examples:
+            seqs += [e.prompt + r for r in e.responses(row)]
+            plens += [len(e.prompt)] * len(e.responses(row))
+        refs.append(mx.array([e.ref(row) for e in examples], dtype=mx.float32))
+    tokens, lengths = pad(seqs, pad_id)
+    return (tokens, mx.array(plens, dtype=mx.int32), lengths, *refs), sum(len(s) for s in seqs)

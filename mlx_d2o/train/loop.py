@@ -1,0 +1,117 @@
+"""`train(args)`: the training loop, read top to bottom; the parts live beside it (set-up in
+`run`, the step in `step`, files in `checkpoints`, reports in `report`, online D2O in
+`refresh`). It follows mlx-lm's tuner/trainer.py `train`, reporting through a callback."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import Optional
+
+import mlx.core as mx
+from mlx_lm.tuner.callbacks import TrainingCallback
+
+from ..adapters import METRICS_FILE
+from ..distributed import Shard, peer_exit
+from ..errors import D2OError
+from .args import TrainArgs, check_args
+from .checkpoints import nan_message, open_output, stopped_message
+from .examples import collate
+from .refresh import refresh_due, refresh_window
+from .report import Reporter, Window
+from .run import Run, prepare
+from .step import evaluate, make_loss_fn, make_step, step_seed
+from .trainable import checkpointed_layers
+
+
+def train(
+    args: TrainArgs,
+    on_report: Optional[Callable[[dict], None]] = None,
+    log: Optional[Callable[[str], None]] = None,
+    training_callback: Optional[TrainingCallback] = None,
+) -> dict:
+    """Train ARGS.model on the cache ARGS.samples; write adapters, checkpoints and metrics to
+    ARGS.adapter_path. Returns a summary (steps, last metrics, log π(negative) before/after).
+
+    Args:
+        args: the settings (see `TrainArgs`).
+        on_report: called with each metrics line (after it is written), e.g. by tests.
+        log: where progress lines go (default: stderr, rank 0 only).
+        training_callback: an mlx-lm `TrainingCallback`, given every metrics line too.
+    """
+    shard = Shard.current()
+    say = _speaker(log, shard)
+    check_args(args, shard.size)
+    run = prepare(args, shard, say)
+    model, G, iters = run.model, args.grad_accumulation_steps, run.iters
+    start, trained_tokens = open_output(
+        run.out, args, model, run.optimizer, run.manifest, shard, say
+    )
+    step, state = make_step(model, run.optimizer, make_loss_fn(run.loss, run.settings), G)
+    model.train()
+    mx.reset_peak_memory()
+    if args.refresh_every and start % args.refresh_every:
+        say(
+            "note: resuming between two refreshes; samples for the rest of this window are "
+            "generated again (the curve matches an uninterrupted run exactly when --save-every "
+            "is a multiple of --refresh-every)"
+        )
+    reporter = Reporter(
+        run.out / METRICS_FILE, shard, iters, start, say, on_report, training_callback
+    )
+    grad, window, last = None, Window(run.loss), {}
+    stopped = lambda cause: stopped_message(run.out, reporter.step, cause)  # noqa: E731
+    with checkpointed_layers(model, args.grad_checkpoint), peer_exit(shard, stopped):
+        if start == 0 and args.steps_per_eval and run.val_examples:
+            validate(run, 0, reporter)
+        for it in range(start + 1, iters + 1):
+            if refresh_due(args.refresh_every, it, start):
+                refresh_window(run, it)
+            mx.random.seed(step_seed(args.seed, it, shard.rank))
+            tic = time.perf_counter()
+            batch, ntoks = collate(run.local_batch(it), run.loss.layout(), run.pad_id)
+            lvalue, metrics, grad_norm, grad = step(batch, grad, it % G == 0)
+            mx.eval(state, lvalue, metrics, grad_norm, grad)
+            window.time += time.perf_counter() - tic
+            reporter.on_step(it)
+            # Every rank checks the same (summed) value, so a NaN on one stops all of them alike.
+            loss_value = shard.sum(lvalue).item()
+            if not math.isfinite(loss_value):
+                raise D2OError(nan_message(loss_value, it, run.out))
+            window.add(lvalue, metrics, grad_norm if it % G == 0 else None, ntoks)
+            if it % args.steps_per_report == 0 or it == iters:
+                lr = float(run.optimizer.learning_rate.item())
+                last = window.report(it, shard, lr, trained_tokens)
+                trained_tokens = last["trained_tokens"]
+                reporter.on_train_loss_report(last)
+                window = Window(run.loss)
+            if (
+                args.steps_per_eval
+                and run.val_examples
+                and (it % args.steps_per_eval == 0 or it == iters)
+            ):
+                validate(run, it, reporter)
+            if args.save_every and it % args.save_every == 0 and it < iters:
+                run.checkpoint(it, trained_tokens)
+        run.checkpoint(iters, trained_tokens)
+    reporter.close()
+    return run.finish(last)
+
+
+def validate(run: Run, it: int, reporter: Reporter) -> None:
+    """The validation line of step IT (mean loss and metrics over the held-out cache)."""
+    tic = time.perf_counter()
+    examples, size = run.val_examples, run.args.batch_size
+    v = evaluate(run.model, examples, run.loss, run.settings, size, run.pad_id, run.shard)
+    reporter.on_val_loss_report(
+        {"step": it, "split": "val", **v, "val_time": time.perf_counter() - tic}
+    )
+
+
+def _speaker(log: Optional[Callable[[str], None]], shard: Shard) -> Callable[[str], None]:
+    """Where progress lines go: LOG (default stderr), on rank 0 only."""
+    if shard.rank != 0:
+        return lambda s: None
+    return log or (lambda s: print(s, file=sys.stderr, flush=True))
