@@ -101,30 +101,17 @@ def base_license(path: Path) -> Optional[str]:
 def sample_manifest(d2o: dict, adapter_path: Path) -> dict:
     """The sample cache's manifest the adapter was trained from, if it can still be found (its
     path as the trainer recorded it, from here or from beside the adapter); {} otherwise. Only
-    shown on the card, so an unreadable one is skipped, not refused."""
+    shown on the card, so it is read leniently: an unreadable one is skipped, not refused."""
+    from ..sample.cache import read_manifest
+
     samples = d2o.get("samples")
     if not isinstance(samples, str) or not samples:
         return {}
     for d in (Path(samples), adapter_path.parent / samples):
-        data = _read_manifest(d)
-        if isinstance(data, dict):
+        data = read_manifest(d, strict=False)
+        if data is not None:
             return data
     return {}
-
-
-def _read_manifest(d: Path):
-    # TRANSITIONAL: until the sample cache's read_manifest has a lenient mode (REQUESTS.md); the
-    # card has always shown any JSON object there, with or without a `format_version`.
-    from ..sample.cache import MANIFEST, read_manifest
-
-    try:
-        return read_manifest(d)
-    except D2OError:
-        pass
-    try:
-        return json.loads((d / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------------------------------------
