@@ -8,13 +8,12 @@ convert-gguf and generate.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
 
 from ..errors import D2OError
-from . import data, tools
+from . import data, eval, fuse, sample, tools, train
 
 app = typer.Typer(
     add_completion=False,
@@ -27,26 +26,10 @@ app.command()(tools.doctor)
 app.command("convert-gguf")(tools.convert_gguf)
 app.command()(tools.generate)
 app.add_typer(data.app, name="data")
-
-
-def _register_steps() -> None:
-    # TRANSITIONAL while the step packages move: new cli/<step>.py, else the old cli_<step>.py.
-    for step, name in (
-        ("sample", "sample"),
-        ("train", "train"),
-        ("eval", "eval"),
-        ("fuse", "fuse"),
-    ):
-        try:
-            mod = importlib.import_module(f".{step}", __name__)
-            app.command(name)(mod.command)
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{step}":
-                raise
-            importlib.import_module(f"mlx_d2o.cli_{step}").register(app)
-
-
-_register_steps()
+app.command("sample")(sample.command)
+app.command("train")(train.command)
+app.command("eval")(eval.command)
+app.command("fuse")(fuse.command)
 
 
 def main() -> None:
