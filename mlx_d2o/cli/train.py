@@ -4,97 +4,110 @@ then `train.train`."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from ..losses import cli_help
 
 
+def _opt(kind, *names: str, help: Optional[str] = None):
+    """An optional flag: None means "not given", so the recipe or the default decides."""
+    return Annotated[Optional[kind], typer.Option(*names, help=help)]
+
+
+Model = _opt(
+    str,
+    "--model",
+    "-m",
+    help="Embedded name, .gguf, mlx-lm dir or Hub id (the one the cache was made with).",
+)
+Samples = _opt(str, "--samples", help="Sample cache directory made by `mlx-d2o sample`.")
+AdapterPath = _opt(
+    str, "--adapter-path", help="Output directory: adapters, checkpoints, metrics.jsonl."
+)
+Loss = _opt(str, "--loss", help=cli_help())
+Alpha = _opt(float, "--alpha", help="Weight of the negative's log-ratio (D2O).")
+Beta = _opt(float, "--beta", help="Weight of the samples' log-ratio (D2O), DPO/NPO temperature.")
+Iters = _opt(int, "--iters", help="Batches to train on (default: one epoch).")
+Epochs = _opt(float, "--epochs", help="Passes over the cache (instead of --iters).")
+BatchSize = _opt(
+    int, "--batch-size", help="Prompts per global batch (each brings K samples + its negative)."
+)
+LearningRate = _opt(float, "--learning-rate", help="Peak learning rate.")
+LrSchedule = _opt(
+    str, "--lr-schedule", help="constant | cosine | linear (decay to 0 over the run)."
+)
+Warmup = _opt(int, "--warmup", help="Linear warm-up updates from 0.")
+Optimizer = _opt(str, "--optimizer", help="adam | adamw | sgd.")
+FineTuneType = _opt(str, "--fine-tune-type", help="lora | dora | full.")
+NumLayers = _opt(int, "--num-layers", help="Number of last layers to train (-1: all).")
+LoraRank = _opt(int, "--lora-rank")
+LoraScale = _opt(float, "--lora-scale")
+LoraDropout = _opt(float, "--lora-dropout")
+GradCheckpoint = _opt(
+    bool,
+    "--grad-checkpoint/--no-grad-checkpoint",
+    help="Recompute activations in backward (less memory).",
+)
+GradAccumulationSteps = _opt(int, "--grad-accumulation-steps")
+MaxSeqLength = _opt(
+    int,
+    "--max-seq-length",
+    help="Longer sequences lose the end of their response (and are re-scored by the reference).",
+)
+StepsPerReport = _opt(int, "--steps-per-report")
+StepsPerEval = _opt(int, "--steps-per-eval")
+ValSamples = _opt(str, "--val-samples", help="Sample cache of held-out prompts for validation.")
+SaveEvery = _opt(int, "--save-every", help="Checkpoint every N steps (0: only at the end).")
+Resume = _opt(
+    bool, "--resume/--no-resume", help="Continue from the latest checkpoint in --adapter-path."
+)
+RefreshEvery = _opt(
+    int,
+    "--refresh-every",
+    help="Online D2O: resample with the current policy every N steps (0: offline).",
+)
+Seed = _opt(int, "--seed")
+Dequantize = _opt(
+    bool,
+    "--dequantize/--keep-quantized",
+    help="Train on float32 weights (default on the CPU) or keep them quantized (QLoRA).",
+)
+Config = _opt(str, "--config", "-c", help="YAML recipe; flags given here win over it.")
+
+
 def command(
-    model: Optional[str] = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="Embedded name, .gguf, mlx-lm dir or Hub id (the one the cache was made with).",
-    ),
-    samples: Optional[str] = typer.Option(
-        None, "--samples", help="Sample cache directory made by `mlx-d2o sample`."
-    ),
-    adapter_path: Optional[str] = typer.Option(
-        None, "--adapter-path", help="Output directory: adapters, checkpoints, metrics.jsonl."
-    ),
-    loss: Optional[str] = typer.Option(None, "--loss", help=cli_help()),
-    alpha: Optional[float] = typer.Option(
-        None, "--alpha", help="Weight of the negative's log-ratio (D2O)."
-    ),
-    beta: Optional[float] = typer.Option(
-        None, "--beta", help="Weight of the samples' log-ratio (D2O), DPO/NPO temperature."
-    ),
-    iters: Optional[int] = typer.Option(
-        None, "--iters", help="Batches to train on (default: one epoch)."
-    ),
-    epochs: Optional[float] = typer.Option(
-        None, "--epochs", help="Passes over the cache (instead of --iters)."
-    ),
-    batch_size: Optional[int] = typer.Option(
-        None,
-        "--batch-size",
-        help="Prompts per global batch (each brings K samples + its negative).",
-    ),
-    learning_rate: Optional[float] = typer.Option(
-        None, "--learning-rate", help="Peak learning rate."
-    ),
-    lr_schedule: Optional[str] = typer.Option(
-        None, "--lr-schedule", help="constant | cosine | linear (decay to 0 over the run)."
-    ),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help="Linear warm-up updates from 0."),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam | adamw | sgd."),
-    fine_tune_type: Optional[str] = typer.Option(
-        None, "--fine-tune-type", help="lora | dora | full."
-    ),
-    num_layers: Optional[int] = typer.Option(
-        None, "--num-layers", help="Number of last layers to train (-1: all)."
-    ),
-    lora_rank: Optional[int] = typer.Option(None, "--lora-rank"),
-    lora_scale: Optional[float] = typer.Option(None, "--lora-scale"),
-    lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout"),
-    grad_checkpoint: Optional[bool] = typer.Option(
-        None,
-        "--grad-checkpoint/--no-grad-checkpoint",
-        help="Recompute activations in backward (less memory).",
-    ),
-    grad_accumulation_steps: Optional[int] = typer.Option(None, "--grad-accumulation-steps"),
-    max_seq_length: Optional[int] = typer.Option(
-        None,
-        "--max-seq-length",
-        help="Longer sequences lose the end of their response (and are re-scored by the reference).",
-    ),
-    steps_per_report: Optional[int] = typer.Option(None, "--steps-per-report"),
-    steps_per_eval: Optional[int] = typer.Option(None, "--steps-per-eval"),
-    val_samples: Optional[str] = typer.Option(
-        None, "--val-samples", help="Sample cache of held-out prompts for validation."
-    ),
-    save_every: Optional[int] = typer.Option(
-        None, "--save-every", help="Checkpoint every N steps (0: only at the end)."
-    ),
-    resume: Optional[bool] = typer.Option(
-        None, "--resume/--no-resume", help="Continue from the latest checkpoint in --adapter-path."
-    ),
-    refresh_every: Optional[int] = typer.Option(
-        None,
-        "--refresh-every",
-        help="Online D2O: resample with the current policy every N steps (0: offline).",
-    ),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    dequantize: Optional[bool] = typer.Option(
-        None,
-        "--dequantize/--keep-quantized",
-        help="Train on float32 weights (default on the CPU) or keep them quantized (QLoRA).",
-    ),
-    config: Optional[str] = typer.Option(
-        None, "--config", "-c", help="YAML recipe; flags given here win over it."
-    ),
+    model: Model = None,
+    samples: Samples = None,
+    adapter_path: AdapterPath = None,
+    loss: Loss = None,
+    alpha: Alpha = None,
+    beta: Beta = None,
+    iters: Iters = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    learning_rate: LearningRate = None,
+    lr_schedule: LrSchedule = None,
+    warmup: Warmup = None,
+    optimizer: Optimizer = None,
+    fine_tune_type: FineTuneType = None,
+    num_layers: NumLayers = None,
+    lora_rank: LoraRank = None,
+    lora_scale: LoraScale = None,
+    lora_dropout: LoraDropout = None,
+    grad_checkpoint: GradCheckpoint = None,
+    grad_accumulation_steps: GradAccumulationSteps = None,
+    max_seq_length: MaxSeqLength = None,
+    steps_per_report: StepsPerReport = None,
+    steps_per_eval: StepsPerEval = None,
+    val_samples: ValSamples = None,
+    save_every: SaveEvery = None,
+    resume: Resume = None,
+    refresh_every: RefreshEvery = None,
+    seed: Seed = None,
+    dequantize: Dequantize = None,
+    config: Config = None,
 ):
     """Train LoRA/DoRA/full adapters from a sample cache with D2O (or d2o-instance, dpo, npo, ga)."""
     cli = {k: v for k, v in locals().items() if k != "config"}
