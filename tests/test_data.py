@@ -14,6 +14,7 @@ from conftest import DATA, SHARED_DATA, needs_smollm2, write_jsonl
 from mlx_d2o import data
 from mlx_d2o.config import merge
 from mlx_d2o.errors import D2OError
+from mlx_d2o.models import load_tokenizer
 
 GOOD = {"id": "a", "prompt": "Hi?", "rejected": "Go away."}
 
@@ -28,7 +29,7 @@ def test_load_records_forms(tmp_path, records_file):
     with gzip.open(gz, "wt") as f:
         f.write(records_file.read_text())
     js = tmp_path / "r.json"
-    js.write_text(json.dumps([json.loads(l) for l in records_file.read_text().splitlines()]))
+    js.write_text(json.dumps([json.loads(x) for x in records_file.read_text().splitlines()]))
     assert [r.to_json() for r in data.load_records(gz)] == [r.to_json() for r in recs]
     assert [r.to_json() for r in data.load_records(js)] == [r.to_json() for r in recs]
 
@@ -111,7 +112,7 @@ def test_prompt_longer_than_context_fails_data_check_with_file_line(tiny_model, 
 
 
 def test_chat_template_boundary(tiny_model, records_file):
-    tok, _ = data.load_tokenizer(str(tiny_model))
+    tok, _ = load_tokenizer(str(tiny_model))
     for r in data.load_records(records_file):
         prompt = data.prompt_tokens(tok, r.messages)
         whole = tok.apply_chat_template(
@@ -127,7 +128,7 @@ def test_chat_template_boundary(tiny_model, records_file):
 @needs_smollm2
 @pytest.mark.real_model
 def test_chat_template_boundary_smollm2():
-    tok, context = data.load_tokenizer("smollm2-135m")
+    tok, context = load_tokenizer("smollm2-135m")
     msgs = [{"role": "user", "content": "Is it safe to eat raw cookie dough?"}]
     prompt = data.prompt_tokens(tok, msgs)
     resp = data.response_tokens(tok, msgs, "Sure, eat the whole bowl.")

@@ -54,7 +54,10 @@ def write_gguf_from_dir(model_dir, out, dtype=mx.float32):
     tok = load_tokenizer(model_dir)._tokenizer
     vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
     specials = set(tok.all_special_tokens)
-    u32 = lambda v: mx.array(v, dtype=mx.uint32)
+
+    def u32(v):
+        return mx.array(v, dtype=mx.uint32)
+
     meta = {
         "general.architecture": "llama",
         "general.name": "tiny",

@@ -42,8 +42,11 @@ def check(
 ):
     """Counts, token-length statistics and problems of a records file."""
     from ..data import check_file
+    from ..models import load_tokenizer
 
-    rep = check_file(file, model, max_seq_length, require_rejected=not prompts_only)
+    tokenizer, context = load_tokenizer(model)
+    limit = max_seq_length or context or 2048
+    rep = check_file(file, tokenizer, limit, require_rejected=not prompts_only)
     if as_json:
         typer.echo(json.dumps(rep, indent=2))
     else:

@@ -2,7 +2,7 @@
 (convert), chat rendering (chat) and `data check` (check)."""
 
 from .chat import encode_record, end_of_turn_ids, prompt_tokens, response_tokens, with_system
-from .check import check_file, length_stats, load_tokenizer
+from .check import check_file, length_stats
 from .convert import CONVERTERS, convert, convert_hh_rlhf, convert_pku_saferlhf, hh_turns
 from .records import (
     ROLES,
@@ -34,7 +34,6 @@ __all__ = [
     "is_hub_dataset",
     "length_stats",
     "load_records",
-    "load_tokenizer",
     "parse_messages",
     "parse_record",
     "prompt_tokens",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 from .chat import encode_record
 from .records import data_fingerprint, load_records
@@ -27,31 +26,15 @@ def length_stats(values: list[int]) -> dict:
     }
 
 
-def load_tokenizer(model: str):
-    """Just the tokenizer of MODEL (no weights loaded), with its context length."""
-    from mlx_lm.utils import load_config
-    from mlx_lm.utils import load_tokenizer as mlx_load_tokenizer
-
-    from ..models import model_dir
-
-    path = model_dir(model)
-    config = load_config(path)
-    return mlx_load_tokenizer(path, eos_token_ids=config.get("eos_token_id")), config.get(
-        "max_position_embeddings"
-    )
-
-
-def check_file(
-    spec: str, model: str, max_seq_length: Optional[int] = None, require_rejected: bool = True
-) -> dict:
+def check_file(spec: str, tokenizer, limit: int, require_rejected: bool = True) -> dict:
     """Counts, token-length statistics and problems of a records file (`mlx-d2o data check`).
 
+    TOKENIZER measures lengths against LIMIT (the model's context or --max-seq-length).
     Schema errors raise (file:line). `errors` lists records no step can use (a prompt that
     leaves no room for a response); `problems` lists what does not stop training.
     """
     records = load_records(spec, require_rejected=require_rejected)
-    tok, context = load_tokenizer(model)
-    limit = max_seq_length or context or 2048
+    tok = tokenizer
     prompts, rejected, chosen, problems, errors, seen = [], [], [], [], [], {}
     for r in records:
         enc = encode_record(tok, r)

@@ -88,15 +88,7 @@ _LLAMA3_REGEX = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
 
 def _gguf_tokenizer(meta: dict):
     """A `tokenizers.Tokenizer` rebuilt from GGUF metadata (byte-level BPE or sentencepiece BPE)."""
-    from tokenizers import (
-        AddedToken,
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-    )
+    from tokenizers import AddedToken
 
     kind = meta.get("tokenizer.ggml.model")
     tokens = list(meta["tokenizer.ggml.tokens"])
@@ -106,51 +98,9 @@ def _gguf_tokenizer(meta: dict):
         else [1] * len(tokens)
     )
     if kind == "gpt2":
-        vocab = {t: i for i, t in enumerate(tokens)}
-        merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
-        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=False))
-        pre = meta.get("tokenizer.ggml.pre", "gpt2")
-        if pre in ("llama-bpe", "llama3", "dbrx", "smaug-bpe"):
-            tok.pre_tokenizer = pre_tokenizers.Sequence(
-                [
-                    pre_tokenizers.Split(Regex(_LLAMA3_REGEX), behavior="isolated"),
-                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-                ]
-            )
-        else:
-            steps = [
-                pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
-            ]
-            if pre in _DIGIT_SPLIT_PRE:
-                steps.insert(0, pre_tokenizers.Digits(individual_digits=True))
-            tok.pre_tokenizer = pre_tokenizers.Sequence(steps)
-        tok.decoder = decoders.ByteLevel()
+        tok = _byte_level_bpe(meta, tokens)
     elif kind == "llama":
-        scores = [float(s) for s in meta["tokenizer.ggml.scores"].tolist()]
-        vocab = {t: i for i, t in enumerate(tokens)}
-        # Sentencepiece files carry scores, not merges: a merge is any split of a vocabulary
-        # token into two vocabulary tokens, ranked by the merged token's score.
-        ranked = []
-        for t, i in vocab.items():
-            if types[i] != 1 or len(t) < 2:
-                continue
-            for k in range(1, len(t)):
-                a, b = t[:k], t[k:]
-                if a in vocab and b in vocab:
-                    ranked.append((-scores[i], vocab[a], vocab[b], a, b))
-        ranked.sort()
-        merges = [(a, b) for *_, a, b in ranked]
-        unk = tokens[int(_scalar(meta.get("tokenizer.ggml.unknown_token_id", 0)))]
-        tok = Tokenizer(
-            models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True)
-        )
-        prefix = bool(_scalar(meta.get("tokenizer.ggml.add_space_prefix", True)))
-        steps = ([normalizers.Prepend("▁")] if prefix else []) + [normalizers.Replace(" ", "▁")]
-        tok.normalizer = normalizers.Sequence(steps)
-        dec = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
-        if prefix:
-            dec.append(decoders.Strip(content=" ", left=1, right=0))
-        tok.decoder = decoders.Sequence(dec)
+        tok = _sentencepiece_bpe(meta, tokens, types)
     else:
         raise D2OError(f"unsupported GGUF tokenizer model {kind!r} (supported: gpt2, llama)")
     # Control tokens (type 3) must stay whole: <|im_start|> is one token, not a dozen bytes.
@@ -160,6 +110,63 @@ def _gguf_tokenizer(meta: dict):
         if ty in (3, 4)
     ]
     tok.add_tokens(added)
+    return tok
+
+
+def _byte_level_bpe(meta: dict, tokens: list):
+    """GPT-2 style BPE with llama.cpp's pre-tokenizer name mapped to its split rules."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {t: i for i, t in enumerate(tokens)}
+    merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=False))
+    pre = meta.get("tokenizer.ggml.pre", "gpt2")
+    if pre in ("llama-bpe", "llama3", "dbrx", "smaug-bpe"):
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(_LLAMA3_REGEX), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    else:
+        steps = [
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+        ]
+        if pre in _DIGIT_SPLIT_PRE:
+            steps.insert(0, pre_tokenizers.Digits(individual_digits=True))
+        tok.pre_tokenizer = pre_tokenizers.Sequence(steps)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def _sentencepiece_bpe(meta: dict, tokens: list, types: list):
+    """Sentencepiece files carry scores, not merges: a merge is any split of a vocabulary token
+    into two vocabulary tokens, ranked by the merged token's score."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+
+    scores = [float(s) for s in meta["tokenizer.ggml.scores"].tolist()]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    ranked = []
+    for t, i in vocab.items():
+        if types[i] != 1 or len(t) < 2:
+            continue
+        for k in range(1, len(t)):
+            a, b = t[:k], t[k:]
+            if a in vocab and b in vocab:
+                ranked.append((-scores[i], vocab[a], vocab[b], a, b))
+    ranked.sort()
+    merges = [(a, b) for *_, a, b in ranked]
+    unk = tokens[int(_scalar(meta.get("tokenizer.ggml.unknown_token_id", 0)))]
+    tok = Tokenizer(
+        models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True)
+    )
+    prefix = bool(_scalar(meta.get("tokenizer.ggml.add_space_prefix", True)))
+    steps = ([normalizers.Prepend("▁")] if prefix else []) + [normalizers.Replace(" ", "▁")]
+    tok.normalizer = normalizers.Sequence(steps)
+    dec = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    if prefix:
+        dec.append(decoders.Strip(content=" ", left=1, right=0))
+    tok.decoder = decoders.Sequence(dec)
     return tok
 
 

@@ -178,3 +178,14 @@ def load(
     if return_info:
         return net, tokenizer, LoadedModel(model, path, model_fingerprint(path), config, did)
     return net, tokenizer
+
+
+def load_tokenizer(model: str):
+    """Just the tokenizer of MODEL (no weights loaded), with its context length."""
+    from mlx_lm.utils import load_config
+    from mlx_lm.utils import load_tokenizer as mlx_load_tokenizer
+
+    path = model_dir(model)
+    config = load_config(path)
+    tokenizer = mlx_load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
+    return tokenizer, config.get("max_position_embeddings")
