@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
+import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from .. import adapters
@@ -121,8 +122,6 @@ def resume(
     """Load the latest checkpoint on rank 0 and hand its state to every rank; returns its step.
 
     Only rank 0 reads files, so ranks on other machines need no copy of the adapter folder."""
-    import mlx.core as mx
-
     step = 0
     if shard.rank == 0:
         ckpt = latest_checkpoint(out)
