@@ -7,13 +7,13 @@ reader). Nothing here publishes a local path: local models appear by their names
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Optional
 
 from ..errors import D2OError
 from ..evaluate.report import has_report, markdown_table, read_report
+from ..models import gguf_source
 from .card import fmt
 from .hub import HUB_ID
 
@@ -43,14 +43,8 @@ def _front_matter(path: Path) -> dict:
 
 
 def _gguf_source(path: Path, key: str):
-    """KEY of `gguf_source.json`, which the GGUF import writes beside the converted model."""
-    src = path / "gguf_source.json"
-    if not src.is_file():
-        return None
-    try:
-        return json.loads(src.read_text()).get(key)
-    except (json.JSONDecodeError, AttributeError):
-        return None
+    """KEY of what the GGUF import recorded beside the converted model (models owns that file)."""
+    return gguf_source(path).get(key)
 
 
 def base_model_id(model: str, path: Path) -> Optional[str]:

@@ -19,6 +19,7 @@ from .gguf import (
     _hf_name,
     _unpermute_rope_rows,
     convert_gguf,
+    gguf_source,
     read_gguf,
 )
 from .load import (
@@ -52,6 +53,7 @@ __all__ = [
     "convert_gguf",
     "embedded_model_path",
     "file_fingerprint",
+    "gguf_source",
     "fingerprint_of",
     "load",
     "load_tokenizer",

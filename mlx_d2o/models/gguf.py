@@ -179,6 +179,19 @@ def read_gguf(path: str | Path):
         raise D2OError(f"{path}: cannot read as GGUF ({e})") from e
 
 
+GGUF_SOURCE = "gguf_source.json"  # beside a converted model: which GGUF file it came from
+
+
+def gguf_source(model_dir: str | Path) -> dict:
+    """What the GGUF import recorded beside a converted model ({} when not converted, or torn)."""
+    src = Path(model_dir) / GGUF_SOURCE
+    try:
+        data = json.loads(src.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def convert_gguf(gguf_path: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write a llama-family GGUF as an mlx-lm model directory that plain `mlx_lm.load` reads.
 
@@ -215,7 +228,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, overwrite: bool = F
         mx.save_safetensors(str(tmp / "model.safetensors"), out_w, metadata={"format": "mlx"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         _hf_tokenizer(meta).save_pretrained(str(tmp))
-        (tmp / "gguf_source.json").write_text(json.dumps(source, indent=2))
+        (tmp / GGUF_SOURCE).write_text(json.dumps(source, indent=2))
     return out_dir
 
 
