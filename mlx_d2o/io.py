@@ -104,3 +104,45 @@ def remove_stale_temps(folder: str | Path, name: str) -> int:
             freed += p.stat().st_size
             p.unlink(missing_ok=True)
     return freed
+
+
+class RunLock:
+    """An exclusive lock on a folder that one run writes (a sample cache, an adapter path).
+
+    A second run on the same folder is refused at once, naming the first (pid, host). The lock
+    is `flock` on `DIR/.lock`: the kernel drops it when the holder dies, even by SIGKILL, so a
+    killed run never leaves a stale lock behind.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, folder: str | Path, what: str = "run"):
+        self.folder, self.what, self._fd = Path(folder), what, None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+        import socket
+
+        from .errors import D2OError
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / self.NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise D2OError(
+                f"{self.folder}: another {self.what} is writing here ({holder}); wait for it to "
+                "finish or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock; the file stays (harmless, tiny)
+            self._fd = None

@@ -13,6 +13,7 @@ import sys
 import typer
 
 from ..errors import D2OError
+from ..signals import Interrupted
 from . import data, eval, fuse, sample, tools, train
 
 app = typer.Typer(
@@ -40,6 +41,9 @@ def main() -> None:
         app()
     except D2OError as e:
         typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except Interrupted as e:
+        typer.echo(f"interrupted: {e}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
