@@ -51,19 +51,30 @@ SECTIONS = ("sample", "train", "eval", "fuse")
 
 
 def merge(
-    cli: dict, recipe_path: Optional[str | Path], defaults: dict, section: Optional[str] = None
+    cli: dict,
+    recipe_path: Optional[str | Path],
+    defaults: dict,
+    section: Optional[str] = None,
+    shared: frozenset = frozenset(),
 ) -> dict:
     """Settings from CLI (None = not given), then the recipe, then DEFAULTS.
 
     A recipe may hold one section per command (`sample:`, `train:`, ...) beside shared top-level
     keys such as `model`; SECTION picks this command's. Every other key must be a known setting:
-    a typo in a recipe is an error, not a silently ignored line.
+    a typo in a recipe is an error, not a silently ignored line. In a sectioned recipe a
+    top-level key may belong to another command: SHARED names every command's settings, and a
+    top-level key in none of them is a typo.
     """
     recipe = load_recipe(recipe_path)
     sectioned = any(k in SECTIONS for k in recipe)
     own = recipe.pop(section, None) if section else None
     known = set(defaults) | set(cli)
-    # In a sectioned recipe, shared top-level keys may belong to other commands.
+    for k in recipe:
+        if sectioned and k not in SECTIONS and k not in known | shared and k != "config":
+            raise D2OError(
+                f"{recipe_path}: field '{k}': unknown setting for any command "
+                f"(known here: {', '.join(sorted(known))})"
+            )
     recipe = {
         k: v for k, v in recipe.items() if k not in SECTIONS and (k in known or not sectioned)
     }

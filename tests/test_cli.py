@@ -71,3 +71,45 @@ def test_unknown_model_exits_2(tmp_path):
         env=_env(MLX_D2O_NO_BLAS_REEXEC="1"),
     )
     assert r.returncode == 2 and "nope.gguf" in r.stderr and "Traceback" not in r.stderr
+
+
+# --- recipes: typos and wrong types are one-line errors naming the key ---------------------
+
+
+def test_sectioned_recipe_refuses_an_unknown_top_level_key(tmp_path, capsys):
+    # found: a recipe with per-command sections silently dropped unknown top-level keys
+    from conftest import run_cli
+
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text("model: smollm2-135m\nmodle: x\nsample:\n  num_samples: 2\n")
+    code, _, err = run_cli(["sample", "-c", recipe, "--data", "data/train.jsonl"], capsys)
+    assert code == 2 and f"{recipe}: field 'modle': unknown setting" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_recipe_value_of_the_wrong_type_is_one_line(tmp_path, capsys):
+    # found: `num_samples: "four"` ended in a ValueError traceback
+    from conftest import run_cli
+
+    recipe = tmp_path / "four.yaml"
+    recipe.write_text('sample:\n  num_samples: "four"\n')
+    code, _, err = run_cli(["sample", "-c", recipe], capsys)
+    assert code == 2 and "field 'num_samples': expected int, got 'four'" in err
+    recipe.write_text("train:\n  iters: true\n")
+    code, _, err = run_cli(["train", "-c", recipe], capsys)
+    assert code == 2 and "field 'iters': expected int, got True" in err
+
+
+@pytest.mark.parametrize("section", ["sample", "train", "eval"])
+def test_shipped_recipes_merge_cleanly(section):
+    from mlx_d2o.cli import common
+    from mlx_d2o.evaluate import EvalArgs
+    from mlx_d2o.sample import SampleArgs
+    from mlx_d2o.train import TrainArgs
+
+    cls = {"sample": SampleArgs, "train": TrainArgs, "eval": EvalArgs}[section]
+    for recipe in sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml")):
+        text = recipe.read_text()
+        if f"\n{section}:" in text or section in recipe.stem:
+            settings = common.settings_from(cls, {}, recipe, section)
+            assert settings["model"] or section == "eval"

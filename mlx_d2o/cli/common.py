@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from pathlib import Path
 from typing import Optional, TypeVar
 
 from ..config import merge
+from ..errors import D2OError
 
 T = TypeVar("T")
 
@@ -33,7 +36,50 @@ def settings_from(
     depend on the command line (e.g. a required path the dataclass cannot default).
     """
     defaults = {**defaults_of(cls), **defaults_override}
-    return merge(cli, config, defaults, section=section)
+    settings = merge(cli, config, defaults, section=section, shared=_every_setting())
+    check_types(cls, settings, config)
+    return settings
+
+
+def _every_setting() -> frozenset:
+    """Every command's setting names: a top-level recipe key may belong to any of them."""
+    from ..evaluate import EvalArgs
+    from ..export import FuseArgs
+    from ..sample import SampleArgs
+    from ..train import TrainArgs
+
+    names = {"adapter_path", "model", "lora_parameters"}
+    for cls in (SampleArgs, TrainArgs, EvalArgs, FuseArgs):
+        names.update(f.name for f in dataclasses.fields(cls))
+    return frozenset(names)
+
+
+def _allowed(hint) -> Optional[tuple]:
+    """The Python types a recipe value may have for a field annotated HINT (None: any)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_allowed(a) for a in typing.get_args(hint) if a is not type(None)]
+        return None if any(p is None for p in parts) else tuple(t for p in parts for t in p)
+    if origin in (list, tuple):
+        return (list, tuple, str)
+    return {bool: (bool,), int: (int,), float: (int, float), str: (str,), Path: (str, Path)}.get(
+        hint
+    )
+
+
+def check_types(cls, settings: dict, config) -> None:
+    """A recipe value of the wrong type (`num_samples: "four"`) is the user's typo: one line."""
+    hints = typing.get_type_hints(cls)
+    for name, value in settings.items():
+        allowed = _allowed(hints[name]) if name in hints and value is not None else None
+        if allowed is None:
+            continue
+        # bool is an int in Python, but `iters: true` is not a number of steps
+        wrong_bool = isinstance(value, bool) and bool not in allowed
+        if wrong_bool or not isinstance(value, allowed):
+            want = " or ".join(sorted({t.__name__ for t in allowed}))
+            src = f"{config}: field '{name}'" if config else f"--{name.replace('_', '-')}"
+            raise D2OError(f"{src}: expected {want}, got {value!r}")
 
 
 def args_from(
