@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -206,3 +207,42 @@ def test_smollm2_gguf_converts_and_answers_paris(tmp_path):
         assert tok.decode(tok.encode(text)) == text
     assert tok.encode("<|im_start|>user")[0] == 1 and tok.encode("<|im_end|>") == [2]
     assert tok.encode("123") == [tok.encode("1")[0], tok.encode("2")[0], tok.encode("3")[0]]
+
+
+def _broken_copy(src, dst, how):
+    import shutil
+
+    shutil.copytree(src, dst)
+    weights = dst / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    if how == "truncated":
+        weights.write_bytes(bytes(data[: len(data) // 2]))
+    elif how == "flipped":
+        data[10] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    elif how == "torn-config":
+        (dst / "config.json").write_text("{torn")
+    elif how == "unknown-type":
+        cfg = json.loads((dst / "config.json").read_text())
+        (dst / "config.json").write_text(json.dumps({**cfg, "model_type": "nosuchmodel"}))
+    return dst
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped", "torn-config", "unknown-type"])
+def test_broken_model_files_are_one_line_errors(tiny_model, tmp_path, how):
+    d = _broken_copy(tiny_model, tmp_path / how, how)
+    with pytest.raises(D2OError, match=f"{d}: cannot load the model: ") as e:
+        models.load(str(d))
+    assert "\n" not in str(e.value)
+
+
+def test_a_bug_inside_loading_keeps_its_traceback(tiny_model, monkeypatch):
+    # found: models.load turned every exception, bugs and out-of-memory included, into one line
+    import mlx_lm.utils
+
+    def broken(*a, **k):
+        raise KeyError("an internal bug")
+
+    monkeypatch.setattr(mlx_lm.utils, "load", broken)
+    with pytest.raises(KeyError, match="an internal bug"):
+        models.load(str(tiny_model))

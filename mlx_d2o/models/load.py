@@ -11,6 +11,7 @@ Every command loads through `load()`, so the same rules hold everywhere:
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,19 @@ def prepare_for_device(model, dequantize: Optional[bool] = None) -> bool:
     return True
 
 
+def _users_problem(e: BaseException) -> Optional[str]:
+    """A one-line reason when E is about the model's files (missing, torn, unsupported), else
+    None: everything else is a bug or out of memory and keeps its traceback."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError)):
+        return f"a file is missing or unreadable ({text})"
+    if isinstance(e, ValueError) and ("not supported" in text or "parameters" in text):
+        return text  # mlx-lm: unknown model_type, or weights that do not fit the config
+    if isinstance(e, RuntimeError) and "[load_safetensors]" in text:
+        return f"corrupt or truncated weights ({text})"
+    return None
+
+
 def load(
     model: str = DEFAULT_MODEL,
     adapter_path: Optional[str] = None,
@@ -169,7 +183,10 @@ def load(
     try:
         net, tokenizer, config = mlx_load(str(path), return_config=True)
     except Exception as e:
-        raise D2OError(f"{model}: could not load the model ({type(e).__name__}: {e})") from e
+        reason = _users_problem(e)
+        if reason is None:
+            raise  # a bug or out of memory: the traceback is what helps
+        raise D2OError(f"{path}: cannot load the model: {reason}") from None
     did = prepare_for_device(net, dequantize)
     if adapter_path is not None:
         adapters.check_fits(adapter_path, net)
