@@ -113,3 +113,40 @@ def test_shipped_recipes_merge_cleanly(section):
         if f"\n{section}:" in text or section in recipe.stem:
             settings = common.settings_from(cls, {}, recipe, section)
             assert settings["model"] or section == "eval"
+
+
+# --- help: every option explained, defaults shown, no value type on flags --------------------
+
+
+def _commands():
+    import typer.main
+
+    from mlx_d2o.cli import app
+
+    group = typer.main.get_command(app)
+    for name, cmd in group.commands.items():
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            yield from ((f"{name} {n}", c) for n, c in subs.items())
+        else:
+            yield name, cmd
+
+
+def test_every_option_of_every_command_has_help():
+    # found: --lora-rank/scale/dropout, --grad-accumulation-steps, --seed ... had no help text
+    missing = [
+        f"{name} {p.opts[0]}"
+        for name, cmd in _commands()
+        for p in cmd.params
+        if p.param_type_name == "option" and not (p.help or "").strip()
+    ]
+    assert not missing, missing
+
+
+def test_help_shows_no_value_type_on_flags(capsys):
+    # found: every flag, even --help, showed a <bool> type
+    from conftest import run_cli
+
+    for name, _ in _commands():
+        code, out, _ = run_cli([*name.split(), "--help"], capsys)
+        assert code == 0 and "<bool>" not in out, name

@@ -16,6 +16,22 @@ from ..errors import D2OError
 from ..signals import Interrupted
 from . import data, eval, fuse, sample, tools, train
 
+
+def _flags_take_no_value() -> None:
+    # typer 0.29 prints "<bool>" beside every flag (--help included), as if it took a value.
+    option = getattr(getattr(typer, "core", None), "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "_mlx_d2o", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich._mlx_d2o = True
+    option.display_type_rich = display_type_rich
+
+
+_flags_take_no_value()
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,

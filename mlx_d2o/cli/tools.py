@@ -37,7 +37,9 @@ def generate(
     model: str = typer.Option(
         "smollm2-135m", "--model", "-m", help="Embedded name, .gguf, mlx-lm dir or Hub repo id."
     ),
-    prompt: str = typer.Option("What is the capital of France?", "--prompt", "-p"),
+    prompt: str = typer.Option(
+        "What is the capital of France?", "--prompt", "-p", help="The user message to answer."
+    ),
     adapter_path: Optional[Path] = typer.Option(None, help="Adapter directory to apply."),
     max_tokens: int = typer.Option(64, help="Maximum new tokens."),
     temp: float = typer.Option(0.0, help="Sampling temperature (0 = greedy)."),
