@@ -1,0 +1,399 @@
+"""The memory plan of a training step, from a model's config.json alone (no weights loaded).
+
+Peak memory of one D2O step = weights + adapter and optimizer state + activations kept for the
+backward pass + logits + the shared prompt's cache. `plan(inputs)` predicts each term in bytes;
+`Plan.suggest()` names the smallest change that makes a step fit (chunk size, then gradient
+checkpointing, then batch size); `choose_chunk_size` is what `train --memory-limit` calls.
+
+Two step shapes are modelled (`PlanInputs.step`):
+    full    today's step: all B·R sequences (R = K + 1 rows per prompt for D2O) of prompt +
+            response tokens in one forward and backward, float32 logits at every position.
+    shared  issue 11's step: each prompt's tokens run once and the R continuations attend to
+            its keys and values; the continuations are back-propagated CHUNK_SIZE sequences at
+            a time; the LM head runs on response positions only, LOGIT_CHUNK positions at once.
+
+Activations and logits are elements per token times measured constants (`CALIBRATION`, fitted
+to `mx.get_peak_memory()` of the full step on MLX's CPU backend; benchmarks/bench_plan.py checks
+them). The shared step reuses the full step's per-token constants until it can be measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+from ..errors import D2OError
+
+GB = 1e9  # decimal gigabytes, as metrics.jsonl's peak_memory_gb
+CONFIGS = Path(__file__).resolve().parent.parent / "model_configs"
+SHIPPED = {  # name -> config.json of an mlx-community 4-bit model (public configs)
+    "mistral-7b": "mistral-7b-instruct-v0.3-4bit.json",
+    "llama-3.1-8b": "llama-3.1-8b-instruct-4bit.json",
+    "qwen2.5-7b": "qwen2.5-7b-instruct-4bit.json",
+}
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+STEPS = ("full", "shared")
+
+# Elements per token (per trained layer where named so), fitted on random llama shapes (hidden
+# 256-1024, intermediate 512-2048, vocab 2k-64k, 2-16 trained layers, 48-256 tokens, K 1-11;
+# MLX 0.32.4 CPU, float32): least squares on measured peak - (weights + adapter + optimizer),
+# max error 2.6 % (no checkpointing) and 1.9 % (checkpointing, vocab >= 16k).
+# fmt: off
+CALIBRATION = {
+    # without checkpointing each trained layer keeps its inputs, projections, MLP intermediates
+    # and attention probabilities (heads x context per token) for the backward pass
+    "layer_h": 5.20, "layer_i": 5.34, "layer_scores": 1.27,
+    # the backward's working set beyond the saved layers (head input, gradient buffers)
+    "work_h": 21.6, "work_i": 2.15,
+    # float32 logits, softmax and their gradient live together (x vocabulary)
+    "logit_copies": 3.0,
+    # with checkpointing each trained layer keeps its input only; the top layer is recomputed
+    # while the logits' gradient is alive
+    "ckpt_layer_h": 1.32, "ckpt_work_h": 12.96, "ckpt_work_i": 11.88, "ckpt_work_scores": 1.16,
+    "ckpt_logit_copies": 2.0,
+}
+# fmt: on
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the memory of a dense decoder depends on, read from its config.json."""
+
+    name: str
+    model_type: str
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tie_word_embeddings: bool
+    bits: Optional[int] = None  # None: float weights
+    group_size: int = 64
+    dtype_bytes: int = 2  # float weights, quantization scales and activations
+
+    @classmethod
+    def from_config(cls, config: dict, name: str = "model") -> ModelShape:
+        config = {**config, **(config.get("text_config") or {})}
+        moe = [k for k in ("num_local_experts", "num_experts", "n_routed_experts") if config.get(k)]
+        if moe:
+            raise D2OError(f"{name}: field '{moe[0]}': mixture-of-experts models are not planned")
+        try:
+            h, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+            q = config.get("quantization") or {}
+            dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
+            return cls(
+                name=name,
+                model_type=str(config.get("model_type", "?")),
+                hidden=h,
+                layers=int(config["num_hidden_layers"]),
+                heads=heads,
+                kv_heads=int(config.get("num_key_value_heads") or heads),
+                head_dim=int(config.get("head_dim") or h // heads),
+                intermediate=int(config["intermediate_size"]),
+                vocab=int(config["vocab_size"]),
+                tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+                bits=int(q["bits"]) if q.get("bits") else None,
+                group_size=int(q.get("group_size", 64)),
+                dtype_bytes=DTYPE_BYTES.get(dtype, 2),
+            )
+        except KeyError as e:
+            raise D2OError(f"{name}: field {e}: missing from config.json") from None
+
+    def layer_linears(self) -> list[tuple[int, int]]:
+        """(in, out) of each linear layer of one block: q, k, v, o, gate, up, down."""
+        h, i = self.hidden, self.intermediate
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
+
+    def describe(self) -> str:
+        bits = f"{self.bits}-bit g{self.group_size}" if self.bits else "float"
+        quant = f"{bits}, {8 * self.dtype_bytes}-bit activations"
+        return (
+            f"{self.name} ({self.model_type}, {self.layers} layers, hidden {self.hidden}, "
+            f"vocab {self.vocab}, {quant})"
+        )
+
+
+def read_config(model: str) -> tuple[dict, str]:
+    """(config.json, name) of MODEL: a shipped name, a config file, a model directory, or a Hub
+    id (only its config.json is fetched); embedded names and GGUF files through `model_dir`."""
+    if model in SHIPPED:
+        path = CONFIGS / SHIPPED[model]
+    elif model.endswith(".json") or Path(model, "config.json").is_file():
+        path = Path(model) if model.endswith(".json") else Path(model, "config.json")
+    elif (
+        model.count("/") == 1 and not model.startswith((".", "/", "~")) and not Path(model).exists()
+    ):
+        path = _hub_config(model)
+    else:
+        from ..models import model_dir
+
+        path = model_dir(model) / "config.json"
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8")), model
+    except FileNotFoundError:
+        raise D2OError(f"{path}: no such config file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise D2OError(f"{path}: malformed config.json ({e})") from None
+
+
+def _hub_config(repo: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, "config.json"))
+    except Exception as e:  # offline, unknown repo, gated: one line, with what to do instead
+        raise D2OError(
+            f"could not fetch {repo}/config.json from the Hugging Face Hub ({type(e).__name__}); "
+            f"offline? give a local config.json, a model directory or one of: {', '.join(SHIPPED)}"
+        ) from None
+
+
+def load_shape(model: str, bits: Optional[int] = None, dtype: Optional[str] = None) -> ModelShape:
+    """The shape of MODEL; BITS overrides the config's quantization (0: float weights) and
+    DTYPE its float type (float32 plans the CPU trainer's dequantized model)."""
+    config, name = read_config(model)
+    shape = ModelShape.from_config(config, name)
+    if bits is not None:
+        shape = replace(shape, bits=bits or None)
+    if dtype is not None:
+        if dtype not in DTYPE_BYTES:
+            raise D2OError(f"--dtype {dtype}: expected one of {', '.join(DTYPE_BYTES)}")
+        shape = replace(shape, dtype_bytes=DTYPE_BYTES[dtype])
+    return shape
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """The settings a step's memory depends on (names as in `TrainArgs`)."""
+
+    shape: ModelShape
+    k: int = 11
+    batch_size: int = 1  # prompts per step on this device (after accumulation and ranks)
+    prompt_tokens: int = 143  # the longest prompt of the step that peaks
+    response_tokens: int = 48  # its longest response
+    rows: int = 0  # sequences per prompt; 0: K + 1 (D2O: K samples and the negative)
+    fine_tune_type: str = "lora"
+    lora_rank: int = 8
+    num_layers: int = 16  # trained (last) layers; -1: all
+    grad_checkpoint: bool = False
+    chunk_size: Optional[int] = None  # sequences back-propagated at once; None: all
+    step: str = "shared"
+    grad_accumulation_steps: int = 1
+    logit_chunk: int = 512  # shared step: response positions whose logits live at once
+
+    @property
+    def sequences(self) -> int:
+        return self.batch_size * (self.rows or self.k + 1)
+
+    @property
+    def trained_layers(self) -> int:
+        n = self.shape.layers if self.num_layers < 0 else self.num_layers
+        return min(n, self.shape.layers)
+
+    @property
+    def chunk(self) -> int:
+        """Sequences back-propagated at once: all of them in the full step."""
+        if self.step == "full" or not self.chunk_size:
+            return self.sequences
+        return max(1, min(self.chunk_size, self.sequences))
+
+
+@dataclass
+class Plan:
+    """A predicted peak, its breakdown in bytes, and whether it fits MEMORY_LIMIT."""
+
+    inputs: PlanInputs
+    breakdown: dict
+    memory_limit: float
+    limit_source: str = ""
+    calibration: dict = field(default_factory=lambda: dict(CALIBRATION), repr=False)
+
+    @property
+    def total(self) -> float:
+        return sum(self.breakdown.values())
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.memory_limit
+
+    def suggest(self) -> Optional[dict]:
+        """Settings that fit, smallest change first ({} when it fits as it is, None when
+        nothing here fits): a chunk size, then checkpointing, then a smaller batch with
+        gradient accumulation keeping the batch the update sees."""
+        if self.fits:
+            return {}
+        base, B = self.inputs, self.inputs.batch_size
+        for ckpt in dict.fromkeys((base.grad_checkpoint, True)):
+            for b in [d for d in range(B, 0, -1) if B % d == 0]:
+                acc = base.grad_accumulation_steps * B // b
+                inputs = replace(
+                    base, grad_checkpoint=ckpt, batch_size=b, grad_accumulation_steps=acc
+                )
+                chunk = _largest_chunk(inputs, self.memory_limit, self.calibration)
+                if chunk is not None:
+                    chunk = base.chunk_size if chunk == inputs.sequences else chunk
+                    change = {"grad_checkpoint": ckpt, "batch_size": b, "chunk_size": chunk}
+                    change["grad_accumulation_steps"] = acc
+                    return {k: v for k, v in change.items() if v != getattr(base, k)}
+        return None
+
+    def table(self) -> list[str]:
+        """The breakdown as lines of text, for the terminal and the README."""
+        i, s = self.inputs, self.inputs.shape
+        ft = {"lora": f"LoRA r{i.lora_rank}", "dora": f"DoRA r{i.lora_rank}"}
+        lines = [
+            f"model                {s.describe()}",
+            f"step                 {i.step}: K={i.k}, batch {i.batch_size} -> {i.sequences} "
+            f"sequences of {i.prompt_tokens} prompt + {i.response_tokens} response tokens",
+            f"training             {ft.get(i.fine_tune_type, 'full')} on {i.trained_layers} "
+            f"layers, checkpointing {'on' if i.grad_checkpoint else 'off'}, chunk {i.chunk}",
+        ]
+        lines += [f"{k:<20} {v / GB:8.2f} GB" for k, v in self.breakdown.items()]
+        lines.append(f"{'total (peak)':<20} {self.total / GB:8.2f} GB")
+        lines.append(f"{'memory limit':<20} {self.memory_limit / GB:8.2f} GB  {self.limit_source}")
+        lines.append(f"{'fits':<20} {'yes' if self.fits else 'NO'}")
+        return lines
+
+
+def weight_bytes(s: ModelShape) -> float:
+    """Quantized: bits/8 per weight plus a scale and a bias per group (in the float type), for
+    every linear and the embeddings; float: dtype bytes. Norms stay float."""
+    linear = s.layers * sum(a * b for a, b in s.layer_linears())
+    embed = s.vocab * s.hidden * (1 if s.tie_word_embeddings else 2)
+    norms = (2 * s.layers + 1) * s.hidden
+    if s.bits:
+        per = s.bits / 8 + 2 * s.dtype_bytes / s.group_size
+        return (linear + embed) * per + norms * s.dtype_bytes
+    return (linear + embed + norms) * s.dtype_bytes
+
+
+def trainable_params(i: PlanInputs) -> int:
+    """LoRA/DoRA: rank x (in + out) per linear of each trained block (mlx-lm's default keys:
+    every linear), DoRA adds a magnitude per output; full: the trained blocks' weights."""
+    lin = i.shape.layer_linears()
+    if i.fine_tune_type == "full":
+        per = sum(a * b for a, b in lin) + 2 * i.shape.hidden
+    else:
+        per = sum(i.lora_rank * (a + b) for a, b in lin)
+        per += sum(b for _, b in lin) if i.fine_tune_type == "dora" else 0
+    return per * i.trained_layers
+
+
+def adapter_bytes(i: PlanInputs) -> float:
+    """LoRA/DoRA: float32 parameters, gradient and Adam's two moments (16 bytes each), plus an
+    accumulated gradient; full: gradient and moments in the model's dtype (weights counted)."""
+    n, acc = trainable_params(i), i.grad_accumulation_steps > 1
+    if i.fine_tune_type == "full":
+        return n * i.shape.dtype_bytes * (3 + acc)
+    return n * 4 * (4 + acc)
+
+
+def _layer(s: ModelShape, c: dict, ctx: int) -> float:
+    return (
+        c["layer_h"] * s.hidden + c["layer_i"] * s.intermediate + c["layer_scores"] * s.heads * ctx
+    )
+
+
+def _work(s: ModelShape, c: dict, ctx: int, ckpt: bool) -> float:
+    """Elements per token beyond the saved layers: the backward's working set."""
+    if not ckpt:
+        return c["work_h"] * s.hidden + c["work_i"] * s.intermediate
+    ws = c["ckpt_work_h"] * s.hidden + c["ckpt_work_i"] * s.intermediate
+    # a vocabulary small next to the hidden size peaks while the top layer is recomputed
+    return max(
+        ws + c["ckpt_work_scores"] * s.heads * ctx, _layer(s, c, ctx) + _work(s, c, ctx, False)
+    )
+
+
+def _saved(i: PlanInputs, c: dict, ctx: int) -> float:
+    """Elements per token that all trained layers keep for the backward pass."""
+    if i.grad_checkpoint:
+        return i.trained_layers * c["ckpt_layer_h"] * i.shape.hidden
+    return i.trained_layers * _layer(i.shape, c, ctx)
+
+
+def step_terms(i: PlanInputs, c: dict = CALIBRATION) -> dict:
+    """Activations, logits and prompt cache of one step, in bytes."""
+    s, ab = i.shape, i.shape.dtype_bytes
+    P, R = i.prompt_tokens, i.response_tokens
+    copies = c["ckpt_logit_copies" if i.grad_checkpoint else "logit_copies"]
+    if i.step == "full":
+        T = -(-(P + R) // 8) * 8  # collate pads to a multiple of 8
+        tokens = i.sequences * T
+        acts = tokens * (_saved(i, c, T) + _work(s, c, T, i.grad_checkpoint)) * ab
+        return {"activations": acts, "logits": tokens * s.vocab * 4 * copies, "prompt cache": 0.0}
+    if i.step != "shared":
+        raise D2OError(f"--step {i.step}: expected one of {', '.join(STEPS)}")
+    tp, tc, ctx = i.batch_size * P, i.chunk * R, P + R
+    kv = 2 * s.kv_heads * s.head_dim
+    # each continuation's attention reads a copy of its prompt's keys and values
+    concat = (1 if i.grad_checkpoint else i.trained_layers) * i.chunk * ctx * kv
+    acts = tp * (_saved(i, c, P) + _work(s, c, P, i.grad_checkpoint))
+    acts += tc * (_saved(i, c, ctx) + _work(s, c, ctx, i.grad_checkpoint)) + concat
+    logits = min(tc, i.logit_chunk) * s.vocab * 4 * c["logit_copies"]
+    # keys and values of every layer, held while the chunks run; float32 gradients of the
+    # trained layers' ones, summed over the chunks
+    cache = tp * kv * (s.layers * ab + i.trained_layers * 4)
+    return {"activations": acts * ab, "logits": logits, "prompt cache": cache}
+
+
+def plan(
+    inputs: PlanInputs, memory_limit: Optional[float] = None, calibration: Optional[dict] = None
+) -> Plan:
+    """The predicted peak of one step of INPUTS against MEMORY_LIMIT bytes (default: this
+    device's, `default_memory_limit`)."""
+    c = {**CALIBRATION, **(calibration or {})}
+    if inputs.fine_tune_type == "full" and inputs.shape.bits:
+        raise D2OError("--fine-tune-type full trains float weights: plan it with --q-bits 0")
+    if min(inputs.k, inputs.batch_size, inputs.prompt_tokens, inputs.response_tokens) < 1:
+        raise D2OError("K, batch size and token lengths must be at least 1")
+    memory_limit, source = default_memory_limit() if memory_limit is None else (memory_limit, "")
+    breakdown = {
+        "weights": weight_bytes(inputs.shape),
+        "adapter + optimizer": adapter_bytes(inputs),
+        **step_terms(inputs, c),
+    }
+    return Plan(inputs, breakdown, float(memory_limit), source, c)
+
+
+def _largest_chunk(inputs: PlanInputs, limit: float, c: dict) -> Optional[int]:
+    """The largest chunk size whose step fits LIMIT (all sequences in the full step), or None."""
+    sizes = [inputs.sequences] if inputs.step == "full" else range(inputs.sequences, 0, -1)
+    for n in sizes:
+        if plan(replace(inputs, chunk_size=n), limit, c).fits:
+            return n
+    return None
+
+
+def choose_chunk_size(inputs: PlanInputs, memory_limit: Optional[float] = None) -> int:
+    """The most sequences a step can back-propagate at once under MEMORY_LIMIT bytes (default:
+    the device's); D2OError with the plan's numbers when not even one fits."""
+    p = plan(replace(inputs, chunk_size=1), memory_limit)
+    n = _largest_chunk(inputs, p.memory_limit, p.calibration)
+    if n is None:
+        raise D2OError(
+            f"one step does not fit in {p.memory_limit / GB:.2f} GB even one sequence at a time: "
+            + ", ".join(f"{k} {v / GB:.2f} GB" for k, v in p.breakdown.items())
+        )
+    return n
+
+
+def default_memory_limit() -> tuple[float, str]:
+    """(bytes, where they come from): Metal's recommended working set; on macOS without it, 2/3
+    of the RAM (what the GPU may wire); elsewhere the RAM (the CPU device has no such key)."""
+    import mlx.core as mx
+
+    info = mx.device_info() if hasattr(mx, "device_info") else {}
+    if info.get("max_recommended_working_set_size"):
+        return float(info["max_recommended_working_set_size"]), "(device's recommended working set)"
+    ram = float(info.get("memory_size") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    if sys.platform == "darwin":
+        return ram * 2 / 3, "(2/3 of RAM)"
+    return ram, "(RAM)"

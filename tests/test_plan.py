@@ -1,0 +1,249 @@
+"""`mlx-d2o plan` and `train.plan`: the memory model of a step, from config.json alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+from conftest import REPO, run_cli, write_jsonl
+
+from mlx_d2o.errors import D2OError
+from mlx_d2o.train import plan as P
+
+GB = 1e9
+
+
+def plan_cli(args, capsys):
+    """`mlx-d2o plan ARGS` through the console script once it is registered, else through a
+    Typer app holding only the command (same one-line error and exit code 2 as `cli.main`)."""
+    from mlx_d2o import cli
+
+    if any(c.name == "plan" for c in cli.app.registered_commands):
+        return run_cli(["plan", *args], capsys)
+    import typer
+
+    from mlx_d2o.cli.plan import command
+
+    app = typer.Typer(pretty_exceptions_enable=False)
+    app.command("plan")(command)
+    app.command("noop")(lambda: None)  # two commands: Typer keeps the subcommand name
+    try:
+        app(["plan", *map(str, args)], standalone_mode=False)
+        code = 0
+    except D2OError as e:
+        print(f"error: {e}", file=__import__("sys").stderr)
+        code = 2
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def inputs(name="mistral-7b", **kw) -> P.PlanInputs:
+    return P.PlanInputs(P.load_shape(name), **{"prompt_tokens": 143, "response_tokens": 48, **kw})
+
+
+@pytest.mark.parametrize(
+    "name, weights_gb", [("mistral-7b", 4.08), ("llama-3.1-8b", 4.52), ("qwen2.5-7b", 4.28)]
+)
+def test_shipped_7b_configs_plan_offline(name, weights_gb, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["--model", name, "-k", 11, "--batch-size", 1, "--prompt-tokens", 143]
+    code, out, err = plan_cli([*args, "--response-tokens", 48, "--ram", 16], capsys)
+    assert code == 0, err
+    for line in ("weights", "adapter + optimizer", "activations", "logits", "prompt cache"):
+        assert line in out
+    assert "total (peak)" in out and "fits" in out and "11.45 GB" in out  # 2/3 of 16 GiB
+    weights = next(ln for ln in out.splitlines() if ln.startswith("weights"))
+    # mlx-community's 4-bit files: 4.08 (Mistral), 4.52 (Llama 3.1), 4.28 GB (Qwen2.5)
+    assert float(weights.split()[1]) == pytest.approx(weights_gb, abs=0.02)
+
+
+def test_numbers_respond_to_k_checkpointing_and_chunks():
+    for step in ("full", "shared"):
+        k4, k11 = (P.plan(inputs(k=k, step=step), 100 * GB).breakdown for k in (4, 11))
+        assert k11["activations"] > 2 * k4["activations"] * 0.9
+        assert (
+            k11["weights"] == k4["weights"]
+            and k11["adapter + optimizer"] == k4["adapter + optimizer"]
+        )
+        off, on = (P.plan(inputs(step=step, grad_checkpoint=c), 100 * GB) for c in (False, True))
+        assert on.breakdown["activations"] < off.breakdown["activations"] / 3
+    full_k4, full_k11 = (P.plan(inputs(k=k, step="full"), 100 * GB) for k in (4, 11))
+    assert full_k11.breakdown["logits"] == pytest.approx(full_k4.breakdown["logits"] * 12 / 5)
+    # the shared step: the prompt runs once, logits at response positions only, by chunks
+    shared = P.plan(inputs(step="shared"), 100 * GB)
+    assert shared.total < full_k11.total
+    acts = [P.plan(inputs(chunk_size=c), 100 * GB).breakdown["activations"] for c in (12, 6, 3, 1)]
+    assert acts == sorted(acts, reverse=True) and acts[-1] < acts[0] / 3
+    assert P.plan(inputs(chunk_size=99), GB).inputs.chunk == 12
+    assert P.plan(inputs(step="full", chunk_size=3), GB).inputs.chunk == 12  # no chunks there
+    # more trained layers, more memory; a float model weighs more than its 4-bit form
+    assert P.plan(inputs(num_layers=-1), GB).total > P.plan(inputs(num_layers=8), GB).total
+    fp = P.PlanInputs(P.load_shape("mistral-7b", bits=0), prompt_tokens=143, response_tokens=48)
+    assert P.plan(fp, GB).breakdown["weights"] == pytest.approx(2 * 7.25e9, rel=0.01)
+
+
+def test_choose_chunk_size_and_suggest():
+    i = inputs(k=11)
+    one, all_ = (P.plan(replace(i, chunk_size=c), 100 * GB).total for c in (1, 12))
+    limit = (one + all_) / 2
+    n = P.choose_chunk_size(i, limit)
+    assert 1 <= n < 12
+    assert P.plan(replace(i, chunk_size=n), limit).fits
+    assert not P.plan(replace(i, chunk_size=n + 1), limit).fits
+    assert P.plan(i, limit).suggest() == {"chunk_size": n}
+    assert P.plan(i, 100 * GB).suggest() == {}
+    with pytest.raises(D2OError, match="even one sequence at a time: weights 4.08 GB"):
+        P.choose_chunk_size(i, 3 * GB)
+    assert P.plan(i, 3 * GB).suggest() is None
+    # the full step cannot chunk: checkpointing first, then a smaller batch with accumulation
+    full = inputs(step="full", batch_size=4)
+    ckpt = P.plan(replace(full, grad_checkpoint=True), 100 * GB).total
+    assert P.plan(full, ckpt + GB / 100).suggest() == {"grad_checkpoint": True}
+    change = P.plan(full, ckpt - GB / 100).suggest()
+    assert change["grad_checkpoint"] is True and change["batch_size"] in (1, 2)
+    assert change["grad_accumulation_steps"] == 4 // change["batch_size"]
+
+
+def test_default_memory_limit(monkeypatch):
+    import mlx.core as mx
+
+    limit, source = P.default_memory_limit()
+    assert limit > 1 * GB and source  # the CPU device has no recommended working set
+    monkeypatch.setattr(mx, "device_info", lambda: {"max_recommended_working_set_size": 11e9})
+    assert P.default_memory_limit() == (11e9, "(device's recommended working set)")
+    assert P.plan(inputs()).memory_limit == 11e9
+
+
+def _no_weights(monkeypatch):
+    """Loading any weights fails the test."""
+    import mlx.core as mx
+    import mlx_lm.utils
+
+    def refuse(*a, **k):
+        raise AssertionError("the planner loaded weights")
+
+    monkeypatch.setattr(mlx_lm.utils, "load", refuse)
+    monkeypatch.setattr(mlx_lm.utils, "load_model", refuse)
+    monkeypatch.setattr(mx, "load", refuse)
+
+
+def test_tiny_model_dir_plans_without_weights(
+    tiny_model, records_file, tmp_path, capsys, monkeypatch
+):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model, ignore=shutil.ignore_patterns("*.safetensors"))
+    _no_weights(monkeypatch)
+    code, out, err = plan_cli(["--model", model, "--data", records_file, "-k", 4], capsys)
+    assert code == 0, err
+    assert "8 prompts in" in out
+    assert "llama, 2 layers, hidden 64" in out
+    shape = P.load_shape(str(model))
+    # no torch_dtype in its config: the Hub's usual bfloat16 (--dtype float32 plans the CPU's)
+    assert shape.bits is None and shape.dtype_bytes == 2 and shape.vocab == 259
+    # a config file alone, with lengths given
+    code, out, err = plan_cli(
+        [
+            "--model",
+            model / "config.json",
+            "--prompt-tokens",
+            20,
+            "--response-tokens",
+            10,
+            "--json",
+        ],
+        capsys,
+    )
+    got = json.loads(out)
+    assert code == 0 and got["inputs"]["k"] == 11 and got["breakdown"]["weights"] > 0
+
+
+def _cache(path, k=3):
+    path.mkdir()
+    rows = [
+        {
+            "id": f"r{i}",
+            "messages": [{"role": "user", "content": "question " * (i + 1)}],
+            "rejected": "no",
+            "samples": ["a"] * k,
+            "ref_logps": {"samples": [-1.0] * k, "rejected": -1.0},
+            "ref_tokens": {"samples": [5 + i] * k, "rejected": 30 + i},
+        }
+        for i in range(4)
+    ]
+    write_jsonl(path / "samples.jsonl", rows)
+    manifest = {"format_version": 1, "complete": True, "records": 4, "num_samples": k}
+    (path / "manifest.json").write_text(json.dumps({**manifest, "world_size": 1}))
+    return path
+
+
+def test_lengths_from_a_sample_cache(tiny_model, tmp_path, capsys, monkeypatch):
+    _no_weights(monkeypatch)
+    cache = _cache(tmp_path / "cache")
+    code, out, err = plan_cli(
+        ["--model", tiny_model, "--samples", cache, "--batch-size", 2, "--json"], capsys
+    )
+    assert code == 0, err
+    got = json.loads(out)["inputs"]
+    # K from the cache; the step that peaks holds the 2 longest rows: the longest negative (33)
+    assert got["k"] == 3 and got["response_tokens"] == 33 and got["batch_size"] == 2
+    assert got["prompt_tokens"] > 4 * 8  # "question " x 4 in a byte-level ChatML prompt
+
+
+def test_mac_recipe_plans_offline(capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    recipe = REPO / "recipes" / "mac-7b-16gb.yaml"
+    args = ["-c", recipe, "--model", "mistral-7b", "--prompt-tokens", 143, "--response-tokens", 256]
+    code, out, err = plan_cli([*args, "--ram", 16, "--json"], capsys)
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["inputs"]["k"] == 11 and got["inputs"]["batch_size"] == 1 and got["fits"]
+    assert got["inputs"]["grad_checkpoint"] is True
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "mistral-7b"], "no token lengths"),
+        (["--model", "nowhere/at-all", "--prompt-tokens", 5, "--response-tokens", 5], "offline?"),
+        (["--model", "./missing", "--prompt-tokens", 5, "--response-tokens", 5], "no such model"),
+        (["--model", "mistral-7b", "--data", "x.jsonl"], "no tokenizer to measure"),
+        (
+            ["--model", "mistral-7b", "--prompt-tokens", 5, "--response-tokens", 5, "--step", "x"],
+            "--step x",
+        ),
+        (["--model", "mistral-7b", "--prompt-tokens", 0, "--response-tokens", 5], "at least 1"),
+        (
+            [
+                "--model",
+                "mistral-7b",
+                "--prompt-tokens",
+                5,
+                "--response-tokens",
+                5,
+                "--fine-tune-type",
+                "full",
+            ],
+            "--q-bits 0",
+        ),
+    ],
+)
+def test_bad_input_one_line_exit_2(args, message, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = plan_cli(args, capsys)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_config_errors_name_the_file(tmp_path):
+    bad = tmp_path / "config.json"
+    bad.write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    with pytest.raises(D2OError, match="field 'num_attention_heads': missing"):
+        P.load_shape(str(bad))
+    bad.write_text("{")
+    with pytest.raises(D2OError, match="malformed config.json"):
+        P.load_shape(str(bad))
+    bad.write_text(json.dumps({"num_local_experts": 8}))
+    with pytest.raises(D2OError, match="mixture-of-experts"):
+        P.load_shape(str(bad))
