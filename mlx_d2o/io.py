@@ -7,12 +7,58 @@ rename into place gets the modes any other tool would give it under the user's u
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
+
+from .errors import D2OError
+
+# Errors of the place written to, not of the program: a full disk, a read-only mount, no
+# permission, a file where a folder should be. They become one line naming the path.
+_PLACE_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+    errno.ENAMETOOLONG,
+    errno.ENOENT,
+}
+
+
+def place_error(e: BaseException, path: str | Path) -> Optional[D2OError]:
+    """A one-line D2OError when E says PATH cannot be written there (disk full, read-only,
+    not a directory, ...), else None: other errors are bugs and keep their traceback."""
+    if isinstance(e, OSError) and e.errno in _PLACE_ERRNOS:
+        return D2OError(f"{path}: cannot write here ({e.strerror or e})")
+    # MLX's writers raise RuntimeError("[write] Unable to write N bytes...") without an errno
+    if isinstance(e, RuntimeError) and str(e).startswith(
+        ("[write]", "[save", "[load_safetensors] Failed to open")
+    ):
+        return D2OError(
+            f"{path}: cannot write here ({str(e).splitlines()[0]}; disk full or not writable?)"
+        )
+    return None
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Errors of the place written to inside the block become one line naming PATH."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        err = place_error(e, path)
+        if err is None:
+            raise
+        raise err from None
 
 
 def _umask() -> int:
@@ -32,14 +78,16 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[str]:
     SUFFIX keeps writers that add an extension (mx.save_safetensors) writing to the temp name.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
     try:
-        yield tmp
-        if os.path.exists(tmp):
-            _public(tmp)
-        os.replace(tmp, path)
+        with writing(path):
+            yield tmp
+            if os.path.exists(tmp):
+                _public(tmp)
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -64,11 +112,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     folder under `.NAME.old-*` beside it).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     old = None
     try:
-        yield tmp
+        with writing(path):
+            yield tmp
         _public(tmp, directory=True)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))

@@ -88,3 +88,51 @@ def test_graceful_stop_first_signal_asks_second_interrupts():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.5)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 100 KB tmpfs (needs root, as on the CI machines); skipped where it cannot be mounted."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_disk_is_one_line_and_leaves_nothing(tiny_tmpfs):
+    import mlx.core as mx
+
+    from mlx_d2o.adapters import save_weights
+
+    with pytest.raises(D2OError, match=r"big.safetensors: cannot write here \(.*disk full"):
+        save_weights(tiny_tmpfs / "big.safetensors", {"w": mx.zeros((100_000,))})
+    with pytest.raises(D2OError, match=r"big.txt: cannot write here \(No space left on device\)"):
+        with atomic_path(tiny_tmpfs / "big.txt") as tmp:
+            open(tmp, "w").write("x" * 300_000)
+    assert list(tiny_tmpfs.iterdir()) == []
+
+
+def test_a_file_where_a_folder_should_be_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(
+        D2OError, match=r"afile/sub/out.json: cannot write here \(Not a directory\)"
+    ):
+        with atomic_path(tmp_path / "afile" / "sub" / "out.json"):
+            pass
+    with pytest.raises(D2OError, match=r"afile/dir: cannot write here"):
+        with atomic_dir(tmp_path / "afile" / "dir"):
+            pass
+
+
+def test_errors_that_are_not_about_the_place_keep_their_traceback(tmp_path):
+    with pytest.raises(ZeroDivisionError):
+        with atomic_path(tmp_path / "x.json"):
+            raise ZeroDivisionError
+    with pytest.raises(RuntimeError, match="something else"):
+        with atomic_dir(tmp_path / "d"):
+            raise RuntimeError("something else")

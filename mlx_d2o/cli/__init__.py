@@ -13,6 +13,7 @@ import sys
 import typer
 
 from ..errors import D2OError
+from ..io import place_error
 from ..signals import Interrupted
 from . import data, eval, fuse, sample, tools, train
 
@@ -58,6 +59,14 @@ def main() -> None:
     except D2OError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
+    except (OSError, RuntimeError) as e:
+        # the last net for writes that did not go through io.writing: still one line, but
+        # only for errors of the place written to; anything else is a bug with its traceback
+        err = place_error(e, getattr(e, "filename", None) or "output")
+        if err is None:
+            raise
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
     except Interrupted as e:
         typer.echo(f"interrupted: {e}", err=True)
         sys.exit(e.exit_code)
