@@ -11,3 +11,4 @@ echo "==> mlx-d2o sample -c recipes/demo.yaml"; $D2O sample -c recipes/demo.yaml
 echo "==> mlx-d2o train -c recipes/demo.yaml"; $D2O train -c recipes/demo.yaml
 echo "==> mlx-d2o eval -c recipes/demo.yaml"; $D2O eval -c recipes/demo.yaml --adapter-path runs/demo/adapters
 echo "report: runs/demo/report/report.md"
+echo "next: source .venv/bin/activate   # puts mlx-d2o and mlx_lm.* on your PATH for the README's quickstart"
