@@ -1,9 +1,9 @@
 """The memory plan of a training step, from a model's config.json alone (no weights loaded).
 
-Peak memory of one D2O step = weights + adapter and optimizer state + activations kept for the
-backward pass + logits + the shared prompt's cache. `plan(inputs)` predicts each term in bytes;
-`Plan.suggest()` names the smallest change that makes a step fit (chunk size, then gradient
-checkpointing, then batch size); `choose_chunk_size` is what `train --memory-limit` calls.
+Peak = weights + adapter and optimizer state + activations kept for the backward pass + logits
++ the shared prompts' cache: `plan(inputs)` predicts each in bytes, `Plan.suggest()` the smallest
+change that fits (chunk size, checkpointing, batch size); `train --memory-limit` calls
+`choose_chunk_size`.
 
 Two step shapes are modelled (`PlanInputs.step`):
     full    today's step: all B·R sequences (R = K + 1 rows per prompt for D2O) of prompt +
@@ -12,9 +12,9 @@ Two step shapes are modelled (`PlanInputs.step`):
             its keys and values; the continuations are back-propagated CHUNK_SIZE sequences at
             a time; the LM head runs on response positions only, LOGIT_CHUNK positions at once.
 
-Activations and logits are elements per token times measured constants (`CALIBRATION`, fitted
-to `mx.get_peak_memory()` of the full step on MLX's CPU backend; benchmarks/bench_plan.py checks
-them). The shared step reuses the full step's per-token constants until it can be measured.
+Activations and logits are elements per token times constants fitted to `mx.get_peak_memory()`
+of the full step on MLX's CPU (`CALIBRATION`; benchmarks/bench_plan.py); the shared step reuses
+them until it is measured.
 """
 
 from __future__ import annotations
@@ -112,12 +112,9 @@ class ModelShape:
         return [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
 
     def describe(self) -> str:
-        bits = f"{self.bits}-bit g{self.group_size}" if self.bits else "float"
-        quant = f"{bits}, {8 * self.dtype_bytes}-bit activations"
-        return (
-            f"{self.name} ({self.model_type}, {self.layers} layers, hidden {self.hidden}, "
-            f"vocab {self.vocab}, {quant})"
-        )
+        q = f"{self.bits}-bit g{self.group_size}, " if self.bits else "float, "
+        q += f"{8 * self.dtype_bytes}-bit activations"
+        return f"{self.name} ({self.model_type}, {self.layers} layers, hidden {self.hidden}, vocab {self.vocab}, {q})"
 
 
 def read_config(model: str) -> tuple[dict, str]:
@@ -128,7 +125,7 @@ def read_config(model: str) -> tuple[dict, str]:
     elif model.endswith(".json") or Path(model, "config.json").is_file():
         path = Path(model) if model.endswith(".json") else Path(model, "config.json")
     elif (
-        model.count("/") == 1 and not model.startswith((".", "/", "~")) and not Path(model).exists()
+        model.count("/") == 1 and not model.startswith((".", "/", "~")) and not Path(model).is_dir()
     ):
         path = _hub_config(model)
     else:
@@ -263,8 +260,7 @@ class Plan:
 
 
 def weight_bytes(s: ModelShape) -> float:
-    """Quantized: bits/8 per weight plus a scale and a bias per group (in the float type), for
-    every linear and the embeddings; float: dtype bytes. Norms stay float."""
+    """Quantized linears and embeddings: bits/8 a weight + a float scale and bias a group."""
     linear = s.layers * sum(a * b for a, b in s.layer_linears())
     embed = s.vocab * s.hidden * (1 if s.tie_word_embeddings else 2)
     norms = (2 * s.layers + 1) * s.hidden
@@ -319,6 +315,12 @@ def _saved(i: PlanInputs, c: dict, ctx: int) -> float:
     return i.trained_layers * _layer(i.shape, c, ctx)
 
 
+def _chunk_prompts(i: PlanInputs) -> int:
+    """The most prompts a chunk of the prompt-major sequences answers (it runs them again)."""
+    rows, n, c = i.sequences // i.batch_size, i.sequences, i.chunk
+    return max(len({t // rows for t in range(j, min(j + c, n))}) for j in range(0, n, c))
+
+
 def step_terms(i: PlanInputs, c: dict = CALIBRATION) -> dict:
     """Activations, logits and prompt cache of one step, in bytes."""
     s, ab = i.shape, i.shape.dtype_bytes
@@ -331,16 +333,14 @@ def step_terms(i: PlanInputs, c: dict = CALIBRATION) -> dict:
         return {"activations": acts, "logits": tokens * s.vocab * 4 * copies, "prompt cache": 0.0}
     if i.step != "shared":
         raise D2OError(f"--step {i.step}: expected one of {', '.join(STEPS)}")
-    tp, tc, ctx = i.batch_size * P, i.chunk * R, P + R
+    tp, tc, ctx = _chunk_prompts(i) * P, i.chunk * R, P + R
     kv = 2 * s.kv_heads * s.head_dim
     # each continuation's attention reads a copy of its prompt's keys and values
     concat = (1 if i.grad_checkpoint else i.trained_layers) * i.chunk * ctx * kv
     acts = tp * (_saved(i, c, P) + _work(s, c, P, i.grad_checkpoint))
     acts += tc * (_saved(i, c, ctx) + _work(s, c, ctx, i.grad_checkpoint)) + concat
     logits = min(tc, i.logit_chunk) * s.vocab * 4 * c["logit_copies"]
-    # keys and values of every layer, held while the chunks run; float32 gradients of the
-    # trained layers' ones, summed over the chunks
-    cache = tp * kv * (s.layers * ab + i.trained_layers * 4)
+    cache = tp * kv * s.layers * ab  # every layer's keys and values of the chunk's prompts
     return {"activations": acts * ab, "logits": logits, "prompt cache": cache}
 
 
@@ -386,8 +386,7 @@ def choose_chunk_size(inputs: PlanInputs, memory_limit: Optional[float] = None) 
 
 
 def default_memory_limit() -> tuple[float, str]:
-    """(bytes, where they come from): Metal's recommended working set; on macOS without it, 2/3
-    of the RAM (what the GPU may wire); elsewhere the RAM (the CPU device has no such key)."""
+    """(bytes, source): Metal's recommended working set, else 2/3 of a Mac's RAM, else RAM."""
     import mlx.core as mx
 
     info = mx.device_info() if hasattr(mx, "device_info") else {}
