@@ -2,7 +2,7 @@
 dataclass (`cli.common.args_from`), calls one library function, and prints. Errors from bad
 input (`D2OError`) print one line and exit with code 2.
 
-One module per command, in pipeline order: data, sample, train, eval, fuse; tools holds doctor,
+One module per command, in pipeline order: data, sample, plan, train, eval, fuse; tools holds doctor,
 convert-gguf and generate.
 """
 
@@ -15,7 +15,7 @@ import typer
 from ..errors import D2OError
 from ..io import place_error
 from ..signals import Interrupted
-from . import data, eval, fuse, sample, tools, train
+from . import data, eval, fuse, plan, sample, tools, train
 
 
 def _flags_take_no_value() -> None:
@@ -45,6 +45,7 @@ app.command("convert-gguf")(tools.convert_gguf)
 app.command()(tools.generate)
 app.add_typer(data.app, name="data")
 app.command("sample")(sample.command)
+app.command("plan")(plan.command)
 app.command("train")(train.command)
 app.command("eval")(eval.command)
 app.command("fuse")(fuse.command)
