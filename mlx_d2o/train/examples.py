@@ -20,6 +20,7 @@ from .. import losses
 from ..errors import D2OError
 from ..logprobs import pad, score
 from ..sample.cache import read_cache as read
+from ..shared_prompt import pack
 
 
 @dataclass
@@ -216,18 +217,64 @@ def batch_at(batches: list, it: int, seed: int) -> list:
     return batches[order[pos]]
 
 
-def collate(examples: list, rows: tuple, pad_id: int):
-    """Token arrays for one forward pass over a batch, and the reference log-probs.
+@dataclass
+class Batch:
+    """One micro-batch: its prompts and the sequences a loss's layout names, as (prompt index,
+    response tokens) in layout order (`losses.Loss.layout`: for the samples B*K rows,
+    prompt-major; for the negative and for `chosen` B rows each), and the reference log-probs
+    (one array per kind of row, [B, K] or [B])."""
 
-    ROWS (a loss's `layout()`, in `losses.ROWS` order) says which sequences: for the samples
-    B*K rows (prompt-major), for the negative and for `chosen` B rows each. Returns
-    ((tokens, prompt_lengths, lengths, one reference array per kind of row), real tokens).
-    """
-    seqs, plens, refs = [], [], []
+    prompts: list
+    responses: list
+    group: list
+    refs: tuple
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return len(self.responses)
+
+    def counts(self) -> mx.array:
+        return mx.array([len(r) for r in self.responses], dtype=mx.int32)
+
+    def inputs(self, shared: bool, index: Optional[list] = None) -> dict:
+        """The arrays of one forward pass over the sequences INDEX (default: all, in layout
+        order): SHARED, each prompt once (`shared_prompt.pack`, only the prompts INDEX answers);
+        else the full prompt + response sequences (`logprobs.sequence_logps`'s arguments)."""
+        index = list(range(len(self))) if index is None else index
+        if shared:
+            slot = {g: n for n, g in enumerate(sorted({self.group[i] for i in index}))}
+            return pack(
+                [self.prompts[g] for g in slot],
+                [self.responses[i] for i in index],
+                [slot[self.group[i]] for i in index],
+                self.pad_id,
+            )
+        seqs = [self.prompts[self.group[i]] + self.responses[i] for i in index]
+        tokens, lengths = pad(seqs, self.pad_id)
+        plens = [len(self.prompts[self.group[i]]) for i in index]
+        return {
+            "tokens": tokens,
+            "prompt_lengths": mx.array(plens, dtype=mx.int32),
+            "lengths": lengths,
+        }
+
+    def chunks(self, size: int) -> list:
+        """The sequence indices in chunks of at most SIZE, prompt by prompt, so that a chunk
+        spans as few prompts as it can (each chunk runs its prompts again)."""
+        order = sorted(range(len(self)), key=lambda i: (self.group[i], i))
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def collate(examples: list, rows: tuple, pad_id: int) -> tuple[Batch, int]:
+    """The `Batch` of EXAMPLES for a loss whose row layout is ROWS (a loss's `layout()`, in
+    `losses.ROWS` order), and its number of real tokens (prompt + response of every sequence,
+    as if each ran whole: the count `trained_tokens` has always reported)."""
+    responses, group, refs = [], [], []
     for row in rows:
-        for e in examples:
-            seqs += [e.prompt + r for r in e.responses(row)]
-            plens += [len(e.prompt)] * len(e.responses(row))
+        for b, e in enumerate(examples):
+            responses += e.responses(row)
+            group += [b] * len(e.responses(row))
         refs.append(mx.array([e.ref(row) for e in examples], dtype=mx.float32))
-    tokens, lengths = pad(seqs, pad_id)
-    return (tokens, mx.array(plens, dtype=mx.int32), lengths, *refs), sum(len(s) for s in seqs)
+    prompts = [e.prompt for e in examples]
+    ntoks = sum(len(prompts[g]) + len(r) for g, r in zip(group, responses))
+    return Batch(prompts, responses, group, tuple(refs), pad_id), ntoks

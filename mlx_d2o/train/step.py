@@ -1,67 +1,116 @@
 """One training step, and the forward passes without gradient (validation, the reference).
 
-The step follows mlx-lm's tuner/trainer.py: one compiled function over model + optimizer + RNG
-state, gradient accumulation, `average_gradients` across ranks. A step runs ONE batched forward
-over every sequence of the batch (`examples.collate`) and splits the summed log-probs by the
-loss's row layout (`losses.Loss.layout`); reference log-probs come from the cache.
+The step follows mlx-lm's tuner/trainer.py: compiled functions over model + optimizer + RNG
+state, gradient accumulation, `average_gradients` across ranks. A batch (`examples.Batch`) holds
+each prompt once and the sequences its loss reads after it; the forward pass runs each prompt
+once and its continuations after it (`shared_prompt`), for models that allow it, else the whole
+sequences (`logprobs.sequence_logps`). Reference log-probs come from the cache.
+
+Exact chunking. Every loss here is L(ℓ) of the sequences' summed log-probs ℓ_i = log π(y_i|x),
+so ∇_θ L = Σ_i w_i ∇_θ ℓ_i with w_i = ∂L/∂ℓ_i. For D2O (Duan et al., arXiv:2403.03419) with
+z = (β/K) Σ_k log(π/π_ref)(y_k) − α log(π/π_ref)(y_l) per prompt and L = −mean log σ(z), the
+descent direction is σ(−z)·∇[(β/K) Σ_k log π(y_k) − α log π(y_l)]: w = −σ(−z)·β/K for a sample
+and σ(−z)·α for the negative (over B prompts); the other losses likewise (`Objective.weights`).
+With CHUNK_SIZE below the batch's sequences, one pass without gradient gives ℓ, hence L, its
+metrics and w; then each chunk back-propagates Σ_{i in chunk} w_i ℓ_i and the gradients add up:
+the sum is ∇_θ L exactly, and the peak holds one chunk's activations. At or above the batch's
+sequences, one forward and backward as before, with no extra pass. (With LoRA dropout the pass
+without gradient draws other masks than the chunks: then w is only close.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Optional
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from ..adapters import adapters_disabled
 from ..distributed import Shard
 from ..logprobs import sequence_logps
 from ..losses import ROWS, Loss
-from .examples import collate
+from ..shared_prompt import shared_logps, supports
+from .examples import Batch, collate
 
 
-def policy_logps(model, layout: tuple, tokens, plens, lens, *refs) -> dict:
-    """One forward pass over a batch of `examples.collate`, its rows split by LAYOUT into the
-    arrays a loss names (`losses.Loss.inputs`): `policy_<row>` (summed log-probs, with
-    gradient), `tokens_<row>` (response token counts) and `ref_<row>` (from the cache)."""
-    logps, counts = sequence_logps(model, tokens, plens, lens)
-    arrays, at = {}, 0
-    for row, ref in zip(layout, refs):
-        n = ref.size
-        arrays[f"policy_{row}"] = logps[at : at + n].reshape(ref.shape)
-        arrays[f"tokens_{row}"] = counts[at : at + n].reshape(ref.shape)
-        arrays[f"ref_{row}"] = ref
-        at += n
-    return arrays
+def forward(model, inputs: dict, checkpoint: bool = False) -> tuple[mx.array, mx.array]:
+    """(summed response log-probs [N], response token counts [N]) of `Batch.inputs`: shared
+    prompts when INPUTS is a `shared_prompt.pack`, whole sequences otherwise. CHECKPOINT:
+    gradient checkpointing of every layer (the whole-sequence path gets it from mlx-lm's
+    patched layers, `trainable.checkpointed_layers`)."""
+    if "prompts" in inputs:
+        return shared_logps(model, inputs, checkpoint)
+    return sequence_logps(model, inputs["tokens"], inputs["prompt_lengths"], inputs["lengths"])
 
 
-def make_loss_fn(loss: Loss, settings: dict) -> Callable:
-    """loss_fn(model, tokens, prompt_lengths, lengths, *refs) -> (loss, metrics), for a batch
-    collated with `loss.layout()`; SETTINGS holds the loss's parameters (alpha, beta)."""
-    layout = loss.layout()
+@dataclass
+class Objective:
+    """What a step minimises: LOSS with its SETTINGS (alpha, beta) on the policy's log-probs
+    of a batch whose sequences follow LAYOUT (`losses.Loss.layout`)."""
 
-    def loss_fn(model, *batch):
-        return loss(policy_logps(model, layout, *batch), **settings)
+    loss: Loss
+    settings: dict
+    layout: tuple
+    checkpoint: bool = False
 
-    return loss_fn
+    def arrays(self, logps: mx.array, counts: mx.array, refs: tuple) -> dict:
+        """The arrays a loss names (`losses.Loss.inputs`), LOGPS and COUNTS split by the layout:
+        `policy_<row>` (with gradient), `tokens_<row>` and `ref_<row>` (from the cache)."""
+        arrays, at = {}, 0
+        for row, ref in zip(self.layout, refs):
+            n = ref.size
+            arrays[f"policy_{row}"] = logps[at : at + n].reshape(ref.shape)
+            arrays[f"tokens_{row}"] = counts[at : at + n].reshape(ref.shape)
+            arrays[f"ref_{row}"] = ref
+            at += n
+        return arrays
+
+    def value(self, logps: mx.array, counts: mx.array, refs: tuple):
+        return self.loss(self.arrays(logps, counts, refs), **self.settings)
+
+    def __call__(self, model, inputs: dict, refs: tuple):
+        """(loss, metrics) of one forward pass over INPUTS (`Batch.inputs`)."""
+        return self.value(*forward(model, inputs, self.checkpoint), refs)
+
+    def weights(self, logps: mx.array, counts: mx.array, refs: tuple):
+        """(loss, metrics, ∂loss/∂logps): each sequence's weight in the gradient."""
+        fn = mx.value_and_grad(lambda lp: self.value(lp, counts, refs))
+        (lvalue, metrics), w = fn(logps)
+        return lvalue, metrics, w
 
 
-def make_step(model, optimizer, loss_fn: Callable, accumulation: int):
-    """(step, state): step(batch, prev_grad, do_update) -> (loss, metrics, grad_norm, grad),
-    compiled over STATE (model, optimizer and RNG state; evaluate it after each call).
+def make_loss_fn(loss: Loss, settings: dict, grad_checkpoint: bool = False) -> Objective:
+    """The `Objective` of LOSS for a batch collated with `loss.layout()`: called as
+    loss_fn(model, inputs, refs) -> (loss, metrics); SETTINGS holds alpha and beta."""
+    return Objective(loss, settings, loss.layout(), grad_checkpoint)
+
+
+def make_step(
+    model,
+    optimizer,
+    loss_fn: Objective,
+    accumulation: int,
+    chunk_size: Optional[int] = None,
+    shared: Optional[bool] = None,
+):
+    """(step, state): step(batch, prev_grad, do_update) -> (loss, metrics, grad_norm, grad)
+    over an `examples.Batch`; STATE (model, optimizer and RNG state) is what the compiled parts
+    change: evaluate it after each call.
 
     Gradients add up over ACCUMULATION micro-batches; the update divides by their number, so
-    it equals one step on the whole batch."""
-    loss_value_and_grad = nn.value_and_grad(model, loss_fn)
+    it equals one step on the whole batch. CHUNK_SIZE: sequences back-propagated at once (None:
+    all, one pass); SHARED: each prompt computed once (default: when the model allows it)."""
+    shared = supports(model) if shared is None else shared
     state = [model.state, optimizer.state, mx.random.state]
+    compiled = partial(mx.compile, inputs=state, outputs=state)
 
-    @partial(mx.compile, inputs=state, outputs=state)
-    def step(batch, prev_grad, do_update):
-        (lvalue, metrics), grad = loss_value_and_grad(model, *batch)
+    def finish(grad, prev_grad, do_update):
         if prev_grad is not None:
             grad = tree_map(lambda a, b: a + b, grad, prev_grad)
         grad_norm = mx.array(0.0)
@@ -73,9 +122,65 @@ def make_step(model, optimizer, loss_fn: Callable, accumulation: int):
             grad_norm = mx.sqrt(sum(squares))
             optimizer.update(model, grad)
             grad = None
-        return lvalue, metrics, grad_norm, grad
+        return grad_norm, grad
+
+    loss_value_and_grad = nn.value_and_grad(model, loss_fn)
+
+    @compiled
+    def whole(inputs, refs, prev_grad, do_update):
+        (lvalue, metrics), grad = loss_value_and_grad(model, inputs, refs)
+        return (lvalue, metrics, *finish(grad, prev_grad, do_update))
+
+    chunk = _Chunked(model, loss_fn, compiled, finish)
+
+    def step(batch: Batch, prev_grad, do_update):
+        if not chunk_size or chunk_size >= len(batch):
+            return whole(batch.inputs(shared), batch.refs, prev_grad, do_update)
+        return chunk(batch, batch.chunks(chunk_size), shared, prev_grad, do_update)
 
     return step, state
+
+
+class _Chunked:
+    """The chunked step (see the module's docstring): a pass without gradient, then one
+    backward per chunk of sequences, weighted by ∂loss/∂logps; compiled like the whole step."""
+
+    def __init__(self, model, loss_fn: Objective, compiled: Callable, finish: Callable):
+        self.loss_fn = loss_fn
+        surrogate = nn.value_and_grad(
+            model, lambda m, inputs, w: (forward(m, inputs, loss_fn.checkpoint)[0] * w).sum()
+        )
+
+        @compiled
+        def logps(inputs):
+            return forward(model, inputs)[0]
+
+        @compiled
+        def grad(inputs, w, prev_grad):
+            g = surrogate(model, inputs, w)[1]
+            return g if prev_grad is None else tree_map(lambda a, b: a + b, g, prev_grad)
+
+        @compiled
+        def update(grad, do_update):
+            return finish(grad, None, do_update)
+
+        self.logps, self.grad, self.update = logps, grad, update
+
+    def __call__(self, batch: Batch, chunks: list, shared: bool, prev_grad, do_update):
+        inputs = [batch.inputs(shared, idx) for idx in chunks]
+        parts = []
+        for x in inputs:
+            parts.append(self.logps(x))
+            mx.eval(parts[-1])  # one chunk's activations at a time
+        inverse = mx.array(np.argsort(np.concatenate(chunks)), dtype=mx.int32)
+        logps = mx.concatenate(parts)[inverse]
+        lvalue, metrics, w = self.loss_fn.weights(logps, batch.counts(), batch.refs)
+        mx.eval(lvalue, metrics, w)
+        grad = prev_grad
+        for x, idx in zip(inputs, chunks):
+            grad = self.grad(x, w[mx.array(idx, dtype=mx.int32)], grad)
+            mx.eval(grad)
+        return (lvalue, metrics, *self.update(grad, do_update))
 
 
 def step_seed(seed: int, it: int, rank: int) -> int:
@@ -128,12 +233,16 @@ def evaluate(
     `logps/negative` is always there, whatever the loss reports (DPO names it
     `logps/rejected`): the mean log π(negative) that training should lower."""
     layout = tuple(r for r in ROWS if r in loss.rows or r == "negative")
+    objective = Objective(loss, settings, layout)
+    shared = supports(model)
     mine = sorted(examples[shard.rank :: shard.size], key=lambda e: e.length())
     totals, n = {}, 0
     with eval_mode(model):
         for i in range(0, len(mine), batch_size):
             chunk = mine[i : i + batch_size]
-            arrays = policy_logps(model, layout, *collate(chunk, layout, pad_id)[0])
+            batch = collate(chunk, layout, pad_id)[0]
+            logps, counts = forward(model, batch.inputs(shared))
+            arrays = objective.arrays(logps, counts, batch.refs)
             lvalue, metrics = loss(arrays, **settings)
             vals = {"loss": lvalue, **loss.with_aliases(metrics)}
             vals.setdefault("logps/negative", mx.mean(arrays["policy_negative"]))
@@ -152,10 +261,10 @@ def evaluate(
 def mean_negative_logp(model, examples: list, batch_size: int, pad_id: int, shard: Shard) -> float:
     """Mean log π(negative | prompt) over EXAMPLES: forward passes over the negatives only."""
     mine = sorted(examples[shard.rank :: shard.size], key=lambda e: e.length())
-    total = mx.array(0.0)
+    total, shared = mx.array(0.0), supports(model)
     with eval_mode(model):
         for i in range(0, len(mine), batch_size):
-            tokens, plens, lens = collate(mine[i : i + batch_size], ("negative",), pad_id)[0][:3]
-            total = total + sequence_logps(model, tokens, plens, lens)[0].sum()
+            batch = collate(mine[i : i + batch_size], ("negative",), pad_id)[0]
+            total = total + forward(model, batch.inputs(shared))[0].sum()
             mx.eval(total)
     return shard.sum(total).item() / len(examples)

@@ -1,0 +1,251 @@
+"""The training step (issue 11): shared prompts and exact chunking against today's path.
+
+Today's path runs every sequence whole (prompt + response) and takes float32 logits at every
+position; here it is written out independently (`whole_logps`). The step must give the same
+loss and gradients, within 1e-5 relative, for every loss, K = 1, 4, 11, mixed prompt lengths,
+multi-turn prompts and responses cut by --max-seq-length, in one pass and in chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten, tree_map
+
+from mlx_d2o.logprobs import pad, sequence_logps
+from mlx_d2o.losses import LOSSES
+from mlx_d2o.models import load
+from mlx_d2o.shared_prompt import pack, shared_logps, supports
+from mlx_d2o.train.examples import build_examples, collate
+from mlx_d2o.train.step import make_loss_fn, make_step
+from mlx_d2o.train.trainable import build_optimizer, checkpointed_layers, setup_trainable
+
+RTOL = 1e-5
+MAX_LEN = 80  # cuts the long samples of the multi-turn prompts
+
+
+def whole_logps(model, batch):
+    """Today's path: every sequence whole, [N, T, V] float32 logits."""
+    x = batch.inputs(shared=False)
+    tokens = x["tokens"]
+    logits = model(tokens[:, :-1]).astype(mx.float32)
+    logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    picked = mx.take_along_axis(logp, tokens[:, 1:, None], axis=-1).squeeze(-1)
+    pos = mx.arange(1, tokens.shape[1])[None]
+    mask = (pos >= x["prompt_lengths"][:, None]) & (pos < x["lengths"][:, None])
+    return (picked * mask).sum(-1), mask.sum(-1)
+
+
+def rows(n: int, k: int, seed: int = 0, mixed: bool = True) -> list:
+    """Cache rows: single- and multi-turn prompts of different lengths, samples of different
+    lengths (one empty, long ones cut by MAX_LEN), made-up reference scores."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        msgs = [{"role": "user", "content": f"Q{i}?" + " more" * (i % 4)}]
+        if i % 2:
+            msgs = [
+                {"role": "user", "content": f"Hello {i}"},
+                {"role": "assistant", "content": "Hi there!"},
+                *msgs,
+            ]
+        samples = [("" if j == 1 else f"S{j}." * (1 + 3 * j)) for j in range(k)]
+        if not mixed:
+            samples = [f"Sample {j:02d}." for j in range(k)]
+        out.append(
+            {
+                "id": f"r{i}",
+                "messages": msgs,
+                "rejected": f"No {i}." * (1 + i % 3),
+                "chosen": f"Yes {i}.",
+                "samples": samples,
+                "ref_logps": {
+                    "samples": list(-rng.uniform(5, 60, k)),
+                    "rejected": float(-rng.uniform(5, 60)),
+                    "chosen": float(-rng.uniform(5, 60)),
+                },
+            }
+        )
+    return out
+
+
+def make_batch(tok, loss: str, k: int, n: int = 3, seed: int = 0, mixed: bool = True):
+    args = SimpleNamespace(loss=loss, max_seq_length=MAX_LEN)
+    examples, cut = build_examples(rows(n, k, seed, mixed), tok, args, "test")
+    if loss in ("d2o", "d2o-instance") and k > 2 and mixed:
+        assert cut, "the test wants cut samples"
+    assert len({len(e.prompt) for e in examples}) > 1
+    return collate(examples, LOSSES[loss].layout(), tok.pad_token_id)[0]
+
+
+def trainable(path, fine_tune_type="lora", seed=0):
+    model, tok = load(str(path))
+    mx.random.seed(seed)
+    args = SimpleNamespace(
+        fine_tune_type=fine_tune_type,
+        num_layers=2,
+        lora_parameters=lambda: {"rank": 4, "scale": 10.0, "dropout": 0.0},
+        learning_rate=1e-3,
+        lr_schedule=None,
+        warmup=0,
+        optimizer="adam",
+    )
+    setup_trainable(model, args)
+    # LoRA's B starts at zero: move it so that every gradient path is exercised.
+    model.update(
+        tree_map(lambda p: p + 0.05 * mx.random.normal(p.shape), model.trainable_parameters())
+    )
+    mx.eval(model.parameters())
+    return model, tok, build_optimizer(args, 10)
+
+
+def reference(model, batch, objective):
+    """(loss, grads) of today's path."""
+
+    def fn(m):
+        return objective.value(*whole_logps(m, batch), batch.refs)
+
+    (loss, _), grad = nn.value_and_grad(model, fn)(model)
+    return loss, grad
+
+
+def assert_close(loss, grad, ref_loss, ref_grad):
+    assert abs(loss.item() - ref_loss.item()) <= RTOL * max(abs(ref_loss.item()), 1e-3)
+    got, want = dict(tree_flatten(grad)), dict(tree_flatten(ref_grad))
+    assert got.keys() == want.keys()
+    for name, g in want.items():
+        err = mx.linalg.norm(got[name] - g).item()
+        assert err <= RTOL * max(mx.linalg.norm(g).item(), 1e-6), (name, err)
+
+
+def step_grad(model, opt, batch, objective, chunk=None, shared=None):
+    step, state = make_step(model, opt, objective, 1, chunk_size=chunk, shared=shared)
+    loss, metrics, _, grad = step(batch, None, False)
+    mx.eval(loss, metrics, grad)
+    return loss, grad
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+@pytest.mark.parametrize("k", [1, 4, 11])
+def test_shared_and_chunked_equal_todays_path(tiny_model, loss, k):
+    model, tok, opt = trainable(tiny_model)
+    assert supports(model)
+    batch = make_batch(tok, loss, k)
+    objective = make_loss_fn(LOSSES[loss], {"alpha": 0.3, "beta": 0.7})
+    ref_loss, ref_grad = reference(model, batch, objective)
+    assert math.isfinite(ref_loss.item())
+    chunks = [None, 3] + ([1] if k == 4 else [])
+    for chunk in chunks:
+        assert_close(*step_grad(model, opt, batch, objective, chunk), ref_loss, ref_grad)
+    # the whole-sequence path (models the shared prompt does not know), chunked too
+    assert_close(*step_grad(model, opt, batch, objective, 2, shared=False), ref_loss, ref_grad)
+
+
+@pytest.mark.parametrize("fine_tune_type", ["lora", "dora", "full"])
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_fine_tune_types_and_checkpointing(tiny_model, fine_tune_type, checkpoint):
+    model, tok, opt = trainable(tiny_model, fine_tune_type)
+    batch = make_batch(tok, "d2o", 4)
+    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
+    ref_loss, ref_grad = reference(model, batch, objective)
+    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1}, checkpoint)
+    with checkpointed_layers(model, checkpoint):
+        for chunk in (None, 4):
+            assert_close(*step_grad(model, opt, batch, objective, chunk), ref_loss, ref_grad)
+
+
+def test_accumulated_updates_match(tiny_model):
+    """Two micro-batches accumulated then one update: chunked equals one pass."""
+    params = []
+    for chunk in (None, 3):
+        model, tok, opt = trainable(tiny_model)
+        opt.init(model.trainable_parameters())
+        b1, b2 = make_batch(tok, "d2o", 4, seed=1), make_batch(tok, "d2o", 4, n=2, seed=2)
+        objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
+        step, state = make_step(model, opt, objective, 2, chunk_size=chunk)
+        _, _, _, grad = step(b1, None, False)
+        mx.eval(state, grad)
+        loss, _, norm, grad = step(b2, grad, True)
+        mx.eval(state, loss, norm)
+        assert grad is None and norm.item() > 0
+        params.append(dict(tree_flatten(model.trainable_parameters())))
+    for name, p in params[0].items():
+        assert mx.allclose(p, params[1][name], rtol=1e-5, atol=1e-7).item(), name
+
+
+def test_weights_are_d2o_formula():
+    """∂L/∂log π: −σ(−z)·β/K for a sample, σ(−z)·α for the negative (over B prompts): the
+    gradient is σ(−z)·∇[(β/K)Σ_k log π(y_k) − α log π(y_l)] ascended."""
+    B, K, alpha, beta = 3, 4, 0.3, 0.7
+    rng = np.random.default_rng(0)
+    ps, rs = rng.normal(-30, 5, (B, K)), rng.normal(-30, 5, (B, K))
+    pn, rn = rng.normal(-30, 5, B), rng.normal(-30, 5, B)
+    objective = make_loss_fn(LOSSES["d2o"], {"alpha": alpha, "beta": beta})
+    logps = mx.array(np.concatenate([ps.ravel(), pn]), dtype=mx.float32)
+    refs = (mx.array(rs, dtype=mx.float32), mx.array(rn, dtype=mx.float32))
+    _, _, w = objective.weights(logps, mx.ones(B * K + B, dtype=mx.int32), refs)
+    z = beta * (ps - rs).mean(1) - alpha * (pn - rn)
+    s = 1 / (1 + np.exp(z))
+    want = np.concatenate([np.repeat(-s * beta / K, K), s * alpha]) / B
+    assert np.allclose(np.array(w), want, rtol=1e-5)
+
+
+def test_shared_pack_equals_whole_sequences_and_prompt_of_one_token(tiny_model):
+    model, _ = load(str(tiny_model))
+    rng = np.random.default_rng(0)
+    prompts = [list(rng.integers(3, 250, n)) for n in (5, 17, 1, 9)]
+    responses, group = [], []
+    for g in range(len(prompts)):
+        for _ in range(3):
+            responses.append(list(rng.integers(3, 250, int(rng.integers(0, 12)))))
+            group.append(g)
+    lp, cnt = shared_logps(model, pack(prompts, responses, group))
+    tokens, lens = pad([prompts[g] + r for r, g in zip(responses, group)])
+    plens = mx.array([len(prompts[g]) for g in group])
+    want, want_cnt = sequence_logps(model, tokens, plens, lens)
+    assert cnt.tolist() == want_cnt.tolist() == [len(r) for r in responses]
+    assert mx.allclose(lp, want, rtol=1e-5, atol=1e-4).item()
+
+
+def test_head_in_chunks_holds_no_full_logits(tiny_model):
+    """Log-probs with the head LOGIT_CHUNK positions at a time equal the whole logits'; the
+    chunks' backward recomputes their logits (checkpointed), same gradient."""
+    from mlx_d2o import shared_prompt
+
+    model, tok, _ = trainable(tiny_model)
+    batch = make_batch(tok, "d2o", 11)
+    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
+    ref_loss, ref_grad = reference(model, batch, objective)
+    old = shared_prompt.LOGIT_CHUNK
+    try:
+        shared_prompt.LOGIT_CHUNK = 16  # many chunks
+        fn = lambda m: objective.value(*shared_logps(m, batch.inputs(True), chunk=16), batch.refs)  # noqa: E731
+        (loss, _), grad = nn.value_and_grad(model, fn)(model)
+    finally:
+        shared_prompt.LOGIT_CHUNK = old
+    assert_close(loss, grad, ref_loss, ref_grad)
+
+
+def test_chunk_peak_memory_does_not_grow_with_k(tiny_model):
+    """With one sequence per chunk, the step's peak stays put as K grows (samples of one
+    length, so that only their number changes)."""
+    peaks = []
+    for k in (4, 11):
+        model, tok, opt = trainable(tiny_model)
+        batch = make_batch(tok, "d2o", k, n=2, mixed=False)
+        objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
+        step, state = make_step(model, opt, objective, 1, chunk_size=1)
+        step(batch, None, False)  # compile
+        mx.synchronize()
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        base = mx.get_active_memory()
+        _, _, _, grad = step(batch, None, False)
+        mx.eval(grad)
+        peaks.append(mx.get_peak_memory() - base)
+    assert peaks[1] < 1.3 * peaks[0], peaks
