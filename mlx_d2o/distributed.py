@@ -107,7 +107,20 @@ def peer_exit(shard: Shard, message: Callable[[str], str]):
     )
     try:
         yield
-    except RuntimeError as e:  # a collective whose peer is gone
+    except RuntimeError as e:
+        if not collective_failed(e):
+            raise  # a real error (shapes, memory): its traceback shows on the rank that hit it
         stop(f"the distributed backend failed: {e}")
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# How MLX's backends say that a collective lost its peer: ring ("[ring] connection to a peer was
+# lost", "Send/Recv failed with errno=..."), MPI, JACCL, NCCL; any other MLX error is not a
+# lost peer and must not read as one.
+_COLLECTIVE_ERRORS = ("[ring]", "[mpi]", "[jaccl]", "[nccl]", "Send failed", "Recv failed")
+
+
+def collective_failed(e: RuntimeError) -> bool:
+    """True when E is a failed collective (a peer that is gone), not an error of the work."""
+    return any(tag in str(e) for tag in _COLLECTIVE_ERRORS)

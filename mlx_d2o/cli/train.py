@@ -4,16 +4,23 @@ then `train.train`."""
 from __future__ import annotations
 
 import dataclasses
+import shlex
+import sys
 from typing import Annotated, Optional
 
 import typer
 
 from ..losses import cli_help
+from ..train.args import DEFAULTS
 
 
-def _opt(kind, *names: str, help: Optional[str] = None):
-    """An optional flag: None means "not given", so the recipe or the default decides."""
-    return Annotated[Optional[kind], typer.Option(*names, help=help)]
+def _opt(kind, *names: str, help: str, default: Optional[str] = None):
+    """An optional flag: None means "not given", so the recipe or the default decides. The help
+    ends with the default: TrainArgs' own (`DEFAULTS`), or DEFAULT where that is None or a
+    switch."""
+    field = names[0].split("/")[0].lstrip("-").replace("-", "_")
+    shown = default if default is not None else DEFAULTS[field]
+    return Annotated[Optional[kind], typer.Option(*names, help=f"{help} (default: {shown})")]
 
 
 Model = _opt(
@@ -22,59 +29,94 @@ Model = _opt(
     "-m",
     help="Embedded name, .gguf, mlx-lm dir or Hub id (the one the cache was made with).",
 )
-Samples = _opt(str, "--samples", help="Sample cache directory made by `mlx-d2o sample`.")
+Samples = _opt(
+    str, "--samples", help="Sample cache directory made by `mlx-d2o sample`.", default="none"
+)
 AdapterPath = _opt(
     str, "--adapter-path", help="Output directory: adapters, checkpoints, metrics.jsonl."
 )
 Loss = _opt(str, "--loss", help=cli_help())
 Alpha = _opt(float, "--alpha", help="Weight of the negative's log-ratio (D2O).")
 Beta = _opt(float, "--beta", help="Weight of the samples' log-ratio (D2O), DPO/NPO temperature.")
-Iters = _opt(int, "--iters", help="Batches to train on (default: one epoch).")
-Epochs = _opt(float, "--epochs", help="Passes over the cache (instead of --iters).")
+Iters = _opt(int, "--iters", help="Batches to train on.", default="one epoch")
+Epochs = _opt(float, "--epochs", help="Passes over the cache (instead of --iters).", default="1")
 BatchSize = _opt(
     int, "--batch-size", help="Prompts per global batch (each brings K samples + its negative)."
 )
 LearningRate = _opt(float, "--learning-rate", help="Peak learning rate.")
 LrSchedule = _opt(
-    str, "--lr-schedule", help="constant | cosine | linear (decay to 0 over the run)."
+    str,
+    "--lr-schedule",
+    help="constant | cosine | linear (decay to 0 over the run).",
+    default="constant",
 )
 Warmup = _opt(int, "--warmup", help="Linear warm-up updates from 0.")
 Optimizer = _opt(str, "--optimizer", help="adam | adamw | sgd.")
 FineTuneType = _opt(str, "--fine-tune-type", help="lora | dora | full.")
-NumLayers = _opt(int, "--num-layers", help="Number of last layers to train (-1: all).")
-LoraRank = _opt(int, "--lora-rank")
-LoraScale = _opt(float, "--lora-scale")
-LoraDropout = _opt(float, "--lora-dropout")
+NumLayers = _opt(
+    int,
+    "--num-layers",
+    help="Number of last layers to train (-1: all; more than the model has: all).",
+)
+LoraRank = _opt(int, "--lora-rank", help="Rank r of the LoRA/DoRA factors.")
+LoraScale = _opt(float, "--lora-scale", help="LoRA scale: the update is scale x B A.")
+LoraDropout = _opt(float, "--lora-dropout", help="Dropout on the LoRA input, in [0, 1).")
 GradCheckpoint = _opt(
     bool,
     "--grad-checkpoint/--no-grad-checkpoint",
     help="Recompute activations in backward (less memory).",
+    default="off",
 )
-GradAccumulationSteps = _opt(int, "--grad-accumulation-steps")
+GradAccumulationSteps = _opt(
+    int,
+    "--grad-accumulation-steps",
+    help="Micro-batches whose gradients add up to one update.",
+)
 MaxSeqLength = _opt(
     int,
     "--max-seq-length",
     help="Longer sequences lose the end of their response (and are re-scored by the reference).",
 )
-StepsPerReport = _opt(int, "--steps-per-report")
-StepsPerEval = _opt(int, "--steps-per-eval")
-ValSamples = _opt(str, "--val-samples", help="Sample cache of held-out prompts for validation.")
+StepsPerReport = _opt(
+    int, "--steps-per-report", help="Steps per line of metrics.jsonl (mean over them)."
+)
+StepsPerEval = _opt(
+    int, "--steps-per-eval", help="Validate on --val-samples every N steps (0: never)."
+)
+ValSamples = _opt(
+    str,
+    "--val-samples",
+    help="Sample cache of held-out prompts for validation.",
+    default="none",
+)
 SaveEvery = _opt(int, "--save-every", help="Checkpoint every N steps (0: only at the end).")
 Resume = _opt(
-    bool, "--resume/--no-resume", help="Continue from the latest checkpoint in --adapter-path."
+    bool,
+    "--resume/--no-resume",
+    help="Continue from the newest whole checkpoint in --adapter-path.",
+    default="off",
+)
+Overwrite = _opt(
+    bool,
+    "--overwrite",
+    help="Replace an earlier run in --adapter-path (without it, or --resume, it is refused).",
+    default="off",
 )
 RefreshEvery = _opt(
     int,
     "--refresh-every",
     help="Online D2O: resample with the current policy every N steps (0: offline).",
 )
-Seed = _opt(int, "--seed")
+Seed = _opt(int, "--seed", help="Seed of the adapter init, the data order and dropout.")
 Dequantize = _opt(
     bool,
     "--dequantize/--keep-quantized",
-    help="Train on float32 weights (default on the CPU) or keep them quantized (QLoRA).",
+    help="Train on float32 weights or keep them quantized (QLoRA).",
+    default="dequantize on the CPU",
 )
-Config = _opt(str, "--config", "-c", help="YAML recipe; flags given here win over it.")
+Config = _opt(
+    str, "--config", "-c", help="YAML recipe; flags given here win over it.", default="none"
+)
 
 
 def command(
@@ -104,6 +146,7 @@ def command(
     val_samples: ValSamples = None,
     save_every: SaveEvery = None,
     resume: Resume = None,
+    overwrite: Overwrite = None,
     refresh_every: RefreshEvery = None,
     seed: Seed = None,
     dequantize: Dequantize = None,
@@ -112,6 +155,7 @@ def command(
     """Train LoRA/DoRA/full adapters from a sample cache with D2O (or d2o-instance, dpo, npo, ga)."""
     cli = {k: v for k, v in locals().items() if k != "config"}
     from ..train import TrainArgs, train
+    from ..train.checkpoints import TrainInterrupted
     from .common import args_from
 
     args = args_from(TrainArgs, cli, config, "train")
@@ -121,11 +165,22 @@ def command(
         args = dataclasses.replace(args, epochs=None)
     if cli["epochs"] is not None and cli["iters"] is None:
         args = dataclasses.replace(args, iters=None)
-    summary = train(args)
-    if summary["rank"] != 0:  # under mlx.launch, rank 0 speaks for the run
+    try:
+        summary = train(args)
+    except TrainInterrupted as e:
+        if e.rank != 0:  # under mlx.launch, rank 0 speaks for the run
+            raise SystemExit(e.exit_code) from None
+        e.resume_command = _resume_command()
+        raise
+    if summary["rank"] != 0:
         return
-    last = summary["last"]
-    typer.echo(
-        f"trained {summary['steps']} steps: loss {last.get('loss', float('nan')):.4f}; "
-        f"adapters in {summary['adapter_path']}"
-    )
+    last, steps, where = summary["last"], summary["steps"], summary["adapter_path"]
+    loss = f"loss {last['loss']:.4f}; " if "loss" in last else ""
+    done = "already finished" if summary.get("already_finished") else "trained"
+    typer.echo(f"{done} {steps} steps: {loss}adapters in {where}")
+
+
+def _resume_command() -> str:
+    """This command line, to continue a stopped run: the same flags, with --resume."""
+    drop = {"--resume", "--no-resume", "--overwrite"}
+    return shlex.join(["mlx-d2o", *(a for a in sys.argv[1:] if a not in drop), "--resume"])

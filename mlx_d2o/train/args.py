@@ -7,6 +7,7 @@ from typing import Optional
 
 from .. import losses
 from ..errors import D2OError
+from .ranges import check_ranges
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
@@ -42,6 +43,7 @@ class TrainArgs:
     val_samples: Optional[str] = None
     save_every: int = 100
     resume: bool = False
+    overwrite: bool = False  # replace an earlier run in adapter_path (else refused, or --resume)
     refresh_every: int = 0
     seed: int = 0
     dequantize: Optional[bool] = None  # None: on the CPU yes (fast float32); False: QLoRA
@@ -55,6 +57,7 @@ DEFAULTS = dict(asdict(TrainArgs()))
 
 def check_args(args: TrainArgs, world_size: int) -> None:
     """One-line errors for settings that cannot work, before a model is loaded."""
+    check_ranges(args)
     if args.samples is None:
         raise D2OError("--samples: missing; give the cache directory made by `mlx-d2o sample`")
     loss = losses.get(args.loss)

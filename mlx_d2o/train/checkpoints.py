@@ -18,13 +18,15 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from .. import adapters
-from ..adapters import CHECKPOINTS_DIR, METRICS_FILE
+from ..adapters import CHECKPOINTS_DIR
 from ..distributed import Shard
 from ..errors import D2OError
 from ..io import atomic_dir, write_text_atomic
+from ..signals import Interrupted
 from .args import TrainArgs
 
 OPTIMIZER_FILE = "optimizer.safetensors"
+SUMMARY_FILE = "train_summary.json"
 STATE_FILE = "state.json"
 LATEST_FILE = "latest.json"
 
@@ -78,18 +80,67 @@ def save_checkpoint(
     return final
 
 
+def checkpoint_dirs(out: Path) -> list[Path]:
+    """OUT's checkpoint folders, newest first."""
+    root = out / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
+
+
 def latest_checkpoint(out: Path) -> Optional[Path]:
+    """The newest checkpoint folder with its state (for messages; `find_resumable` checks it)."""
+    return next((d for d in checkpoint_dirs(out) if (d / STATE_FILE).is_file()), None)
+
+
+def read_checkpoint(ckpt: Path) -> tuple[dict, dict, dict]:
+    """(state, adapter weights, optimizer state) of the checkpoint CKPT, read whole before any of
+    it is used; a D2OError saying what is missing or torn."""
+    for name in (STATE_FILE, adapters.ADAPTERS_FILE, OPTIMIZER_FILE):
+        if not (ckpt / name).is_file():
+            raise D2OError(f"{name} is missing")
+    try:
+        state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise D2OError(f"{STATE_FILE} is torn ({e})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise D2OError(f"{STATE_FILE} holds no step")
+    weights = adapters.load_weights(ckpt)
+    optimizer_state = adapters.load_weights(ckpt / OPTIMIZER_FILE)
+    return state, weights, optimizer_state
+
+
+def _pointer_note(out: Path) -> Optional[str]:
+    """What is wrong with latest.json, if anything (it only says which checkpoint is newest, so
+    the folders themselves decide; a torn pointer loses nothing)."""
     ptr = out / CHECKPOINTS_DIR / LATEST_FILE
     if not ptr.exists():
         return None
-    d = out / CHECKPOINTS_DIR / json.loads(ptr.read_text())["dir"]
-    return d if (d / STATE_FILE).exists() else None
+    try:
+        name = json.loads(ptr.read_text(encoding="utf-8"))["dir"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        return f"{LATEST_FILE} is torn"
+    if not (out / CHECKPOINTS_DIR / str(name)).is_dir():
+        return f"{LATEST_FILE} names {name}, which is missing"
+    return None
 
 
-def load_checkpoint(ckpt: Path, model, optimizer) -> dict:
-    model.load_weights(list(adapters.load_weights(ckpt).items()), strict=False)
-    optimizer.state = tree_unflatten(list(adapters.load_weights(ckpt / OPTIMIZER_FILE).items()))
-    return json.loads((ckpt / STATE_FILE).read_text())
+def find_resumable(out: Path) -> tuple[Path, dict, dict, dict, list]:
+    """The newest whole checkpoint of OUT: (folder, state, weights, optimizer state, notes on
+    what was passed over and why). A one-line D2OError when there is none."""
+    notes = [n for n in [_pointer_note(out)] if n]
+    dirs = checkpoint_dirs(out)
+    for ckpt in dirs:
+        try:
+            return (ckpt, *read_checkpoint(ckpt), notes)
+        except D2OError as e:
+            notes.append(f"{ckpt.name} is not whole: {e}")
+    if not dirs:
+        raise D2OError(f"{out}: --resume: no checkpoint to resume from (none was saved yet)")
+    raise D2OError(
+        f"{out / CHECKPOINTS_DIR}: --resume: no whole checkpoint to resume from "
+        f"({'; '.join(notes)}); start again with --overwrite"
+    )
 
 
 def resume_identity(args: TrainArgs) -> dict:
@@ -117,24 +168,25 @@ def _check_resumable(ckpt: Path, state: dict, manifest: dict, identity: Optional
 
 
 def resume(
-    out: Path, model, optimizer, manifest: dict, shard: Shard, identity: Optional[dict] = None
-) -> int:
-    """Load the latest checkpoint on rank 0 and hand its state to every rank; returns its step.
+    out: Path, model, optimizer, manifest: dict, shard: Shard, say, identity: Optional[dict] = None
+) -> dict:
+    """Load the newest whole checkpoint on rank 0 and hand it to every rank; returns its state
+    (on other ranks only its step).
 
     Only rank 0 reads files, so ranks on other machines need no copy of the adapter folder."""
-    step = 0
+    state = {"step": 0}
     if shard.rank == 0:
-        ckpt = latest_checkpoint(out)
-        if ckpt is None:
-            raise D2OError(f"{out}: --resume: no checkpoint to resume from (none was saved yet)")
-        state = load_checkpoint(ckpt, model, optimizer)
+        ckpt, state, weights, optimizer_state, notes = find_resumable(out)
         _check_resumable(ckpt, state, manifest, identity)
-        step = int(state["step"])
+        model.load_weights(list(weights.items()), strict=False)
+        optimizer.state = tree_unflatten(list(optimizer_state.items()))
+        why = f" ({'; '.join(notes)})" if notes else ""
+        say(f"resuming from {ckpt} at step {state['step']}{why}")
     if shard.size > 1:
         model.update(shard.broadcast(model.trainable_parameters()))
         optimizer.state = shard.broadcast(optimizer.state)
-        step = int(shard.broadcast(mx.array(step)).item())
-    return step
+        state = {**state, "step": int(shard.broadcast(mx.array(state["step"])).item())}
+    return state
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -143,43 +195,14 @@ def truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     keep = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            if line.strip() and json.loads(line).get("step", 0) <= step:
-                keep.append(line)
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            keep.append(line)
     write_text_atomic(path, "".join(line + "\n" for line in keep))
-
-
-def open_output(
-    out: Path, args: TrainArgs, model, optimizer, manifest: dict, shard: Shard, say
-) -> tuple[int, int]:
-    """Resume in OUT (--resume) or start afresh there; returns (start step, tokens trained so
-    far). Rank 0 alone touches the files."""
-    main = shard.rank == 0
-    metrics_path = out / METRICS_FILE
-    start = tokens = 0
-    if args.resume:
-        start = resume(out, model, optimizer, manifest, shard, resume_identity(args))
-        say(f"resuming from {out / CHECKPOINTS_DIR} at step {start}")
-        if main:
-            truncate_metrics(metrics_path, start)
-    else:
-        if main and out.exists() and (out / CHECKPOINTS_DIR).exists():
-            say(
-                f"note: starting afresh in {out}: the checkpoints of the earlier run there are "
-                "removed (--resume continues one)"
-            )
-            shutil.rmtree(out / CHECKPOINTS_DIR)
-        if main and metrics_path.exists():
-            metrics_path.unlink()
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    if start and main:
-        state = json.loads((latest_checkpoint(out) / STATE_FILE).read_text())
-        tokens = state.get("trained_tokens", 0)
-    return start, tokens
 
 
 def stopped_message(out: Path, step: int, cause: str) -> str:
@@ -203,3 +226,23 @@ def nan_message(loss_value: float, step: int, out: Path) -> str:
         if ck
         else "No checkpoint was saved yet; lower --learning-rate and start again."
     )
+
+
+class TrainInterrupted(Interrupted):
+    """Training stopped by SIGINT/SIGTERM after saving a checkpoint. The CLI sets
+    `resume_command` (the exact command line to continue); from Python, resume=True does."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path, rank: int, world_size: int):
+        super().__init__(signal_name, step, checkpoint)
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+        self.rank, self.world_size, self.resume_command = rank, world_size, None
+
+    def __str__(self) -> str:
+        how = (
+            f"resume with: {self.resume_command}"
+            if self.resume_command
+            else "run the same command with --resume to continue"
+        )
+        if self.world_size > 1:
+            how = "run the same mlx.launch command with --resume to continue"
+        return f"{self.signal_name} at step {self.step}: saved {self.checkpoint}; {how}"

@@ -8,18 +8,21 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Optional
 
 import mlx.core as mx
 from mlx_lm.tuner.callbacks import TrainingCallback
 
-from ..adapters import METRICS_FILE
+from ..adapters import CHECKPOINTS_DIR, METRICS_FILE
 from ..distributed import Shard, peer_exit
 from ..errors import D2OError
+from ..signals import graceful_stop
 from .args import TrainArgs, check_args
-from .checkpoints import nan_message, open_output, stopped_message
+from .checkpoints import TrainInterrupted, nan_message, stopped_message
 from .examples import collate
-from .refresh import refresh_due, refresh_window
+from .output import claim_output, disk_errors, open_output
+from .refresh import refresh_due, refresh_note, refresh_window
 from .report import Reporter, Window
 from .run import Run, prepare
 from .step import evaluate, make_loss_fn, make_step, step_seed
@@ -34,6 +37,7 @@ def train(
 ) -> dict:
     """Train ARGS.model on the cache ARGS.samples; write adapters, checkpoints and metrics to
     ARGS.adapter_path. Returns a summary (steps, last metrics, log π(negative) before/after).
+    SIGINT/SIGTERM finish the current update, save a checkpoint and raise `TrainInterrupted`.
 
     Args:
         args: the settings (see `TrainArgs`).
@@ -44,60 +48,71 @@ def train(
     shard = Shard.current()
     say = _speaker(log, shard)
     check_args(args, shard.size)
-    run = prepare(args, shard, say)
-    model, G, iters = run.model, args.grad_accumulation_steps, run.iters
-    start, trained_tokens = open_output(
-        run.out, args, model, run.optimizer, run.manifest, shard, say
-    )
-    step, state = make_step(model, run.optimizer, make_loss_fn(run.loss, run.settings), G)
-    model.train()
-    mx.reset_peak_memory()
-    if args.refresh_every and start % args.refresh_every:
-        say(
-            "note: resuming between two refreshes; samples for the rest of this window are "
-            "generated again (the curve matches an uninterrupted run exactly when --save-every "
-            "is a multiple of --refresh-every)"
-        )
-    reporter = Reporter(
-        run.out / METRICS_FILE, shard, iters, start, say, on_report, training_callback
-    )
-    grad, window, last = None, Window(run.loss), {}
-    stopped = lambda cause: stopped_message(run.out, reporter.step, cause)  # noqa: E731
-    with checkpointed_layers(model, args.grad_checkpoint), peer_exit(shard, stopped):
-        if start == 0 and args.steps_per_eval and run.val_examples:
-            validate(run, 0, reporter)
-        for it in range(start + 1, iters + 1):
-            if refresh_due(args.refresh_every, it, start):
-                refresh_window(run, it)
-            mx.random.seed(step_seed(args.seed, it, shard.rank))
-            tic = time.perf_counter()
-            batch, ntoks = collate(run.local_batch(it), run.loss.layout(), run.pad_id)
-            lvalue, metrics, grad_norm, grad = step(batch, grad, it % G == 0)
-            mx.eval(state, lvalue, metrics, grad_norm, grad)
-            window.time += time.perf_counter() - tic
-            reporter.on_step(it)
-            # Every rank checks the same (summed) value, so a NaN on one stops all of them alike.
-            loss_value = shard.sum(lvalue).item()
-            if not math.isfinite(loss_value):
-                raise D2OError(nan_message(loss_value, it, run.out))
-            window.add(lvalue, metrics, grad_norm if it % G == 0 else None, ntoks)
-            if it % args.steps_per_report == 0 or it == iters:
-                lr = float(run.optimizer.learning_rate.item())
-                last = window.report(it, shard, lr, trained_tokens)
-                trained_tokens = last["trained_tokens"]
-                reporter.on_train_loss_report(last)
-                window = Window(run.loss)
-            if (
-                args.steps_per_eval
-                and run.val_examples
-                and (it % args.steps_per_eval == 0 or it == iters)
-            ):
-                validate(run, it, reporter)
-            if args.save_every and it % args.save_every == 0 and it < iters:
-                run.checkpoint(it, trained_tokens)
-        run.checkpoint(iters, trained_tokens)
+    with disk_errors(Path(args.adapter_path)), claim_output(args, shard, say):
+        run = prepare(args, shard, say)
+        args, model, G, iters = run.args, run.model, run.args.grad_accumulation_steps, run.iters
+        start, trained_tokens = open_output(run)
+        if start >= iters:
+            return run.already_finished(start)
+        step, state = make_step(model, run.optimizer, make_loss_fn(run.loss, run.settings), G)
+        model.train()
+        mx.reset_peak_memory()
+        refresh_note(args.refresh_every, start, say)
+        grad, window, last = None, Window(run.loss), {}
+        stopped = lambda cause: stopped_message(run.out, reporter.step, cause)  # noqa: E731
+        with (
+            checkpointed_layers(model, args.grad_checkpoint),
+            Reporter(
+                run.out / METRICS_FILE, shard, iters, start, say, on_report, training_callback
+            ) as reporter,
+            graceful_stop() as stop,  # outside peer_exit: under mlx.launch SIGTERM is a lost peer
+            peer_exit(shard, stopped),
+        ):
+            if start == 0 and args.steps_per_eval and run.val_examples:
+                validate(run, 0, reporter)
+            for it in range(start + 1, iters + 1):
+                if refresh_due(args.refresh_every, it, start):
+                    refresh_window(run, it)
+                mx.random.seed(step_seed(args.seed, it, shard.rank))
+                reporter.on_step_start(it)
+                tic = time.perf_counter()
+                batch, ntoks = collate(run.local_batch(it), run.loss.layout(), run.pad_id)
+                lvalue, metrics, grad_norm, grad = step(batch, grad, it % G == 0)
+                mx.eval(state, lvalue, metrics, grad_norm, grad)
+                window.time += time.perf_counter() - tic
+                reporter.on_step(it)
+                # Summed over the ranks, so a NaN on one rank, or a signal to one, stops all alike.
+                flags = mx.stack([lvalue.astype(mx.float32), mx.array(float(stop.requested))])
+                loss_value, stopping = shard.sum(flags).tolist()
+                if not math.isfinite(loss_value):
+                    raise D2OError(nan_message(loss_value, it, run.out))
+                window.add(lvalue, metrics, grad_norm if it % G == 0 else None, ntoks)
+                if it % args.steps_per_report == 0 or it == iters:
+                    lr = float(run.optimizer.learning_rate.item())
+                    last = window.report(it, shard, lr, trained_tokens)
+                    trained_tokens = last["trained_tokens"]
+                    reporter.on_train_loss_report(last)
+                    window = Window(run.loss)
+                if args.steps_per_eval and run.val_examples:
+                    if it % args.steps_per_eval == 0 or it == iters:
+                        validate(run, it, reporter)
+                if stopping and it % G == 0:  # the update is whole: save it, and stop
+                    raise interrupted(run, reporter, stop.signal_name, it, trained_tokens)
+                if args.save_every and it % args.save_every == 0 and it < iters:
+                    run.checkpoint(it, trained_tokens)
+            reporter.close()
+            say(f"saving the adapters of step {iters} in {run.out}...")
+            run.checkpoint(iters, trained_tokens)
+        return run.finish(last)
+
+
+def interrupted(run: Run, reporter: Reporter, signal_name, it: int, tokens: int):
+    """Save the checkpoint of step IT after a SIGINT/SIGTERM; the exception that says so."""
     reporter.close()
-    return run.finish(last)
+    run.say(f"{signal_name or 'a signal'}: saving a checkpoint of step {it}...")
+    run.checkpoint(it, tokens)
+    ckpt = run.out / CHECKPOINTS_DIR / f"{it:07d}"
+    return TrainInterrupted(signal_name or "a signal", it, ckpt, run.shard.rank, run.shard.size)
 
 
 def validate(run: Run, it: int, reporter: Reporter) -> None:

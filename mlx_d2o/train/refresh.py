@@ -17,6 +17,16 @@ def refresh_due(every: int, it: int, start: int) -> bool:
     return bool(every) and ((it - 1) % every == 0 or it == start + 1)
 
 
+def refresh_note(every: int, start: int, say) -> None:
+    """A run resumed inside a refresh window samples the rest of that window again."""
+    if every and start % every:
+        say(
+            "note: resuming between two refreshes; samples for the rest of this window are "
+            "generated again (the curve matches an uninterrupted run exactly when --save-every "
+            "is a multiple of --refresh-every)"
+        )
+
+
 def refresh_window(run, it: int) -> None:
     """Sample again, with the policy of step IT, for this rank's share of the batches up to the
     end of IT's refresh window; rank 0 keeps its rows in OUT/online/ for inspection."""

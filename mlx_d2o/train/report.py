@@ -7,7 +7,9 @@ responses and `negative` for the human one; each loss declares its own (`losses.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,13 +85,15 @@ class Reporter(TrainingCallback):
         on_report: Optional[Callable[[dict], None]] = None,
         wrapped: Optional[TrainingCallback] = None,
     ):
+        self.path, self.main, self.say, self.step = path, shard.rank == 0, say, start
+        self.on_report, self.wrapped, self.total, self.bar = on_report, wrapped, total, None
+
+    def _bar(self, initial: int):
         from tqdm import tqdm
 
-        self.path, self.main, self.say, self.step = path, shard.rank == 0, say, start
-        self.on_report, self.wrapped = on_report, wrapped
-        self.bar = tqdm(
-            total=total,
-            initial=start,
+        return tqdm(
+            total=self.total,
+            initial=initial,
             desc="train",
             file=sys.stderr,
             disable=not self.main,
@@ -98,15 +102,22 @@ class Reporter(TrainingCallback):
 
     def _write(self, line: dict) -> None:
         if self.main:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(line) + "\n")
+            _append_line(self.path, json.dumps(line) + "\n")
         if self.on_report is not None:
             self.on_report(line)
 
+    def on_step_start(self, step: int) -> None:
+        if self.bar is None:
+            self.say(f"step {step}: compiling the step (the progress bar starts after it)...")
+
     def on_step(self, step: int) -> None:
-        """STEP is done (the step a stopped run names)."""
+        """STEP is done (the step a stopped run names). The bar starts after the first step,
+        which compiles (seconds to minutes), so its ETA is not the compilation's."""
+        if self.bar is None:
+            self.bar = self._bar(step)
+        else:
+            self.bar.update(1)
         self.step = step
-        self.bar.update(1)
 
     def on_train_loss_report(self, train_info: dict) -> None:
         self._write(train_info)
@@ -114,9 +125,10 @@ class Reporter(TrainingCallback):
             self.wrapped.on_train_loss_report(train_info)
         margin = train_info.get("rewards/margin", float("nan"))
         tok_s = f"{train_info['tokens_per_sec']:.0f}"
-        self.bar.set_postfix(
-            loss=fmt(train_info["loss"]), margin=fmt(margin), tok_s=tok_s, refresh=False
-        )
+        if self.bar is not None:
+            self.bar.set_postfix(
+                loss=fmt(train_info["loss"]), margin=fmt(margin), tok_s=tok_s, refresh=False
+            )
 
     def on_val_loss_report(self, val_info: dict) -> None:
         self._write(val_info)
@@ -126,4 +138,29 @@ class Reporter(TrainingCallback):
         self.say(f"step {val_info['step']}: val loss {fmt(val_info['loss'])}, margin {fmt(margin)}")
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> Reporter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()  # also on an error, so that its message starts a line of its own
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append LINE whole or not at all: a write cut short (a full disk) is taken back, so the
+    file never holds half a line."""
+    data = line.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)

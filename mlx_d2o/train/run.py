@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +13,18 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from .. import losses
+from ..adapters import last_metrics
 from ..distributed import Shard
 from ..models import check_made_for, load
 from .args import TrainArgs
-from .checkpoints import adapter_config, resume_identity, save_adapters, save_checkpoint, write_json
+from .checkpoints import (
+    SUMMARY_FILE,
+    adapter_config,
+    resume_identity,
+    save_adapters,
+    save_checkpoint,
+    write_json,
+)
 from .examples import batch_at, build_examples, make_batches, read_cache, rescore
 from .step import mean_negative_logp
 from .trainable import build_optimizer, setup_trainable
@@ -88,6 +97,7 @@ class Run:
     def finish(self, last: dict) -> dict:
         """The summary of the run (written to train_summary.json by rank 0)."""
         probe, name = self.probe()
+        self.say(f"measuring log π(negative) on the {name} set ({len(probe)} prompts)...")
         # "Before" is the reference's log π(negative), which the cache holds for these tokens.
         before = sum(e.ref_negative for e in probe) / len(probe)
         after = mean_negative_logp(self.model, probe, self.args.batch_size, self.pad_id, self.shard)
@@ -105,8 +115,25 @@ class Run:
             f"{before:.3f}, after {after:.3f} ({after - before:+.3f})"
         )
         if self.shard.rank == 0:
-            write_json(self.out / "train_summary.json", summary)
+            write_json(self.out / SUMMARY_FILE, summary)
         return summary
+
+    def already_finished(self, step: int) -> dict:
+        """The summary of a --resume whose run had already trained its steps: nothing to do."""
+        loss = (
+            last_metrics(self.out).get("train", (None, None))[0] if self.shard.rank == 0 else None
+        )
+        self.say(
+            f"{self.out}: this run already finished ({step} steps, --iters {self.iters}); "
+            "nothing to do (resume with a larger --iters or --epochs to train on)"
+        )
+        return {
+            "steps": step,
+            "last": {} if loss is None else {"loss": loss},
+            "adapter_path": str(self.out),
+            "rank": self.shard.rank,
+            "already_finished": True,
+        }
 
 
 def prepare(args: TrainArgs, shard: Shard, say: Callable[[str], None]) -> Run:
@@ -137,11 +164,22 @@ def prepare(args: TrainArgs, shard: Shard, say: Callable[[str], None]) -> Run:
         )
         rescore(model, to_rescore)
     loss = losses.get(args.loss)
+    args = _fit_layers(args, len(model.layers), say)
     run = Run(args, shard, say, loss, model, tokenizer, info, manifest, examples, val_examples)
     run.batches = make_batches(examples, args.batch_size)
     run.iters = args.iters or max(1, int(round((args.epochs or 1) * len(run.batches))))
     _make_trainable(run)
     return run
+
+
+def _fit_layers(args: TrainArgs, n_layers: int, say: Callable[[str], None]) -> TrainArgs:
+    """--num-layers as the number of layers it trains: -1 (all) and, as mlx-lm does, more than
+    the model has (said) become the model's count, so adapter_config.json tells the truth."""
+    if args.num_layers > n_layers:
+        say(f"note: --num-layers {args.num_layers}: the model has {n_layers} layers; training all")
+    if args.num_layers == -1 or args.num_layers > n_layers:
+        return dataclasses.replace(args, num_layers=n_layers)
+    return args
 
 
 def _make_trainable(run: Run) -> None:

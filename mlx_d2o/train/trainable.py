@@ -10,6 +10,7 @@ from ..errors import D2OError
 from .args import LR_SCHEDULES, TrainArgs
 
 OPTIMIZERS = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}
+FINE_TUNE_TYPES = ("lora", "dora", "full")
 
 
 def setup_trainable(model, args: TrainArgs) -> None:
