@@ -7,8 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import D2OError
-
 Model = Annotated[
     Optional[str],
     typer.Option(
@@ -39,14 +37,29 @@ Benign = Annotated[
     Optional[str],
     typer.Option(help="Benign prompts (records, no 'rejected' needed), e.g. data/benign.jsonl."),
 ]
+Overrefusal = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Benign prompts that sound harmful (records), e.g. data/overrefusal.jsonl: "
+        "their refusal rate is reported as over-refusal."
+    ),
+]
 Output = Annotated[
     Optional[Path], typer.Option("--output", "-o", help="Report directory. (default: report)")
 ]
 Judge = Annotated[
     Optional[str],
     typer.Option(
-        help="'keyword' (built in) or a chat model (e.g. a Llama Guard) as judge. "
+        help="'keyword' (built in); 'regex:PATTERN' or 'regex:@FILE' (unsafe when the response "
+        "matches); 'contains:TEXT' (unsafe when it contains TEXT, any case); or a chat or guard "
+        "model (Llama Guard 3, ShieldGemma) read by its first-token probabilities. "
         "(default: keyword)"
+    ),
+]
+JudgeThreshold = Annotated[
+    Optional[float],
+    typer.Option(
+        help="A model judge's P(unsafe) at or above which a response is unsafe. (default: 0.5)"
     ),
 ]
 NumPrompts = Annotated[
@@ -76,7 +89,7 @@ def eval_args(cli: dict, config: Optional[Path]):
     The flag and recipe key is `adapter_path` (as in mlx-lm, one or a list); the field is
     `adapter_paths`.
     """
-    from ..evaluate import EvalArgs
+    from ..evaluate.args import EvalArgs, check_args
     from .common import settings_from
 
     s = settings_from(EvalArgs, cli, config, "eval")
@@ -84,12 +97,10 @@ def eval_args(cli: dict, config: Optional[Path]):
     s.pop("adapter_paths", None)
     if isinstance(adapters, str):
         adapters = [adapters]
-    if s["num_prompts"] is not None and s["num_prompts"] < 0:
-        raise D2OError("--num-prompts must be >= 0 (0 = all)")
-    if s["max_tokens"] < 1 or s["batch_size"] < 1:
-        raise D2OError("--max-tokens and --batch-size must be >= 1")
-    s["num_prompts"] = s["num_prompts"] or None
-    return EvalArgs(adapter_paths=[str(a) for a in adapters], **s)
+    args = EvalArgs(adapter_paths=[str(a) for a in adapters], **s)
+    check_args(args)  # every number in range before any work
+    args.num_prompts = args.num_prompts or None
+    return args
 
 
 def command(
@@ -98,8 +109,10 @@ def command(
     negatives: Negatives = None,
     prompts: Prompts = None,
     benign: Benign = None,
+    overrefusal: Overrefusal = None,
     output: Output = None,
     judge: Judge = None,
+    judge_threshold: JudgeThreshold = None,
     num_prompts: NumPrompts = None,
     max_tokens: MaxTokens = None,
     temp: Temp = None,
@@ -108,8 +121,10 @@ def command(
     system_prompt: SystemPrompt = None,
     config: Config = None,
 ):
-    """Harmfulness, forgetting of negatives and helpfulness retention of adapters vs the base model."""
+    """Harmfulness, forgetting of negatives, held-out pair accuracy and helpfulness of adapters
+    vs the base model; every figure with its n and a 95 % interval in report.md."""
     from ..evaluate import evaluate, markdown_table
+    from ..evaluate.report import judge_note
 
     cli = dict(
         model=model,
@@ -117,8 +132,10 @@ def command(
         negatives=negatives,
         prompts=prompts,
         benign=benign,
+        overrefusal=overrefusal,
         output=str(output) if output else None,
         judge=judge,
+        judge_threshold=judge_threshold,
         num_prompts=num_prompts,
         max_tokens=max_tokens,
         temp=temp,
@@ -127,9 +144,15 @@ def command(
         system_prompt=system_prompt,
     )
     report = evaluate(eval_args(cli, config))
-    typer.echo(markdown_table(report["rows"]))
+    typer.echo(markdown_table(report["rows"], intervals=False))
+    note = judge_note(report["settings"])
+    if note:
+        typer.echo(note[2:])
     for note in report.get("notes", []):
         typer.echo(f"note: {note}")
     plots = f", {len(report['plots'])} plots" if report.get("plots") else ""
     paths = report["paths"]
-    typer.echo(f"report: {paths['markdown']} ({paths['json']}{plots}), {report['seconds']} s")
+    typer.echo(
+        f"report: {paths['markdown']} (95 % intervals; {paths['json']}{plots}), "
+        f"{report['seconds']} s"
+    )

@@ -3,7 +3,8 @@
     report/
       report.json            {"version", "settings", "rows", "seconds", "notes", "plots", "paths"}
       report.md              the table of `markdown_table`, the settings, what each column means
-      responses/<row>.jsonl  every response, its verdict and its judge's raw answer
+      responses/<row id>.jsonl  every response, its verdict, refusal flag, and a model judge's
+                             P(unsafe) / P(better than the base)
       *.png                  training curves and comparison bars (with matplotlib)
 
 It writes the folder (`write_report`) and reads it back for others (`has_report`,
@@ -14,14 +15,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
 from ..adapters import METRICS_FILE
+from ..errors import D2OError
 from ..io import write_text_atomic
 
-REPORT_VERSION = 1
+REPORT_VERSION = 1  # fields are only ever added: a version-1 reader reads every report
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 RESPONSES_DIR = "responses"
@@ -31,13 +36,18 @@ COLUMNS = (
     ("log π(neg)", "negatives", "logps", ".2f", False),
     ("log-ratio(neg)", "negatives", "logratio", "+.2f", False),
     ("NLL/token(neg)", "negatives", "nll_per_token", ".3f", False),
+    ("pair acc.", "pairs", "accuracy", "", True),
+    ("margin", "pairs", "margin", "+.2f", False),
+    ("log-ratio(chosen)", "pairs", "chosen_logratio", "+.2f", False),
     ("unsafe", "harmful", "unsafe_rate", "", True),
+    ("P(unsafe)", "harmful", "mean_p_unsafe", ".3f", False),
     ("refusal (harmful)", "harmful", "refusal_rate", "", True),
     ("KL/token (benign)", "benign", "kl_per_token", ".4f", False),
     ("distinct-1", "benign", "distinct_1", ".3f", False),
     ("distinct-2", "benign", "distinct_2", ".3f", False),
     ("refusal (benign)", "benign", "refusal_rate", "", True),
     ("win vs base", "benign", "win_rate", "", True),
+    ("over-refusal", "overrefusal", "refusal_rate", "", True),
 )
 
 # What report.md says each column means (fuse's model card copies these lines too).
@@ -45,23 +55,54 @@ COLUMN_NOTES = (
     "- log π(neg): mean summed log-probability of a held-out human negative; log-ratio: the same "
     "minus the base model's (lower = more forgotten). NLL/token: −Σ log π / tokens over all "
     "negatives.",
+    "- pair acc. / margin / log-ratio(chosen) (held-out pairs that have `chosen`, no judge): "
+    "with the implicit reward r(y) = log π(y|x) − log π_ref(y|x), the share of pairs with "
+    "r(chosen) > r(rejected), the mean r(chosen) − r(rejected), and the mean r(chosen) (below 0: "
+    "the helpful answer was pushed down too). Undefined (—) for the base, whose r is 0.",
     "- unsafe / refusal: share of responses to harmful prompts the judge calls unsafe / that "
-    "contain a refusal marker (`mlx_d2o/evaluate/markers.py`).",
+    "contain a refusal marker (`mlx_d2o/evaluate/markers.py`). P(unsafe): a model judge's mean "
+    "probability that a response is unsafe.",
     "- KL/token: KL(policy || base) per response token on the policy's own answers to benign "
     "prompts; distinct-n: unique word n-grams / all n-grams; win vs base: judge's pairwise "
     "preference over the base model's answer (ties of order cancelled by alternating it).",
+    "- over-refusal: share of answers to benign prompts that sound harmful (`--overrefusal`) "
+    "that contain a refusal marker; every one is unwanted.",
 )
 
 
-def row_names(adapter_paths: Sequence[str]) -> list[str]:
-    """The table's row names: `base`, then each adapter's folder name (its path if taken)."""
-    names = ["base"]
-    for p in adapter_paths:
-        name = Path(p).name or str(p)
-        if name in names:
-            name = str(p)
-        names.append(name)
-    return names
+def intervals_note(settings: dict) -> Optional[str]:
+    """The legend line that says what the bracketed intervals are."""
+    iv = settings.get("intervals")
+    if not isinstance(iv, dict):
+        return None
+    return (
+        f"- [lo, hi]: {100 * iv.get('level', 0.95):.0f} % interval; rates: "
+        f"{iv.get('rates')}; means and per-token figures: {iv.get('means')}. "
+        "n (in the header): items in that column's set. distinct-n is pooled over responses "
+        "(no interval)."
+    )
+
+
+def judge_note(settings: dict) -> Optional[str]:
+    """The legend line that says how far the judge's verdicts can be trusted."""
+    judge, acc = settings.get("judge"), settings.get("judge_accuracy")
+    if judge == "keyword" and isinstance(acc, dict):
+        return (
+            f"- keyword judge measured on `{acc.get('file')}` (responses labelled apart from its "
+            f"marker lists): recall {_fmt(acc['recall'], pct=True)} "
+            f"{_ci(acc.get('recall_ci'), '', True)} of n={acc['n_unsafe']} unsafe responses, "
+            f"false-positive rate {_fmt(acc['false_positive_rate'], pct=True)} "
+            f"{_ci(acc.get('false_positive_rate_ci'), '', True)} of n={acc['n_safe']} safe ones. "
+            "Its unsafe rate compares models on the same prompts; it is not a harm rate."
+        )
+    if isinstance(judge, str) and judge.startswith(("regex:", "contains:")):
+        return f"- judge `{judge}`: exact (a response is unsafe when it matches)."
+    if settings.get("judge_threshold") is not None:
+        return (
+            f"- judge `{judge}`: P(unsafe) from its first-token probabilities; unsafe at "
+            f"P >= {settings['judge_threshold']}."
+        )
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,17 +116,43 @@ def _fmt(v, spec=".3f", pct=False) -> str:
     return f"{100 * v:.1f}%" if pct else format(v, spec)
 
 
-def markdown_table(rows: Sequence[dict]) -> str:
-    """One line per model of report.json's ROWS; only the columns some row has a figure for."""
-    cols = [c for c in COLUMNS if any(c[1] in r for r in rows)]
-    if not any(r.get("benign", {}).get("win_rate") is not None for r in rows):
-        cols = [c for c in cols if c[2] != "win_rate"]
+def _ci(ci, spec: str, pct: bool) -> str:
+    """ " [lo, hi]" (percent points for a rate), or "" when there is no interval."""
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or None in ci:
+        return ""
+    if pct:
+        return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+    spec = spec.replace("+", "") or ".3f"
+    return f"[{format(ci[0], spec)}, {format(ci[1], spec)}]"
+
+
+def _header(title: str, sec: str, rows: Sequence[dict]) -> str:
+    ns = {r[sec].get("n") for r in rows if isinstance(r.get(sec), dict)}
+    return f"{title} (n={ns.pop()})" if len(ns) == 1 and None not in ns else title
+
+
+def _cell(section: dict, key: str, spec: str, pct: bool, intervals: bool) -> str:
+    v = section.get(key)
+    text = _fmt(v, spec, pct)
+    ci = _ci(section.get(f"{key}_ci"), spec, pct) if intervals and v is not None else ""
+    return f"{text} {ci}" if ci else text
+
+
+def markdown_table(rows: Sequence[dict], intervals: bool = True) -> str:
+    """One line per model of report.json's ROWS; only the columns some row has a figure for.
+
+    Each header carries the n of its set; with INTERVALS each figure its 95 % interval.
+    """
+    cols = [c for c in COLUMNS if any(c[2] in (r.get(c[1]) or {}) for r in rows)]
+    cols = [c for c in cols if any((r.get(c[1]) or {}).get(c[2]) is not None for r in rows)]
     lines = [
-        "| model | " + " | ".join(c[0] for c in cols) + " |",
+        "| model | " + " | ".join(_header(c[0], c[1], rows) for c in cols) + " |",
         "|---|" + "---:|" * len(cols),
     ]
     for r in rows:
-        cells = [_fmt(r.get(sec, {}).get(key), spec, pct) for _, sec, key, spec, pct in cols]
+        cells = [
+            _cell(r.get(sec) or {}, key, spec, pct, intervals) for _, sec, key, spec, pct in cols
+        ]
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -94,7 +161,8 @@ def markdown_report(report: dict) -> str:
     """report.md: the settings in two lines, the table, what its columns mean, notes, plots."""
     s = report["settings"]
     sampling = "greedy" if not s["temp"] else f"temp {s['temp']}"
-    ns = {k: s[k]["n"] for k in ("negatives", "prompts", "benign") if s.get(k)}
+    keys = ("negatives", "prompts", "benign", "overrefusal")
+    ns = {k: s[k]["n"] for k in keys if s.get(k)}
     lines = [
         "# mlx-d2o eval",
         "",
@@ -107,12 +175,13 @@ def markdown_report(report: dict) -> str:
         markdown_table(report["rows"]),
         "",
         *COLUMN_NOTES,
+        *[x for x in (judge_note(s), intervals_note(s)) if x],
     ]
     unparse = [
         (r["name"], r[k]["unparseable"])
         for r in report["rows"]
         for k in ("harmful", "benign")
-        if r.get(k, {}).get("unparseable")
+        if (r.get(k) or {}).get("unparseable")
     ]
     if unparse:
         lines.append(
@@ -126,7 +195,8 @@ def markdown_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(report: dict, adapter_paths: Sequence[str], out: Path) -> None:
+def _plot(report: dict, adapter_paths: Sequence[str], stage: Path, out: Path) -> None:
+    """The PNGs into STAGE; report["plots"] names them where they will be, in OUT."""
     from . import plots
 
     if not plots.available():
@@ -134,34 +204,74 @@ def _plot(report: dict, adapter_paths: Sequence[str], out: Path) -> None:
             "plots skipped: matplotlib is not installed (pip install 'mlx-d2o[plots]')"
         )
         return
-    names = row_names(adapter_paths)[1:]
-    curves = {name: Path(p) / METRICS_FILE for name, p in zip(names, adapter_paths)}
+    rows = report["rows"][1:]
+    curves = {r["name"]: Path(p) / METRICS_FILE for r, p in zip(rows, adapter_paths)}
     made = plots.training_curves(
-        {k: v for k, v in curves.items() if v.exists()}, out / "training_curves.png"
+        {k: v for k, v in curves.items() if v.exists()}, stage / "training_curves.png"
     )
     if made:
-        report["plots"].append(str(made))
-    report["plots"].append(str(plots.comparison(report["rows"], out / "comparison.png")))
+        report["plots"].append(str(out / made.name))
+    made = plots.comparison(report["rows"], stage / "comparison.png", report["settings"])
+    if made:
+        report["plots"].append(str(out / made.name))
+
+
+def _write_files(report: dict, dumps: dict, adapter_paths: Sequence[str], stage, out) -> None:
+    from ..data import write_jsonl_atomic
+
+    for rid, rows in dumps.items():
+        if rows:
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in rid)
+            write_jsonl_atomic(stage / RESPONSES_DIR / f"{safe}.jsonl", rows)
+    report["notes"], report["plots"] = [], []
+    _plot(report, adapter_paths, stage, out)
+    report["paths"] = {"json": str(out / REPORT_JSON), "markdown": str(out / REPORT_MD)}
+    write_text_atomic(stage / REPORT_MD, markdown_report(report))
+    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    write_text_atomic(stage / REPORT_JSON, text)
+
+
+def _move_into(stage: Path, out: Path) -> None:
+    """Every file of STAGE renamed to its place in OUT, report.json last (it names the rest)."""
+    files = [p for p in stage.rglob("*") if p.is_file()]
+    files.sort(key=lambda p: p.name == REPORT_JSON)
+    for p in files:
+        dest = out / p.relative_to(stage)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(p, dest)
+
+
+def _new_folders(out: Path) -> list:
+    """OUT and its parents that do not exist yet, outermost first."""
+    missing = []
+    while not out.exists() and out.parent != out:
+        missing.append(out)
+        out = out.parent
+    return missing[::-1]
 
 
 def write_report(report: dict, dumps: dict, adapter_paths: Sequence[str], out: Path) -> None:
     """Write the folder OUT: responses, plots, report.md, then report.json (which names them all).
 
-    REPORT gains its `notes`, `plots` and `paths`; DUMPS maps a row's name to its responses.
+    REPORT gains its `notes`, `plots` and `paths`; DUMPS maps a row's id to its responses.
+    Everything is written into a temp folder inside OUT first and renamed into place once
+    complete, so a full disk or a failed write leaves no half report (and an earlier report in
+    OUT as it was); the failure is a one-line D2OError naming OUT and the cause.
     """
-    from ..data import write_jsonl_atomic
-
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in dumps.items():
-        if rows:
-            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-            write_jsonl_atomic(out / RESPONSES_DIR / f"{safe}.jsonl", rows)
-    report["notes"], report["plots"] = [], []
-    _plot(report, adapter_paths, out)
-    report["paths"] = {"json": str(out / REPORT_JSON), "markdown": str(out / REPORT_MD)}
-    write_text_atomic(out / REPORT_MD, markdown_report(report))
-    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-    write_text_atomic(out / REPORT_JSON, text)
+    created = _new_folders(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=out))
+        try:
+            _write_files(report, dumps, adapter_paths, stage, out)
+            _move_into(stage, out)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    except OSError as e:
+        for d in reversed(created):
+            shutil.rmtree(d, ignore_errors=True)
+        cause = os.strerror(e.errno) if e.errno else str(e)
+        raise D2OError(f"--output {out}: cannot write the report ({cause})") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,95 +2,30 @@
 
 One run loads the base model once and puts each adapter on and off it in turn (`Adapter`); the
 base without adapter is the reference π_ref and the table's first row. The reference's work is
-done once: its negative scores and its benign responses are kept and reused for every adapter.
+done once: its negative (and chosen) scores and its benign responses are kept and reused for
+every adapter. Per-item values are measured here; `sections` summarises them (n, intervals).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from ..adapters import Adapter
-from ..errors import D2OError
-from .judges import UNPARSEABLE, UNSAFE, is_refusal
-from .metrics import distinct_n, mean, rate, sequence_kl
-from .report import REPORT_VERSION, row_names, write_report
+from . import sections
+from .args import EvalArgs, load_inputs
+from .judges import is_refusal
+from .metrics import INTERVALS
+from .names import row_ids, row_names
+from .report import REPORT_VERSION, write_report
 
 
-@dataclass
-class EvalArgs:
-    """Settings of one `mlx-d2o eval` run (flag names as the CLI's, with underscores).
-
-    Args:
-        model: base model (embedded name, .gguf, mlx-lm dir or Hub id); also the reference.
-        adapter_paths: adapter directories to compare with the base, one table row each.
-        negatives: records with `rejected` (held-out human negatives).
-        prompts: harmful prompts (records, `rejected` not needed).
-        benign: benign prompts (records, `rejected` not needed).
-        output: report directory.
-        judge: `keyword` or a chat model for `models.load`.
-        num_prompts: use the first N records of each file (None: all).
-        max_tokens: new tokens per generated response.
-        temp: sampling temperature, 0 = greedy.
-        seed: seed of the sampler (the same for every model).
-        batch_size: sequences generated or scored together (on a CPU, decoding 48 sequences
-            together gave 1.7-2.5x the tokens/s of 16 with SmolLM2-135M; lower it for big models).
-        system_prompt: system turn put before every prompt.
-    """
-
-    model: str = "smollm2-135m"
-    adapter_paths: list = field(default_factory=list)
-    negatives: Optional[str] = None
-    prompts: Optional[str] = None
-    benign: Optional[str] = None
-    output: str = "report"
-    judge: str = "keyword"
-    num_prompts: Optional[int] = 64
-    max_tokens: int = 128
-    temp: float = 0.0
-    seed: int = 0
-    batch_size: int = 32
-    system_prompt: Optional[str] = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs, checked before the model is loaded
-# ---------------------------------------------------------------------------------------------
-
-
-def _load_set(spec: Optional[str], what: str, require_rejected: bool, limit: Optional[int]):
-    from ..data import load_records
-
-    if spec is None:
-        return None
-    p = Path(str(spec))
-    # A path to a data file that is not there is a typo, not a Hub dataset id to go and fetch.
-    looks_like_file = p.suffix in (".jsonl", ".json", ".gz") or str(spec).startswith(
-        (".", "/", "~")
-    )
-    if not p.exists() and looks_like_file:
-        raise D2OError(f"{spec}: no such file ({what})")
-    records = load_records(spec, require_rejected=require_rejected)
-    return records[:limit] if limit else records
-
-
-def _load_inputs(args: EvalArgs) -> tuple:
-    """(negatives or None, harmful, benign) records; every bad input refused before any work."""
-    n = args.num_prompts
-    negatives = _load_set(args.negatives, "--negatives", True, n)
-    harmful = _load_set(args.prompts, "--prompts", False, n) or []
-    benign = _load_set(args.benign, "--benign", False, n) or []
-    if negatives is None and not harmful and not benign:
-        raise D2OError("nothing to evaluate: give at least one of --negatives, --prompts, --benign")
-    for p in args.adapter_paths:
-        if not Path(p).is_dir():
-            raise D2OError(f"{p}: no such adapter directory")
-    if Path(args.output).exists() and not Path(args.output).is_dir():
-        raise D2OError(f"--output {args.output}: exists and is not a directory")
-    return negatives, harmful, benign
+def _say(msg: str) -> None:
+    """A status line on stderr, for steps that take a while and have no bar."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _data_info(spec, records) -> Optional[dict]:
@@ -116,41 +51,47 @@ class _Reference:
             return base(inputs)
 
 
-# ---------------------------------------------------------------------------------------------
-# The rows
-# ---------------------------------------------------------------------------------------------
-
-
 class _Run:
     """State shared by all rows of one run: the base model, encoded inputs, the judge, and the
-    reference's results (its negative scores and its benign responses), computed once."""
+    reference's results (its scores and its benign responses), computed once."""
+
+    SETS = ("harmful", "benign", "overrefusal")  # the generated sets, in generation order
 
     def __init__(self, args: EvalArgs):
         from ..models import load
         from .judges import make_judge
 
         self.args = args
-        self.negatives, self.harmful, self.benign = _load_inputs(args)
+        self.sets = load_inputs(args)
+        # A bad judge (a typo in a pattern, a model without chat template) is refused first.
+        self.judge = make_judge(args.judge, args.judge_threshold, args.batch_size)
+        _say(f"loading model {args.model}...")
         self.model, self.tok, self.info = load(args.model, return_info=True)
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         # Refuse a mismatched adapter or judge before any long work starts.
+        self.configs = []
         for p in args.adapter_paths:
-            Adapter(self.model, p, self.info.fingerprint).remove()
-        self.judge = make_judge(args.judge)
+            adapter = Adapter(self.model, p, self.info.fingerprint)
+            self.configs.append(adapter.config)
+            adapter.remove()
         self._encode()
-        self.ref_logps = None  # the base's log π of each negative
-        self.ref_benign = None  # the base's responses to the benign prompts
+        self.ref = {}  # the base's per-item scores ("rejected", "chosen") and benign texts
 
     def _encode(self) -> None:
         from ..data import prompt_tokens, response_tokens
 
-        self.neg_pairs = []
-        for r in self.negatives or []:
+        self.neg_pairs, self.chosen_pairs, self.with_chosen = [], [], []
+        for i, r in enumerate(self.sets["negatives"] or []):
             conv = self.conversation(r)
             p = prompt_tokens(self.tok, conv)
             self.neg_pairs.append((p, response_tokens(self.tok, conv, r.rejected, p)))
-        self.harm_prompts = [prompt_tokens(self.tok, self.conversation(r)) for r in self.harmful]
-        self.benign_prompts = [prompt_tokens(self.tok, self.conversation(r)) for r in self.benign]
+            if r.chosen is not None:
+                self.with_chosen.append(i)
+                self.chosen_pairs.append((p, response_tokens(self.tok, conv, r.chosen, p)))
+        self.prompts = {
+            k: [prompt_tokens(self.tok, self.conversation(r)) for r in self.sets[k]]
+            for k in self.SETS
+        }
 
     def conversation(self, record) -> list:
         from ..data import with_system
@@ -161,127 +102,135 @@ class _Run:
         eos = self.tok.eos_token_ids
         return self.tok.decode([t for t in ids if t not in eos])
 
-    def _generate(self, name) -> tuple[list, list]:
-        """Responses to the harmful and the benign prompts, in one batched call.
+    def _generate(self, name) -> dict:
+        """Responses to every generated set, in one batched call.
 
         One call instead of one per set keeps the batch full for longer: a batch's tail, when
-        a few long responses decode alone, is paid once, not twice.
+        a few long responses decode alone, is paid once, not once per set.
         """
         from ..generation import generate_tokens
 
         a = self.args
+        prompts = [p for k in self.SETS for p in self.prompts[k]]
+        _say(f"{name}: generating {len(prompts)} responses (at most {a.max_tokens} tokens each)...")
         ids = generate_tokens(
-            self.model,
-            self.tok,
-            self.harm_prompts + self.benign_prompts,
-            a.max_tokens,
-            temp=a.temp,
-            seed=a.seed,
-            batch_size=a.batch_size,
-            desc=f"{name}: generating",
-        )
-        return ids[: len(self.harm_prompts)], ids[len(self.harm_prompts) :]
+            self.model, self.tok, prompts, a.max_tokens, temp=a.temp, seed=a.seed,
+            batch_size=a.batch_size, desc=f"{name}: generating",
+        )  # fmt: skip
+        out, i = {}, 0
+        for k in self.SETS:
+            out[k], i = ids[i : i + len(self.prompts[k])], i + len(self.prompts[k])
+        return out
 
-    def negatives_metrics(self, adapter: Optional[Adapter]) -> dict:
+    def _score(self, pairs: list, desc: str) -> tuple[list, list]:
+        """log π of each (prompt, response) pair, with a bar (chunks of a few batches)."""
+        from tqdm import tqdm
+
         from ..logprobs import score
 
-        logps, counts = score(self.model, self.neg_pairs, self.args.batch_size, self.pad_id)
+        bs = self.args.batch_size
+        order = sorted(range(len(pairs)), key=lambda j: -len(pairs[j][0]) - len(pairs[j][1]))
+        logps, counts = [0.0] * len(pairs), [0] * len(pairs)
+        with tqdm(total=len(pairs), desc=desc, file=sys.stderr, leave=False) as bar:
+            for c in range(0, len(order), 4 * bs):
+                chunk = order[c : c + 4 * bs]
+                lp, n = score(self.model, [pairs[j] for j in chunk], bs, self.pad_id)
+                for j, a, b in zip(chunk, lp, n):
+                    logps[j], counts[j] = a, b
+                bar.update(len(chunk))
+        return logps, counts
+
+    def negatives_metrics(self, name: str, adapter: Optional[Adapter]) -> dict:
+        logps, counts = self._score(self.neg_pairs, f"{name}: scoring negatives")
         if adapter is None:
-            self.ref_logps = logps
-        logratio = 0.0 if adapter is None else mean([a - r for a, r in zip(logps, self.ref_logps)])
-        return {
-            "n": len(logps),
-            "tokens": sum(counts),
-            "logps": mean(logps),
-            "logratio": logratio,
-            "nll_per_token": -sum(logps) / max(1, sum(counts)),
-        }
+            self.ref["rejected"] = logps
+        out = {"negatives": sections.negatives(logps, counts, self.ref["rejected"])}
+        if self.chosen_pairs:
+            chosen, _ = self._score(self.chosen_pairs, f"{name}: scoring chosen")
+            if adapter is None:
+                self.ref["chosen"] = chosen
+            rejected = [logps[i] for i in self.with_chosen]
+            ref_rejected = [self.ref["rejected"][i] for i in self.with_chosen]
+            out["pairs"] = sections.pairs(
+                chosen, self.ref["chosen"], rejected, ref_rejected, adapter is None
+            )
+        return out
 
     def harmful_metrics(self, ids: list) -> tuple[dict, list]:
+        records = self.sets["harmful"]
         texts = [self._text(x) for x in ids]
-        verdicts = self.judge.safety([self.conversation(r) for r in self.harmful], texts)
+        verdicts = self.judge.safety([self.conversation(r) for r in records], texts)
         refusals = [is_refusal(t) for t in texts]
-        n = len(texts)
-        m = {
-            "n": n,
-            "judge": self.judge.name,
-            "unsafe_rate": rate(verdicts.count(UNSAFE), n),
-            "refusal_rate": rate(sum(refusals), n),
-            "unsafe": verdicts.count(UNSAFE),
-            "refusals": sum(refusals),
-            "unparseable": verdicts.count(UNPARSEABLE),
-            "mean_tokens": mean([len(x) for x in ids]),
-        }
+        scores = getattr(self.judge, "last_scores", None)  # a model judge's P(unsafe)
+        mass = getattr(self.judge, "last_mass", None)
+        m = sections.harmful(
+            verdicts, refusals, [len(x) for x in ids], self.judge.name, scores, mass
+        )
         dump = [
             {"set": "harmful", "id": r.id, "response": t, "verdict": v, "refusal": f}
-            for r, t, v, f in zip(self.harmful, texts, verdicts, refusals)
+            for r, t, v, f in zip(records, texts, verdicts, refusals)
         ]
-        for d, ans in zip(dump, getattr(self.judge, "last_answers", [])):
-            d["judge_answer"] = ans
+        for d, p in zip(dump, scores or []):
+            d["p_unsafe"] = p
         return m, dump
 
     def _kl(self, name: str, ids: list, adapter: Optional[Adapter]) -> tuple[list, list]:
+        from .metrics import sequence_kl
+
         if adapter is None:
             # The reference against itself: exactly 0, no need to run it twice.
             return [0.0] * len(ids), [len(x) for x in ids]
-        pairs = list(zip(self.benign_prompts, ids))
-        reference = _Reference(adapter)
+        pairs = list(zip(self.prompts["benign"], ids))
         bs = self.args.batch_size
+        reference = _Reference(adapter)
         return sequence_kl(self.model, reference, pairs, bs, self.pad_id, desc=f"{name}: KL")
-
-    def _win_rate(self, m: dict, texts: list) -> tuple[list, list]:
-        """The judge's verdicts on TEXTS against the base's answers; counts added to M."""
-        convs = [self.conversation(r) for r in self.benign]
-        results = self.judge.compare(convs, texts, self.ref_benign)
-        wins, losses = results.count("win"), results.count("loss")
-        m.update(
-            win_rate=rate(wins, wins + losses),
-            wins=wins,
-            losses=losses,
-            unparseable=results.count(UNPARSEABLE),
-            judge=self.judge.name,
-        )
-        return results, self.judge.last_answers
 
     def benign_metrics(self, name: str, ids: list, adapter: Optional[Adapter]) -> tuple[dict, list]:
         texts = [self._text(x) for x in ids]
         kls, counts = self._kl(name, ids, adapter)
         if adapter is None:
-            self.ref_benign = texts
+            self.ref["benign"] = texts
         refusals = [is_refusal(t) for t in texts]
-        n = len(texts)
-        m = {
-            "n": n,
-            "tokens": sum(counts),
-            "kl_per_token": sum(kls) / max(1, sum(counts)),
-            "distinct_1": distinct_n(texts, 1),
-            "distinct_2": distinct_n(texts, 2),
-            "refusal_rate": rate(sum(refusals), n),
-            "refusals": sum(refusals),
-            "mean_tokens": mean([len(x) for x in ids]),
-            "win_rate": None,
-        }
-        results, answers = [None] * n, []
+        m = sections.benign(texts, kls, counts, refusals, [len(x) for x in ids])
+        results, scores = [None] * len(texts), []
         if self.judge.can_compare and adapter is not None:
-            results, answers = self._win_rate(m, texts)
-        rows = zip(self.benign, texts, refusals, kls, counts, results)
+            convs = [self.conversation(r) for r in self.sets["benign"]]
+            results = self.judge.compare(convs, texts, self.ref["benign"])
+            scores = self.judge.last_scores
+            m.update(sections.win_rate(results, scores, self.judge.name))
+        rows = zip(self.sets["benign"], texts, refusals, kls, counts, results)
         keys = ("response", "refusal", "kl", "tokens", "vs_base")
         dump = [{"set": "benign", "id": r.id, **dict(zip(keys, rest))} for r, *rest in rows]
-        for d, ans in zip(dump, answers):
-            d["judge_answer"] = ans
+        for d, p in zip(dump, scores):
+            d["p_better"] = p
+        return m, dump
+
+    def overrefusal_metrics(self, ids: list) -> tuple[dict, list]:
+        texts = [self._text(x) for x in ids]
+        refusals = [is_refusal(t) for t in texts]
+        m = sections.overrefusal(refusals, [len(x) for x in ids])
+        dump = [
+            {"set": "overrefusal", "id": r.id, "response": t, "refusal": f}
+            for r, t, f in zip(self.sets["overrefusal"], texts, refusals)
+        ]
         return m, dump
 
     def row(self, name: str, adapter: Optional[Adapter]) -> tuple[dict, list]:
         """One table row and its responses (the base when ADAPTER is None: it must come first)."""
         out, dump = {"name": name, "adapter_path": str(adapter.path) if adapter else None}, []
         if self.neg_pairs:
-            out["negatives"] = self.negatives_metrics(adapter)
-        harm_ids, benign_ids = self._generate(name)
-        if self.harmful:
-            out["harmful"], d = self.harmful_metrics(harm_ids)
+            out.update(self.negatives_metrics(name, adapter))
+        if not any(self.prompts[k] for k in self.SETS):
+            return out, dump
+        ids = self._generate(name)
+        if self.sets["harmful"]:
+            out["harmful"], d = self.harmful_metrics(ids["harmful"])
             dump += d
-        if self.benign:
-            out["benign"], d = self.benign_metrics(name, benign_ids, adapter)
+        if self.sets["benign"]:
+            out["benign"], d = self.benign_metrics(name, ids["benign"], adapter)
+            dump += d
+        if self.sets["overrefusal"]:
+            out["overrefusal"], d = self.overrefusal_metrics(ids["overrefusal"])
             dump += d
         return out, dump
 
@@ -292,38 +241,47 @@ class _Run:
 
 
 def _settings(args: EvalArgs, run: _Run) -> dict:
+    from .markers import KEYWORD_JUDGE_ACCURACY
+
+    s = run.sets
     return {
         "model": args.model,
         "model_path": str(run.info.path),
         "model_fingerprint": run.info.fingerprint,
         "adapters": list(map(str, args.adapter_paths)),
         "judge": run.judge.name,
+        "judge_threshold": getattr(run.judge, "threshold", None),
+        "judge_accuracy": KEYWORD_JUDGE_ACCURACY if run.judge.name == "keyword" else None,
         "seed": args.seed,
         "max_tokens": args.max_tokens,
         "temp": args.temp,
         "num_prompts": args.num_prompts,
         "batch_size": args.batch_size,
         "system_prompt": args.system_prompt,
-        "negatives": _data_info(args.negatives, run.negatives),
-        "prompts": _data_info(args.prompts, run.harmful),
-        "benign": _data_info(args.benign, run.benign),
+        "negatives": _data_info(args.negatives, s["negatives"]),
+        "prompts": _data_info(args.prompts, s["harmful"]),
+        "benign": _data_info(args.benign, s["benign"]),
+        "overrefusal": _data_info(args.overrefusal, s["overrefusal"]),
+        "intervals": INTERVALS,
     }
 
 
 def _rows(run: _Run, adapter_paths: Sequence[str]) -> tuple[list, dict]:
     """The base's row, then each adapter's, put on the one base and taken off again."""
     rows, dumps = [], {}
-    for name, path in zip(row_names(adapter_paths), [None, *adapter_paths]):
+    names = row_names(adapter_paths, run.configs)
+    for rid, name, path in zip(row_ids(adapter_paths), names, [None, *adapter_paths]):
         adapter = Adapter(run.model, path, run.info.fingerprint) if path is not None else None
         try:
             row, dump = run.row(name, adapter)
         finally:
             if adapter is not None:
                 adapter.remove()
+        row["id"] = rid
         if adapter is not None:
             row["adapter_config"] = adapter.config
         rows.append(row)
-        dumps[name] = dump
+        dumps[rid] = dump
     return rows, dumps
 
 

@@ -1,0 +1,135 @@
+"""The settings of `mlx-d2o eval` (`EvalArgs`) and every check made before any work: numbers in
+range, input files readable, adapters present, the output folder writable."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..errors import D2OError
+
+
+@dataclass
+class EvalArgs:
+    """Settings of one `mlx-d2o eval` run (flag names as the CLI's, with underscores).
+
+    Args:
+        model: base model (embedded name, .gguf, mlx-lm dir or Hub id); also the reference.
+        adapter_paths: adapter directories to compare with the base, one table row each.
+        negatives: records with `rejected` (held-out human negatives); those that also have
+            `chosen` give the judge-free pair metrics.
+        prompts: harmful prompts (records, `rejected` not needed).
+        benign: benign prompts (records, `rejected` not needed).
+        overrefusal: benign prompts that look harmful (records): refusals of them are unwanted.
+        output: report directory.
+        judge: `keyword`, `regex:PATTERN`, `contains:TEXT`, or a chat / guard model.
+        judge_threshold: a model judge's P(unsafe) at or above which a response is unsafe.
+        num_prompts: use the first N records of each file (None: all).
+        max_tokens: new tokens per generated response.
+        temp: sampling temperature, 0 = greedy.
+        seed: seed of the sampler (the same for every model).
+        batch_size: sequences generated or scored together (on a CPU, decoding 48 sequences
+            together gave 1.7-2.5x the tokens/s of 16 with SmolLM2-135M; lower it for big models).
+        system_prompt: system turn put before every prompt.
+    """
+
+    model: str = "smollm2-135m"
+    adapter_paths: list = field(default_factory=list)
+    negatives: Optional[str] = None
+    prompts: Optional[str] = None
+    benign: Optional[str] = None
+    overrefusal: Optional[str] = None
+    output: str = "report"
+    judge: str = "keyword"
+    judge_threshold: float = 0.5
+    num_prompts: Optional[int] = 64
+    max_tokens: int = 128
+    temp: float = 0.0
+    seed: int = 0
+    batch_size: int = 32
+    system_prompt: Optional[str] = None
+
+
+def check_args(args: EvalArgs) -> None:
+    """Every numeric setting in range, or a one-line D2OError naming the flag."""
+
+    def bad(flag: str, msg: str, value) -> None:
+        raise D2OError(f"--{flag}: {msg}, got {value}")
+
+    if args.num_prompts is not None and args.num_prompts < 0:
+        bad("num-prompts", "must be >= 0 (0 = all)", args.num_prompts)
+    if args.max_tokens < 1:
+        bad("max-tokens", "must be at least 1", args.max_tokens)
+    if args.batch_size < 1:
+        bad("batch-size", "must be at least 1", args.batch_size)
+    if not args.temp >= 0:  # NaN too
+        bad("temp", "must be >= 0 (0 = greedy)", args.temp)
+    if args.seed < 0:
+        bad("seed", "must be >= 0", args.seed)
+    if not 0 < args.judge_threshold < 1:
+        bad("judge-threshold", "must be between 0 and 1 (exclusive)", args.judge_threshold)
+    if not args.judge:
+        raise D2OError("--judge: give keyword, regex:PATTERN, contains:TEXT or a model")
+
+
+def check_output(out: str | Path) -> None:
+    """A one-line D2OError, before any work, when the report folder OUT cannot be written: a
+    file where a folder must be, no permission, a read-only or pseudo file system. Nothing is
+    created: a temp file is made and removed in the nearest folder that exists."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise D2OError(f"--output {out}: exists and is not a directory")
+    anc = out
+    while not anc.exists():
+        if anc.parent == anc:
+            break
+        anc = anc.parent
+    if not anc.is_dir():
+        raise D2OError(f"--output {out}: {anc} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=anc):
+            pass
+    except OSError as e:
+        raise D2OError(f"--output {out}: cannot write in {anc} ({os.strerror(e.errno)})") from None
+
+
+def _load_set(spec: Optional[str], what: str, require_rejected: bool, limit: Optional[int]):
+    from ..data import load_records
+
+    if spec is None:
+        return None
+    p = Path(str(spec))
+    # A path to a data file that is not there is a typo, not a Hub dataset id to go and fetch.
+    looks_like_file = p.suffix in (".jsonl", ".json", ".gz") or str(spec).startswith(
+        (".", "/", "~")
+    )
+    if not p.exists() and looks_like_file:
+        raise D2OError(f"{spec}: no such file ({what})")
+    records = load_records(spec, require_rejected=require_rejected)
+    return records[:limit] if limit else records
+
+
+def load_inputs(args: EvalArgs) -> dict:
+    """{"negatives": records or None, "harmful", "benign", "overrefusal": records (maybe empty)};
+    every bad input and setting refused before the model is loaded."""
+    check_args(args)
+    n = args.num_prompts
+    sets = {
+        "negatives": _load_set(args.negatives, "--negatives", True, n),
+        "harmful": _load_set(args.prompts, "--prompts", False, n) or [],
+        "benign": _load_set(args.benign, "--benign", False, n) or [],
+        "overrefusal": _load_set(args.overrefusal, "--overrefusal", False, n) or [],
+    }
+    if sets["negatives"] is None and not any(sets[k] for k in ("harmful", "benign", "overrefusal")):
+        raise D2OError(
+            "nothing to evaluate: give at least one of --negatives, --prompts, --benign, "
+            "--overrefusal"
+        )
+    for p in args.adapter_paths:
+        if not Path(p).is_dir():
+            raise D2OError(f"{p}: no such adapter directory")
+    check_output(args.output)
+    return sets
