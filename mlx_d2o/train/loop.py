@@ -111,6 +111,9 @@ def interrupted(run: Run, reporter: Reporter, signal_name, it: int, tokens: int)
     reporter.close()
     run.say(f"{signal_name or 'a signal'}: saving a checkpoint of step {it}...")
     run.checkpoint(it, tokens)
+    # Under mlx.launch every rank stops at this step: the others wait until rank 0 has saved, or
+    # their exit could make the launcher end rank 0 in the middle of the write.
+    run.shard.all_ok(True)
     ckpt = run.out / CHECKPOINTS_DIR / f"{it:07d}"
     return TrainInterrupted(signal_name or "a signal", it, ckpt, run.shard.rank, run.shard.size)
 
