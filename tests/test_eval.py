@@ -835,13 +835,15 @@ def test_eval_full_disk_leaves_no_half_report(
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     calls = []
 
-    def full(path, text, fsync=False):
+    real_write = report._write
+
+    def full(path, text):
         calls.append(path)
         if Path(path).name == "report.json":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return Path(path).write_text(text)
+        real_write(path, text)
 
-    monkeypatch.setattr(report, "write_text_atomic", full)
+    monkeypatch.setattr(report, "_write", full)
     code, _, err = run_cli(base + ["--output", out, "--seed", "1"], capsys)
     assert code == 2 and f"--output {out}" in err and "No space left on device" in err, err
     assert calls and _one_error(err)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Optional
 
 from ..adapters import read_metrics
-from ..io import atomic_path
 
 # Training metrics the curves show, in TRL's names as the trainer writes them.
 CURVES = ("loss", "rewards/margin", "rewards/samples", "rewards/negative")
@@ -49,9 +48,10 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    """Save through a temp file and a rename, so a failed save leaves no partial PNG."""
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    """A plain save: `report.write_report` has PATH in a temp folder it renames into place
+    once the whole report is written, so a failed save leaves no partial PNG in the report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
 

@@ -24,7 +24,7 @@ from typing import Optional
 
 from ..adapters import METRICS_FILE
 from ..errors import D2OError
-from ..io import write_text_atomic
+from ..io import place_error
 
 REPORT_VERSION = 1  # fields are only ever added: a version-1 reader reads every report
 REPORT_JSON = "report.json"
@@ -216,19 +216,24 @@ def _plot(report: dict, adapter_paths: Sequence[str], stage: Path, out: Path) ->
         report["plots"].append(str(out / made.name))
 
 
-def _write_files(report: dict, dumps: dict, adapter_paths: Sequence[str], stage, out) -> None:
-    from ..data import write_jsonl_atomic
+def _write(path: Path, text: str) -> None:
+    """A plain write: files go into the temp folder that `write_report` renames into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
+
+def _write_files(report: dict, dumps: dict, adapter_paths: Sequence[str], stage, out) -> None:
     for rid, rows in dumps.items():
         if rows:
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in rid)
-            write_jsonl_atomic(stage / RESPONSES_DIR / f"{safe}.jsonl", rows)
+            lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            _write(stage / RESPONSES_DIR / f"{safe}.jsonl", lines)
     report["notes"], report["plots"] = [], []
     _plot(report, adapter_paths, stage, out)
     report["paths"] = {"json": str(out / REPORT_JSON), "markdown": str(out / REPORT_MD)}
-    write_text_atomic(stage / REPORT_MD, markdown_report(report))
-    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-    write_text_atomic(stage / REPORT_JSON, text)
+    _write(stage / REPORT_MD, markdown_report(report))
+    _write(stage / REPORT_JSON, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 def _move_into(stage: Path, out: Path) -> None:
@@ -267,10 +272,12 @@ def write_report(report: dict, dumps: dict, adapter_paths: Sequence[str], out: P
             _move_into(stage, out)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
+        if place_error(e, out) is None:  # not the place's fault: a bug, keep its traceback
+            raise
         for d in reversed(created):
             shutil.rmtree(d, ignore_errors=True)
-        cause = os.strerror(e.errno) if e.errno else str(e)
+        cause = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
         raise D2OError(f"--output {out}: cannot write the report ({cause})") from None
 
 
