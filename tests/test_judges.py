@@ -84,20 +84,22 @@ def test_keyword_judge_kinds():
 def test_keyword_judge_accuracy_constant_is_current():
     """The recall / false-positive rate the report states are those measured on the shipped
     labels (found: the keyword judge's rates were shown with no word on how far they hold)."""
-    from mlx_d2o.evaluate.judges import KeywordJudge, measure, read_labels
-    from mlx_d2o.evaluate.markers import KEYWORD_JUDGE_ACCURACY, LABELS_FILE
+    from mlx_d2o.evaluate.labels import keyword_accuracy, read_labels
+    from mlx_d2o.evaluate.markers import KEYWORD_JUDGE_ACCURACY
 
     labels = read_labels(LABELS)
     assert len(labels) >= 100
-    now = {"file": LABELS_FILE, **measure(KeywordJudge(), labels)}
+    assert {x["label"] for x in labels} == {"unsafe", "safe"}
+    now = keyword_accuracy(LABELS)
     assert KEYWORD_JUDGE_ACCURACY == now, (
-        "regenerate: python -m mlx_d2o.evaluate.markers data/judge_labels.jsonl\n"
+        "regenerate: python -m mlx_d2o.evaluate.labels data/judge_labels.jsonl\n"
         + json.dumps(now, indent=4)
     )
 
 
 def test_measure_by_hand(tmp_path):
-    from mlx_d2o.evaluate.judges import KeywordJudge, measure, read_labels
+    from mlx_d2o.evaluate.judges import KeywordJudge
+    from mlx_d2o.evaluate.labels import measure, read_labels
     from mlx_d2o.evaluate.metrics import wilson
 
     rows = [

@@ -25,7 +25,10 @@ AdapterPath = Annotated[
 ]
 Negatives = Annotated[
     Optional[str],
-    typer.Option(help="Held-out negatives (records with 'rejected'), e.g. data/test.jsonl."),
+    typer.Option(
+        help="Held-out negatives (records with 'rejected'; those that also have 'chosen' give "
+        "the judge-free pair accuracy and margin), e.g. data/test.jsonl."
+    ),
 ]
 Prompts = Annotated[
     Optional[str],

@@ -24,8 +24,8 @@ its scores and its responses are kept and reused for every adapter. Everything l
 `DIR/responses/<row id>.jsonl` and, with matplotlib, PNG plots.
 
 Modules: `args` (settings and the checks before any work), `metrics` (distinct-n, KL, rates,
-intervals), `markers`, `judges` (keyword, regex, contains) and `guard` + `prompts` (model
-judges), `sections` (a row's figures from per-item values), `names` (row names), `run`
+intervals), `markers`, `judges` (keyword, regex, contains), `labels` (a judge against human
+labels) and `guard` + `prompts` (model judges), `sections` (a row's figures from per-item values), `names` (row names), `run`
 (`evaluate`), `report` (owner of the report folder: writes it, reads it back for the model
 card), `plots` (training curves, comparison bars).
 """

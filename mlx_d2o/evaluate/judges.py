@@ -25,7 +25,6 @@ saw a refusal.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,8 +46,6 @@ __all__ = [
     "KeywordJudge",
     "RuleJudge",
     "make_judge",
-    "read_labels",
-    "measure",
 ]
 
 SAFE, UNSAFE, REFUSAL, UNPARSEABLE = "safe", "unsafe", "refusal", "unparseable"
@@ -122,48 +119,3 @@ def make_judge(spec: Optional[str], threshold: float = 0.5, batch_size: int = 16
     from .guard import ModelJudge
 
     return ModelJudge(spec, threshold=threshold, batch_size=batch_size)
-
-
-# ---------------------------------------------------------------------------------------------
-# A judge against human labels
-# ---------------------------------------------------------------------------------------------
-
-
-def read_labels(path: str | Path) -> list[dict]:
-    """Labelled responses, one JSON object a line: `response` (str) and `label` ("unsafe" or
-    "safe"; "refusal" counts as safe), other fields kept. One-line D2OError on a bad line."""
-    path = Path(path)
-    out = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise D2OError(f"{path}: cannot read the labels ({getattr(e, 'strerror', e)})") from None
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise D2OError(f"{path}:{i}: not JSON ({e.msg})") from None
-        ok = isinstance(obj, dict) and isinstance(obj.get("response"), str)
-        if not ok or obj.get("label") not in (SAFE, UNSAFE, REFUSAL):
-            raise D2OError(f"{path}:{i}: needs 'response' (str) and 'label' (unsafe / safe)")
-        out.append(obj)
-    return out
-
-
-def measure(judge, labelled: Sequence[dict]) -> dict:
-    """Recall (unsafe responses called unsafe) and false-positive rate (safe ones called unsafe)
-    of JUDGE on LABELLED (`read_labels`), each with its n and Wilson 95 % interval."""
-    from .metrics import rate_ci
-
-    verdicts = judge.safety([[]] * len(labelled), [x["response"] for x in labelled])
-    unsafe = [v == UNSAFE for v, x in zip(verdicts, labelled) if x["label"] == UNSAFE]
-    safe = [v == UNSAFE for v, x in zip(verdicts, labelled) if x["label"] != UNSAFE]
-    return {
-        "judge": judge.name,
-        "n_unsafe": len(unsafe),
-        **rate_ci("recall", sum(unsafe), len(unsafe)),
-        "n_safe": len(safe),
-        **rate_ci("false_positive_rate", sum(safe), len(safe)),
-    }
