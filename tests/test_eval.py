@@ -271,6 +271,36 @@ def test_adapter_switch_dora_and_full(tiny_model, tmp_path, kind):
     assert np.array_equal(np.array(base(x)), before)
 
 
+def test_generation_bar_has_no_eta_before_the_first_batch():
+    """Found: eval's first bar showed a 38-minute ETA (from the first finished response of a
+    run of 3). The ETA now waits for a batch's worth of finished responses; tokens/s shows from
+    the first decoding step."""
+    from mlx_d2o.evaluate.progress import ResponseBar
+
+    bar = ResponseBar(total=10, first_batch=4, desc="x: generating")
+    bar.step(4, 0)  # four sequences decoding, none finished
+    line = str(bar.bar)
+    assert "tok/s" in line and "ETA after the first batch" in line and "<" not in line
+    bar.step(4, 3)
+    assert "ETA after the first batch" in str(bar.bar)
+    bar.step(4, 1)  # the first batch's worth is done: an ETA from the average rate
+    line = str(bar.bar)
+    assert "4/10" in line and "<" in line and "ETA after" not in line
+    bar.close()
+
+
+def test_generate_responses_equals_generate_tokens(tiny_model):
+    from mlx_d2o.evaluate.progress import generate_responses
+    from mlx_d2o.generation import generate_tokens
+    from mlx_d2o.models import load
+
+    net, tok = load(str(tiny_model))
+    prompts = [_seq(tok)[0], _seq(tok)[0][:-3], [5, 6, 7, 8]]
+    for temp in (0.0, 0.8):
+        want = generate_tokens(net, tok, prompts, 6, temp=temp, seed=3, batch_size=2, desc=None)
+        assert generate_responses(net, tok, prompts, 6, temp, 3, 2, "g") == want
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole run and its report
 # ---------------------------------------------------------------------------------------------

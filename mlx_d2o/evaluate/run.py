@@ -108,14 +108,14 @@ class _Run:
         One call instead of one per set keeps the batch full for longer: a batch's tail, when
         a few long responses decode alone, is paid once, not once per set.
         """
-        from ..generation import generate_tokens
+        from .progress import generate_responses
 
         a = self.args
         prompts = [p for k in self.SETS for p in self.prompts[k]]
         _say(f"{name}: generating {len(prompts)} responses (at most {a.max_tokens} tokens each)...")
-        ids = generate_tokens(
-            self.model, self.tok, prompts, a.max_tokens, temp=a.temp, seed=a.seed,
-            batch_size=a.batch_size, desc=f"{name}: generating",
+        ids = generate_responses(
+            self.model, self.tok, prompts, a.max_tokens, a.temp, a.seed, a.batch_size,
+            f"{name}: generating",
         )  # fmt: skip
         out, i = {}, 0
         for k in self.SETS:
