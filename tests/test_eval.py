@@ -272,8 +272,8 @@ def test_adapter_switch_dora_and_full(tiny_model, tmp_path, kind):
 
 
 def test_generation_bar_has_no_eta_before_the_first_batch():
-    """Found: eval's first bar showed a 38-minute ETA (from the first finished response of a
-    run of 3). The ETA now waits for a batch's worth of finished responses; tokens/s shows from
+    """Found: eval's first bar showed a 38-minute ETA (tqdm's, from the first finished
+    responses). The ETA now waits for a batch's worth of finished responses; tokens/s shows from
     the first decoding step."""
     from mlx_d2o.evaluate.progress import ResponseBar
 

@@ -25,9 +25,10 @@ its scores and its responses are kept and reused for every adapter. Everything l
 
 Modules: `args` (settings and the checks before any work), `metrics` (distinct-n, KL, rates,
 intervals), `markers`, `judges` (keyword, regex, contains), `labels` (a judge against human
-labels) and `guard` + `prompts` (model judges), `sections` (a row's figures from per-item values), `names` (row names), `run`
-(`evaluate`), `report` (owner of the report folder: writes it, reads it back for the model
-card), `plots` (training curves, comparison bars).
+labels), `guard` + `prompts` (model judges), `sections` (a row's figures from per-item values),
+`names` (row names), `progress` (generation with an honest bar), `run` (`evaluate`), `report`
+(owner of the report folder: writes it, reads it back for the model card), `plots` (training
+curves, comparison bars).
 """
 
 from ..adapters import Adapter

@@ -2,10 +2,10 @@
 
 `generation.generate` decodes with continuous batching: the first responses finish only after a
 batch's prefill and many decoding steps, then they finish in bursts. An ETA from the first
-finished response (tqdm's default) read 38 minutes for a run of 3. So the bar counts responses
-and shows the tokens/s as they are produced (refreshed twice a second), and no ETA until a first
-batch's worth of responses has finished; from then on the ETA is the average rate since the
-start (no smoothing), which the bursts do not throw off.
+finished responses (tqdm's default) read 38 minutes on the demo's first bar (issue 13). So the
+bar counts responses and shows the tokens/s as they are produced (refreshed twice a second), and
+no ETA until a first batch's worth of responses has finished; from then on the ETA is the
+average rate since the start (no smoothing), which the bursts do not throw off.
 """
 
 from __future__ import annotations
