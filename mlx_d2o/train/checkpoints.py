@@ -162,8 +162,8 @@ def _check_resumable(ckpt: Path, state: dict, manifest: dict, identity: Optional
     if diffs:
         raise D2OError(
             f"{ckpt}: --resume with other settings than the run it continues "
-            f"({'; '.join(diffs)}); resume with the same settings, or start afresh in another "
-            "--adapter-path"
+            f"({'; '.join(diffs)}); resume with the same settings, or start afresh with "
+            "--overwrite (or in another --adapter-path)"
         )
 
 
