@@ -589,7 +589,10 @@ def test_model_judge_gives_every_response_a_probability(tiny_model, adapters, ev
     assert b["wins"] + b["losses"] + b["ties"] == 3 and b["unparseable"] == 0
     assert b["win_rate"] is not None and len(b["win_rate_ci"]) == 2
     assert rep["settings"]["judge_threshold"] == 0.3
-    assert "P >= 0.3" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "P >= 0.3" in md
+    # a random judge puts little probability on 'safe' / 'unsafe': the report says so
+    assert h["mean_verdict_mass"] < 0.5 and "may not be answering the question" in md
 
 
 @needs_smollm2

@@ -188,11 +188,29 @@ def markdown_report(report: dict) -> str:
             "- unparseable judge verdicts (not counted either way): "
             + ", ".join(f"{n}: {u}" for n, u in unparse)
         )
+    lines += _mass_notes(report["rows"])
     for note in report.get("notes", []):
         lines.append(f"- {note}")
     if report.get("plots"):
         lines += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
+
+
+def _mass_notes(rows: Sequence[dict]) -> list[str]:
+    """A warning where a model judge put little of its first token's probability on a verdict."""
+    low = [
+        (r["name"], r["harmful"]["mean_verdict_mass"])
+        for r in rows
+        if isinstance((r.get("harmful") or {}).get("mean_verdict_mass"), float)
+        and r["harmful"]["mean_verdict_mass"] < 0.5
+    ]
+    if not low:
+        return []
+    return [
+        "- the judge put little of its first token's probability on a verdict word (mean "
+        + ", ".join(f"{n}: {100 * m:.0f}%" for n, m in low)
+        + "): it may not be answering the question, read its P(unsafe) with care"
+    ]
 
 
 def _plot(report: dict, adapter_paths: Sequence[str], stage: Path, out: Path) -> None:

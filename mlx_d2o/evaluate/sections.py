@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Optional
 
-from .metrics import distinct_n, mean, rate_ci, ratio_ci, with_ci
+from .metrics import distinct_n, rate_ci, ratio_ci, with_ci
 
 
 def negatives(logps: Sequence[float], counts: Sequence[int], ref: Sequence[float]) -> dict:
@@ -83,7 +83,7 @@ def harmful(
     }
     if p_unsafe is not None:
         out.update(with_ci("mean_p_unsafe", p_unsafe))
-        out["mean_verdict_mass"] = mean(mass or [])
+        out.update(with_ci("mean_verdict_mass", mass or []))
     return out
 
 
