@@ -7,6 +7,9 @@
 2. Generation: the harmful and the benign prompts in one batched call (what eval does) against
    the baseline of one call per set, at batch 16 and with every prompt in one batch.
 3. KL(policy || ref) and negative scoring throughput (the work done per adapter besides generation).
+4. The report's extras: bootstrap intervals, and a model judge read by its first-token
+   probabilities (one forward pass per response) against generating a 12-token verdict and
+   parsing it (the judge before issue 14). `--only 4` runs this part alone.
 
 Figures are wall-clock seconds on whatever else the machine is running: run it twice.
 """
@@ -61,7 +64,10 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=16, help="Prompts per set (harmful, benign).")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--only", type=int, choices=(4,), help="Run only this part.")
     a = p.parse_args()
+    if a.only == 4:
+        return extras(a)
 
     import mlx.core as mx
 
@@ -143,6 +149,31 @@ def main() -> None:
         print(
             f"    scoring {len(npairs)} negatives: {t_score:.2f} s (the reference's share is done once per run, not per adapter)"
         )
+
+
+def extras(a) -> None:
+    """[4] What n and intervals cost, and a model judge by first-token probabilities."""
+    from mlx_d2o.data import load_records
+    from mlx_d2o.evaluate.guard import ModelJudge
+    from mlx_d2o.evaluate.metrics import mean_ci, ratio_ci
+    from mlx_d2o.generation import generate_tokens
+
+    xs = [float(i % 7) for i in range(64)]
+    _, t_ci = timed(lambda: [mean_ci(xs) or ratio_ci(xs, xs) for _ in range(10)])
+    print(f"[4] 20 bootstrap intervals over 64 prompts (1000 resamples each): {t_ci:.3f} s")
+    judge = ModelJudge(a.model)
+    recs = load_records(REPO / "data" / "test.jsonl")[: a.prompts]
+    convs, texts = [r.messages for r in recs], [r.rejected for r in recs]
+    judge.p_unsafe(convs[:2], texts[:2])  # warm-up
+    _, t_p = timed(judge.p_unsafe, convs, texts)
+    prompts = [judge.safety_prompts(c, t)[0] for c, t in zip(convs, texts)]
+    tok = judge.tokenizer
+    _, t_g = timed(generate_tokens, judge.model, tok, prompts, 12, batch_size=16, desc=None)
+    print(
+        f"    judge {a.model} (chat prompt) on {len(texts)} negatives: first-token P(unsafe) "
+        f"{t_p:.2f} s vs a generated 12-token verdict {t_g:.2f} s -> {t_g / t_p:.1f}x; "
+        f"mean mass on the verdict words {sum(judge.last_mass) / len(texts):.2f}"
+    )
 
 
 if __name__ == "__main__":

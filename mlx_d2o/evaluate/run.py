@@ -123,7 +123,8 @@ class _Run:
         return out
 
     def _score(self, pairs: list, desc: str) -> tuple[list, list]:
-        """log π of each (prompt, response) pair, with a bar (chunks of a few batches)."""
+        """log π of each (prompt, response) pair, with a bar that moves once per batch (the pairs
+        sorted longest first, then scored a batch at a time)."""
         from tqdm import tqdm
 
         from ..logprobs import score
@@ -132,8 +133,8 @@ class _Run:
         order = sorted(range(len(pairs)), key=lambda j: -len(pairs[j][0]) - len(pairs[j][1]))
         logps, counts = [0.0] * len(pairs), [0] * len(pairs)
         with tqdm(total=len(pairs), desc=desc, file=sys.stderr, leave=False) as bar:
-            for c in range(0, len(order), 4 * bs):
-                chunk = order[c : c + 4 * bs]
+            for c in range(0, len(order), bs):
+                chunk = order[c : c + bs]
                 lp, n = score(self.model, [pairs[j] for j in chunk], bs, self.pad_id)
                 for j, a, b in zip(chunk, lp, n):
                     logps[j], counts[j] = a, b
