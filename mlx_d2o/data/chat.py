@@ -28,6 +28,31 @@ def end_of_turn_ids(tokenizer) -> set:
     return ids
 
 
+def end_of_turn_id(tokenizer) -> Optional[int]:
+    """The token the chat template ends an assistant turn with.
+
+    Found by rendering a probe conversation: the first end-of-turn id after the part it shares
+    with the prompt. Not `min(eos ids)`: Llama 3 lists `<|end_of_text|>` (128001) before
+    `<|eot_id|>` (128009), and its template ends a turn with the latter. Without one in the
+    probe: the tokenizer's eos token, else the smallest end-of-turn id.
+    """
+    eot = end_of_turn_ids(tokenizer)
+    msgs = [{"role": "user", "content": "Hi"}]
+    prompt = prompt_tokens(tokenizer, msgs)
+    full = list(
+        tokenizer.apply_chat_template(
+            msgs + [{"role": "assistant", "content": "Hello"}], tokenize=True
+        )
+    )
+    shared = next((i for i, (a, b) in enumerate(zip(prompt, full)) if a != b), len(prompt))
+    found = next((t for t in full[shared:] if t in eot), None)
+    if found is not None:
+        return found
+    if tokenizer.eos_token_id is not None:
+        return tokenizer.eos_token_id
+    return min(eot) if eot else None
+
+
 def response_tokens(
     tokenizer, messages: list, response: str, prompt: Optional[list] = None
 ) -> list[int]:
@@ -48,7 +73,8 @@ def response_tokens(
         # Templates that rewrite earlier turns (e.g. strip reasoning) break the prefix property;
         # fall back to the response's own tokens followed by end-of-turn.
         ids = tokenizer.encode(response, add_special_tokens=False)
-        return ids + ([min(eot)] if eot else [])
+        end = end_of_turn_id(tokenizer)
+        return ids + ([end] if end is not None else [])
     resp = full[len(prompt) :]
     for i, t in enumerate(resp):
         if t in eot:
