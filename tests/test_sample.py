@@ -413,8 +413,9 @@ def test_smollm2_sample(tmp_path):
         timeout=300,
     )
     assert r.returncode == 0, r.stderr
-    assert "2/2" in r.stderr and "tok/s" in r.stderr  # the progress bar
-    summary = json.loads(r.stdout)
+    assert "2.0/2 prompts" in r.stderr and "tok/s" in r.stderr  # the progress bar
+    assert "2 prompts x 2 = 4 samples" in r.stdout  # the summary, for people
+    summary = json.loads((out / "summary.json").read_text())
     manifest, rows = read_cache(out)
     assert summary["samples"] == 4 and len(rows) == 2
     for row in rows:

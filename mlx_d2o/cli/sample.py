@@ -51,6 +51,25 @@ Limit = Annotated[Optional[int], typer.Option(help="Only the first N records.")]
 Overwrite = Annotated[
     bool, typer.Option("--overwrite", help="Replace a cache made with other inputs.")
 ]
+SkipLong = Annotated[
+    bool,
+    typer.Option(
+        "--skip-long",
+        help="Skip (and count) prompts that leave no room for --max-tokens in the model's "
+        "context, instead of refusing the data.",
+    ),
+]
+Dequantize = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--dequantize/--keep-quantized",
+        help="Float32 copy of a quantized or half-precision model, or keep it as it is; match "
+        "what `train` will use. (default: dequantize on the CPU, keep on a GPU)",
+    ),
+]
+Json = Annotated[
+    bool, typer.Option("--json", help="Print the summary as JSON (for scripts) instead of text.")
+]
 Config = Annotated[
     Optional[Path], typer.Option("--config", "-c", help="YAML recipe (flags win over it).")
 ]
@@ -70,11 +89,15 @@ def command(
     system_prompt: SystemPrompt = None,
     limit: Limit = None,
     overwrite: Overwrite = False,
+    skip_long: SkipLong = False,
+    dequantize: Dequantize = None,
+    json_output: Json = False,
     config: Config = None,
 ):
     """Generate K responses per prompt, score them with the reference model, and cache them."""
     from ..models import DEFAULT_MODEL
     from ..sample import SampleArgs, sample
+    from ..sample.progress import summary_text
     from .common import args_from
 
     cli = dict(
@@ -91,8 +114,17 @@ def command(
         system_prompt=system_prompt,
         limit=limit,
         overwrite=overwrite or None,
+        skip_long=skip_long or None,
+        dequantize=dequantize,
     )
     args = args_from(SampleArgs, cli, config, "sample", model=DEFAULT_MODEL)
     summary = sample(args)
-    if summary.get("rank", 0) == 0:
+    if summary.get("rank", 0) != 0:
+        return
+    if json_output:
         typer.echo(json.dumps(summary, indent=2))
+        return
+    text, warning = summary_text(summary, int(args.max_tokens))
+    typer.echo(text)
+    if warning:
+        typer.echo(warning, err=True)

@@ -13,7 +13,7 @@ Under `mlx.launch` with N ranks, rank r takes records r, r+N, ... and writes
 `samples.rank{r}-of-{N}.jsonl`; `read_cache` interleaves the shards back into data order.
 
 Lines are appended a batch at a time, flushed and fsynced, so a killed run loses at most the batch
-it was writing. On resume, lines are kept only as whole batches that match the records expected
+it was writing; a write that fails (disk full) is cut back to the last whole batch. On resume, lines are kept only as whole batches that match the records expected
 at that place; a torn line or a half-written batch is cut off (the file is truncated), and that
 batch is generated again, with the same seed, so the finished cache is the same as an
 uninterrupted run's.
@@ -21,18 +21,21 @@ uninterrupted run's.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 from ..errors import D2OError
-from ..io import write_text_atomic
+from ..io import place_error, write_text_atomic
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
+SUMMARY = "summary.json"  # the last run's figures (informational; rewritten by every run)
 
 # Manifest fields that decide what the samples are: a cache whose values differ is someone
 # else's and is refused. Everything else (paths, names, tool version, timing) is informational.
@@ -52,6 +55,27 @@ IDENTITY_FIELDS = (
     "chat_template_hash",
     "world_size",
 )
+
+
+def write_error(path, e: BaseException) -> Optional[D2OError]:
+    """`io.place_error` (one line naming PATH for a full disk, a read-only mount, a file where
+    a folder should be; None for anything else, a bug), saying that a rerun resumes."""
+    err = place_error(e, path)
+    if err is not None and getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return D2OError(f"{err}; free space and run the same command again to resume")
+    return err
+
+
+@contextmanager
+def writing(path) -> Iterator[None]:
+    """Errors of the place written to inside the block become one line naming PATH."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        err = write_error(path, e)
+        if err is None:
+            raise
+        raise err from None
 
 
 def shard_name(rank: int, size: int) -> str:
@@ -84,12 +108,22 @@ def _fsync_dir(path: Path) -> None:
 def write_manifest(cache_dir: str | Path, manifest: dict) -> Path:
     """Write DIR/manifest.json through a temp file and a rename (never half-written)."""
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = write_text_atomic(
-        cache_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", fsync=True
-    )
+    with writing(cache_dir / MANIFEST):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        path = write_text_atomic(
+            cache_dir / MANIFEST,
+            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
+            fsync=True,
+        )
     _fsync_dir(cache_dir)
     return path
+
+
+def write_summary(cache_dir: str | Path, summary: dict) -> Path:
+    """DIR/summary.json, atomically: the figures `sample` printed at its end."""
+    path = Path(cache_dir) / SUMMARY
+    with writing(path):
+        return write_text_atomic(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_manifest(cache_dir: str | Path, strict: bool = True) -> Optional[dict]:
@@ -156,9 +190,11 @@ def clear_cache(cache_dir: str | Path) -> None:
         return
     for p in cache_dir.iterdir():
         if p.is_file() and (
-            p.name == MANIFEST or (p.name.startswith("samples") and p.name.endswith(".jsonl"))
+            p.name in (MANIFEST, SUMMARY)
+            or (p.name.startswith("samples") and p.name.endswith(".jsonl"))
         ):
-            p.unlink()
+            with writing(p):
+                p.unlink()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +229,7 @@ def resume_shard(path: str | Path, batches: Sequence[Sequence[str]]) -> tuple[in
                 matching = False
     dropped = lines - sum(sizes[:done])
     if keep_bytes < offset:
-        with open(path, "r+b") as f:
+        with writing(path), open(path, "r+b") as f:
             f.truncate(keep_bytes)
             f.flush()
             os.fsync(f.fileno())
@@ -209,25 +245,42 @@ def _line_id(line: bytes):
 
 
 class ShardWriter:
-    """Append-only writer of one samples file: each batch is one write, flushed and fsynced."""
+    """Append-only writer of one samples file: each batch is one write, fsynced.
+
+    A write that fails (disk full, say) is undone: the file is cut back to its last whole
+    batch and the error is one line naming it, so a rerun resumes from there.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "ab")
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
 
     def append(self, rows: Sequence[dict]) -> None:
         if not rows:
             return
-        # One write per batch: a kill leaves whole lines or one torn tail, which resume cuts off.
-        self._f.write(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-        )
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+        size = os.fstat(self._fd).st_size
+        try:
+            # One batch per write: a kill leaves whole lines or one torn tail (resume cuts it
+            # off). os.write may write part of it; the rest follows, or the error.
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+        except OSError as e:
+            try:
+                os.ftruncate(self._fd, size)  # frees the blocks of the half-written batch
+            except OSError:
+                pass  # then resume cuts the torn tail off
+            err = write_error(self.path, e)
+            if err is None:
+                raise
+            raise err from None
 
     def close(self) -> None:
-        self._f.close()
+        os.close(self._fd)
 
     def __enter__(self):
         return self

@@ -60,6 +60,7 @@ def generate_samples(
     system_prompt: Optional[str] = None,
     on_token: Optional[Callable[[int], None]] = None,
     return_logps: bool = False,
+    on_step: Optional[Callable[[int, int], None]] = None,
 ) -> list[dict]:
     """K responses per record from MODEL, batch_size records at a time.
 
@@ -67,6 +68,9 @@ def generate_samples(
         records: `Record`s or dicts with `messages`.
         system_prompt: put first for generation only (the `with_system` rule).
         on_token: called with the number of tokens each decoding step produced (progress).
+        on_step: instead of ON_TOKEN, called with (tokens produced, sequences finished) after
+            each decoding step (`generation.generate`'s); an exception it raises stops the
+            batch (nothing of it is returned).
         return_logps: also return `_draws` (`generation.Draw`s: the generated ids and MODEL's
             log-probs of them), and `_prompt_cache`, the prompt's KV cache (`score_records`
             reuses both when MODEL is the reference and the prompt the same).
@@ -75,7 +79,8 @@ def generate_samples(
         One dict per record: `samples` (K texts), `sample_tokens` (K counts of generated tokens,
         the stop token included), `sample_finish` (K of `"stop"` / `"length"`).
     """
-    on_step = None if on_token is None else (lambda tokens, finished: on_token(tokens))
+    if on_step is None and on_token is not None:
+        on_step = lambda tokens, finished: on_token(tokens)  # noqa: E731
     out = []
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -20,9 +21,13 @@ from ..adapters import ADAPTERS_FILE, adapter_layers, adapters_disabled
 from ..data import Record, data_fingerprint, load_records
 from ..distributed import Shard
 from ..errors import D2OError
+from ..io import RunLock
+from ..signals import Interrupted, Stop, graceful_stop
 from . import cache as sample_cache
+from .checks import check_args, long_prompts, make_output
 from .generate import generate_samples
-from .scoring import score_records
+from .progress import Progress, summarize
+from .scoring import computes_in_float32, score_records
 
 
 @dataclass
@@ -44,6 +49,11 @@ class SampleArgs:
         system_prompt: put first while generating only; the cached prompt is the record's own.
         limit: only the first `limit` records.
         overwrite: replace a cache made with other inputs instead of refusing it.
+        skip_long: skip (and count) prompts that leave no room for MAX_TOKENS in the model's
+            context, instead of refusing the data.
+        dequantize: None = on the CPU yes (as `load`); False keeps a quantized or half-precision
+            model as it is (as `train --keep-quantized` will train it, so that the cached
+            reference matches the step-0 policy).
     """
 
     model: str
@@ -59,30 +69,8 @@ class SampleArgs:
     system_prompt: Optional[str] = None
     limit: Optional[int] = None
     overwrite: bool = False
-
-
-def check_args(args: SampleArgs) -> None:
-    def bad(flag, msg):
-        raise D2OError(f"--{flag}: {msg}")
-
-    if args.num_samples is None or int(args.num_samples) < 1:
-        bad("num-samples", f"K must be at least 1, got {args.num_samples}")
-    if int(args.max_tokens) < 1:
-        bad("max-tokens", f"must be at least 1, got {args.max_tokens}")
-    if int(args.batch_size) < 1:
-        bad("batch-size", f"must be at least 1, got {args.batch_size}")
-    if float(args.temp) < 0:
-        bad("temp", f"must be >= 0, got {args.temp}")
-    if not 0 < float(args.top_p) <= 1:
-        bad("top-p", f"must be in (0, 1], got {args.top_p}")
-    if args.limit is not None and int(args.limit) < 1:
-        bad("limit", f"must be at least 1, got {args.limit}")
-    if not args.data:
-        bad("data", "a records file is required")
-    if not args.output:
-        bad("output", "a cache directory is required")
-    if Path(args.output).exists() and not Path(args.output).is_dir():
-        bad("output", f"{args.output} is a file, not a cache directory")
+    skip_long: bool = False
+    dequantize: Optional[bool] = None
 
 
 def template_hash(tokenizer) -> str:
@@ -136,31 +124,6 @@ def _row(record: Record, gen: dict) -> dict:
     return row
 
 
-def summarize(
-    rows: list[dict],
-    seconds: float,
-    generated_tokens: int,
-    gen_seconds: float,
-    score_seconds: float,
-) -> dict:
-    finishes = [f for r in rows for f in r["sample_finish"]]
-    lengths = [n for r in rows for n in r["sample_tokens"]]
-    tok_per_sec = round(generated_tokens / gen_seconds, 1) if gen_seconds else None
-    return {
-        "records": len(rows),
-        "samples": len(finishes),
-        "stopped_by_length": round(sum(f == "length" for f in finishes) / max(1, len(finishes)), 4),
-        "mean_tokens": round(sum(lengths) / max(1, len(lengths)), 1),
-        "seconds": round(seconds, 1),
-        # This run's (and, under mlx.launch, rank 0's) generation; a resumed run counts only
-        # its part.
-        "generated_tokens": generated_tokens,
-        "generated_tokens_per_sec": tok_per_sec,
-        "generation_seconds": round(gen_seconds, 3),
-        "scoring_seconds": round(score_seconds, 3),
-    }
-
-
 def _records(args: SampleArgs) -> list[Record]:
     if float(args.temp) == 0 and int(args.num_samples) > 1:
         print(
@@ -209,45 +172,63 @@ def _score(model, ref_model, tokenizer, rows: list[dict], batch_size: int, stats
     return score_records(ref_model, tokenizer, rows, batch_size, stats)
 
 
-def _fill_shard(args, model, tokenizer, batches: list, done: int, path: Path, bar) -> dict:
-    """Generate, score and append BATCHES[DONE:] to the shard at PATH; returns the run's counts
-    and timings (`tokens` decoded, `kept` tokens, `gen` and `score` seconds, `scored`,
-    `reused`)."""
-    k, bs = int(args.num_samples), int(args.batch_size)
-    ref_model = _reference(args, model)
-    # Without adapter or system prompt the generator *is* the reference on the training prompt:
-    # its log-probs of the sampled tokens are the reference scores, so keep them.
-    reuse = args.adapter_path is None and not args.system_prompt
-    stats = {"tokens": 0, "kept": 0, "gen": 0.0, "score": 0.0, "scored": 0, "reused": 0}
+class _Stopped(Exception):
+    """Raised inside the decoding loop once a stop is requested: the batch is dropped."""
 
-    def on_token(n):
-        stats["tokens"] += n
-        el = stats["gen"] + (time.perf_counter() - stats["t_batch"])
-        bar.set_postfix_str(f"{stats['tokens'] / max(el, 1e-9):.1f} tok/s", refresh=False)
 
-    settings = dict(
-        num_samples=k,
+def _settings(args, on_step, reuse: bool) -> dict:
+    return dict(
+        num_samples=int(args.num_samples),
         max_tokens=int(args.max_tokens),
         temp=float(args.temp),
         top_p=float(args.top_p),
-        batch_size=bs,
+        batch_size=int(args.batch_size),
         seed=int(args.seed),
         system_prompt=args.system_prompt,
-        on_token=on_token,
+        on_step=on_step,
         return_logps=reuse,
     )
+
+
+def _fill_shard(args, model, tokenizer, batches, done, path: Path, prog: Progress, stop) -> dict:
+    """Generate, score and append BATCHES[DONE:] to the shard at PATH; returns the run's counts
+    and timings (`kept` tokens, `gen` and `score` seconds, `scored`, `reused`, and `batches`
+    in the shard). On a stop request the batch being generated is dropped; one being scored
+    is written first."""
+    k, bs = int(args.num_samples), int(args.batch_size)
+    ref_model = _reference(args, model)
+    # Without adapter or system prompt the generator *is* the reference on the training prompt:
+    # its log-probs of the sampled tokens are the reference scores, so keep them; in float32
+    # only: in bf16 / fp16 mlx-lm's generator takes its log-softmax in the model's dtype, not
+    # over float32 logits as training does, and differs by up to tenths of a nat per sample.
+    reuse = args.adapter_path is None and not args.system_prompt and computes_in_float32(model)
+    stats = {"kept": 0, "gen": 0.0, "score": 0.0, "scored": 0, "reused": 0, "batches": done}
+
+    def on_step(tokens, finished):
+        if stop.requested:
+            raise _Stopped
+        prog.on_step(tokens, finished)
+
+    settings = _settings(args, on_step, reuse)
     with sample_cache.ShardWriter(path) as writer:
         for batch in batches[done:]:
-            stats["t_batch"] = time.perf_counter()
-            gens = generate_samples(model, tokenizer, batch, **settings)
+            prog.start_batch(len(batch))
+            try:
+                gens = generate_samples(model, tokenizer, batch, **settings)
+            except _Stopped:
+                stats["dropped"] = True
+                break
+            stats["gen"] += prog.generated()
             t1 = time.perf_counter()
-            stats["gen"] += t1 - stats["t_batch"]
             stats["kept"] += sum(n for g in gens for n in g["sample_tokens"])
             rows = [_row(r, g) for r, g in zip(batch, gens)]
             rows = _score(model, ref_model, tokenizer, rows, bs * (k + 2), stats)
             stats["score"] += time.perf_counter() - t1
             writer.append(rows)
-            bar.update(len(batch))
+            prog.end_batch()
+            stats["batches"] += 1
+            if stop.requested:
+                break
     return stats
 
 
@@ -263,24 +244,81 @@ def _finish(out_dir: Path, manifest: dict, t0: float, stats: dict) -> dict:
     return out
 
 
-def sample(args: SampleArgs, progress: bool = True) -> dict:
-    """Fill (or finish) the sample cache ARGS.output; returns a summary.
+def _lock(stack: ExitStack, out_dir: Path, ranks: Shard) -> None:
+    """Make the cache folder and, on rank 0, hold its lock for the run (a second run on the
+    same cache is refused at once, naming the first); every rank learns of a refusal."""
+    error = None
+    try:
+        make_output(out_dir)
+        if ranks.rank == 0:
+            with sample_cache.writing(out_dir / RunLock.NAME):
+                stack.enter_context(RunLock(out_dir, "sample run"))
+    except D2OError as e:
+        error = e
+    if not ranks.all_ok(error is None):
+        raise error or D2OError(
+            f"{out_dir}: another rank could not open this cache (see its message)"
+        )
 
-    Under `mlx.launch` each rank samples records rank, rank+N, ... into its own shard; rank 0
-    writes the manifest and, once every rank is done, marks it complete.
-    """
+
+def _bar(total: int, initial: int, ranks: Shard, progress: bool):
     from tqdm import tqdm
 
-    from ..models import load
+    rank, size = ranks.rank, ranks.size
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=f"sample{f' rank {rank}/{size}' if size > 1 else ''}",
+        # Fractions of a prompt: the bar moves with every decoding step of a batch.
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} prompts "
+        "[{elapsed}<{remaining}{postfix}]",
+        dynamic_ncols=True,
+        disable=not progress or rank != 0,
+    )
 
+
+def sample(args: SampleArgs, progress: bool = True) -> dict:
+    """Fill (or finish) the sample cache ARGS.output; returns a summary (also written to
+    `summary.json` there).
+
+    Under `mlx.launch` each rank samples records rank, rank+N, ... into its own shard; rank 0
+    writes the manifest and, once every rank is done, marks it complete. A second run on the
+    same cache is refused; SIGINT / SIGTERM stop after the batch in progress (`Interrupted`),
+    and the same call again resumes.
+    """
     check_args(args)
     t0 = time.perf_counter()
     records = _records(args)
     ranks = Shard.current()
-    rank, size = ranks.rank, ranks.size
     out_dir = Path(args.output)
-    model, tokenizer, info = load(args.model, adapter_path=args.adapter_path, return_info=True)
+    with ExitStack() as stack:
+        _lock(stack, out_dir, ranks)
+        stop = stack.enter_context(graceful_stop())
+        return _run(args, records, ranks, out_dir, stop, progress, t0)
+
+
+def _load(args: SampleArgs, records: list[Record], size: int):
+    """(model, tokenizer, manifest, records kept): prompts too long for the context are refused
+    (or skipped) from the tokenizer alone, before the weights are loaded."""
+    from ..models import load, load_tokenizer
+
+    tokenizer, context = load_tokenizer(args.model)
+    kept, skipped = long_prompts(
+        records, tokenizer, context, int(args.max_tokens), args.system_prompt, args.skip_long
+    )
+    if not kept:
+        raise D2OError(f"{args.data}: every prompt is too long for --max-tokens {args.max_tokens}")
+    model, tokenizer, info = load(
+        args.model, adapter_path=args.adapter_path, dequantize=args.dequantize, return_info=True
+    )
     manifest = build_manifest(args, info, tokenizer, records, size)
+    manifest.update(records=len(kept), skipped_long=skipped)
+    return model, tokenizer, manifest, kept
+
+
+def _run(args, records, ranks: Shard, out_dir: Path, stop: Stop, progress: bool, t0) -> dict:
+    rank, size = ranks.rank, ranks.size
+    model, tokenizer, manifest, records = _load(args, records, size)
     _open_cache(args, out_dir, manifest, ranks)
 
     bs = int(args.batch_size)
@@ -288,21 +326,25 @@ def sample(args: SampleArgs, progress: bool = True) -> dict:
     batches = [mine[i : i + bs] for i in range(0, len(mine), bs)]
     shard = out_dir / sample_cache.shard_name(rank, size)
     done, dropped = sample_cache.resume_shard(shard, [[r.id for r in b] for b in batches])
-    bar = tqdm(
-        total=len(mine),
-        initial=sum(len(b) for b in batches[:done]),
-        unit="prompt",
-        desc=f"sample{f' rank {rank}/{size}' if size > 1 else ''}",
-        dynamic_ncols=True,
-        disable=not progress or rank != 0,
-    )
-    stats = _fill_shard(args, model, tokenizer, batches, done, shard, bar)
-    bar.close()
+    bar = _bar(len(mine), sum(len(b) for b in batches[:done]), ranks, progress)
+    try:
+        prog = Progress(bar, int(args.num_samples), int(args.max_tokens))
+        stats = _fill_shard(args, model, tokenizer, batches, done, shard, prog, stop)
+    finally:
+        bar.close()
+    if stats["batches"] < len(batches):
+        saved = sum(len(b) for b in batches[: stats["batches"]])
+        dropped_batch = " (the batch in progress was dropped)" if stats.get("dropped") else ""
+        raise Interrupted(
+            f"{stop.signal_name}: stopped with {saved} of {len(mine)} prompts in {out_dir}"
+            f"{dropped_batch}; run the same command again to resume"
+        )
 
     ranks.all_ok(True)  # every shard is finished before rank 0 reads them
     summary = {"output": str(out_dir), "rank": rank, "world_size": size, "resumed_batches": done}
-    summary["dropped_lines"] = dropped
+    summary.update(dropped_lines=dropped, skipped_long=manifest["skipped_long"])
     if rank == 0:
         summary.update(_finish(out_dir, manifest, t0, stats))
+        sample_cache.write_summary(out_dir, summary)
     ranks.all_ok(True)
     return summary

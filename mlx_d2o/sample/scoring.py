@@ -8,6 +8,11 @@ included. Scoring runs each record's prompt once and its responses after it
 prompt: the paper's offline setting), a sample whose re-tokenization is exactly the generated
 ids keeps the log-probs the generator computed anyway (`known_score`), and the prompt caches are
 reused, so only `rejected`, `chosen` and the rare re-tokenized sample cost a forward pass.
+
+Only for a model that computes in float32, though: in bfloat16 / float16 (Metal's default for
+such models, and QLoRA's), every response is scored by `logprobs.score`, the forward pass and
+float32 log-softmax that `train` scores the policy with, so that the step-0 policy equals the
+cached reference (loss ln 2) instead of differing by up to tenths of a nat per sample.
 """
 
 from __future__ import annotations
@@ -19,6 +24,25 @@ import mlx.core as mx
 from ..data import prompt_tokens, response_tokens
 from ..generation import Draw, merge_caches, prefill
 from ..logprobs import batches_by_tokens, pad, score
+
+
+def computes_in_float32(model) -> bool:
+    """Whether every floating-point parameter of MODEL is float32 (packed quantized weights
+    aside), so that its logits are float32 from end to end.
+
+    Then the generator's log-probs, a pass after a cached prompt and training's full forward
+    (`logprobs.sequence_logps`) agree to float32 rounding. In bfloat16 / float16 they do not:
+    mlx-lm's generator takes the log-softmax in the model's dtype (errors of hundredths of a
+    nat per token), and passes of another shape may round differently; the reference is then
+    scored with training's own function.
+    """
+    from mlx.utils import tree_flatten
+
+    return all(
+        v.dtype == mx.float32
+        for _, v in tree_flatten(model.parameters())
+        if mx.issubdtype(v.dtype, mx.floating)
+    )
 
 
 def known_score(draw: Optional[Draw], resp: list[int]) -> Optional[float]:
@@ -94,10 +118,11 @@ def _responses(tokenizer, rows: list[dict]) -> tuple[list, list, list, list]:
 
 def _score_pairs(ref_model, tokenizer, rows, prompts, pairs, batch_size) -> tuple[list, list]:
     """Scores of PAIRS: after shared prompts when every prompt has 2 tokens or more (reusing the
-    generator's prompt caches when every row has one), else as whole sequences."""
+    generator's prompt caches when every row has one) and the model computes in float32; else
+    as whole sequences, through the function training scores the policy with."""
     if not pairs:
         return [], []
-    if all(len(p) > 1 for p in prompts):
+    if all(len(p) > 1 for p in prompts) and computes_in_float32(ref_model):
         used = sorted({i for i, _ in pairs})
         slot = {i: n for n, i in enumerate(used)}
         caches = [rows[i].get("_prompt_cache") for i in used]
