@@ -153,7 +153,8 @@ def command(
         typer.echo(note[2:])
     for note in report.get("notes", []):
         typer.echo(f"note: {note}")
-    plots = f", {len(report['plots'])} plots" if report.get("plots") else ""
+    n = len(report.get("plots") or [])
+    plots = f", {n} plot{'s' if n > 1 else ''}" if n else ""
     paths = report["paths"]
     typer.echo(
         f"report: {paths['markdown']} (95 % intervals; {paths['json']}{plots}), "
