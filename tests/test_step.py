@@ -8,6 +8,8 @@ multi-turn prompts and responses cut by --max-seq-length, in one pass and in chu
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from types import SimpleNamespace
 
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten, tree_map
 
+from mlx_d2o.errors import D2OError
 from mlx_d2o.logprobs import pad, sequence_logps
 from mlx_d2o.losses import LOSSES
 from mlx_d2o.models import load
@@ -249,3 +252,85 @@ def test_chunk_peak_memory_does_not_grow_with_k(tiny_model):
         mx.eval(grad)
         peaks.append(mx.get_peak_memory() - base)
     assert peaks[1] < 1.3 * peaks[0], peaks
+
+
+def test_memory_limit_below_one_step_chunks_and_keeps_the_curve(tiny_model, tmp_path, capsys):
+    """`train --memory-limit` below an unchunked step's peak (as metrics.jsonl reports it):
+    the plan chunks, the run stays under the limit and trains the same curve."""
+    from test_train import make_cache
+
+    from mlx_d2o import cli
+
+    cache = make_cache(tiny_model, tmp_path / "cache", n=8, k=4)
+
+    def run(out, *flags):
+        argv = ["train", "--model", tiny_model, "--samples", cache, "--adapter-path", out]
+        argv += [
+            "--iters",
+            "4",
+            "--batch-size",
+            "2",
+            "--steps-per-report",
+            "1",
+            "--save-every",
+            "0",
+        ]
+        argv += ["--learning-rate", "1e-3", "--num-layers", "2", *flags]
+        code = cli.app(list(map(str, argv)), standalone_mode=False)
+        assert code in (None, 0)
+        lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        train_lines = [r for r in lines if r["split"] == "train"]
+        return [r["loss"] for r in train_lines], max(r["peak_memory_gb"] for r in train_lines)
+
+    losses, peak = run(tmp_path / "whole")
+    assert "chunk 10" in capsys.readouterr().err  # B=2 prompts x (K + 1) in one pass
+    limit = 0.8 * peak
+    chunked, chunked_peak = run(tmp_path / "chunked", "--memory-limit", f"{limit:.6f}")
+    err = capsys.readouterr().err
+    chunk = int(err.split("chunk ")[1].split()[0])
+    assert 1 <= chunk < 10, err
+    assert chunked_peak <= limit
+    assert np.allclose(chunked, losses, rtol=1e-4, atol=1e-6), (chunked, losses)
+
+
+def test_memory_limit_that_nothing_fits_is_refused(tiny_model, tmp_path, capsys):
+    from test_train import make_cache
+
+    from mlx_d2o import cli
+
+    cache = make_cache(tiny_model, tmp_path / "cache", n=4, k=2)
+    argv = ["train", "--model", tiny_model, "--samples", cache, "--adapter-path", tmp_path / "o"]
+    argv += ["--iters", "1", "--batch-size", "2", "--memory-limit", "0.000001"]
+    with pytest.raises(D2OError, match="does not fit in 0.00 GB even one sequence at a time"):
+        cli.app(list(map(str, argv)), standalone_mode=False)
+    argv += ["--chunk-size", "3", "--memory-limit", "0.000001"]
+    with pytest.raises(D2OError, match="--chunk-size 3: the predicted peak .* GB .*weights"):
+        cli.app(list(map(str, argv)), standalone_mode=False)
+
+
+def test_two_ranks_chunked_and_resumed_equal_one_unchunked_process(tiny_model, tmp_path):
+    """The distributed path with chunking (2 ranks under mlx.launch, --chunk-size 2), resumed
+    after its first step, trains what one process trains in one pass per step."""
+    import subprocess
+
+    from test_train import make_cache, metrics
+    from test_train_distributed import SETTINGS, launch_cmd, weights
+
+    from mlx_d2o.train import TrainArgs, train
+
+    cache = make_cache(tiny_model, tmp_path / "cache", n=8)
+    one = tmp_path / "one"
+    args = TrainArgs(model=str(tiny_model), samples=str(cache), adapter_path=str(one), iters=2)
+    train(dataclasses.replace(args, **SETTINGS), log=lambda s: None)
+    two = tmp_path / "two"
+    for iters, resume in ((1, False), (2, True)):
+        cmd, env = launch_cmd(tiny_model, cache, two, iters, resume, chunk_size=2)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+        assert "Traceback" not in r.stderr and "error:" not in r.stderr, r.stderr[-3000:]
+        assert "chunk 2" in r.stderr
+    w1, w2 = weights(one), weights(two)
+    for k in w1:
+        np.testing.assert_allclose(w2[k], w1[k], rtol=1e-3, atol=1e-5, err_msg=k)
+    np.testing.assert_allclose(
+        [line["loss"] for line in metrics(two)], [line["loss"] for line in metrics(one)], rtol=1e-5
+    )

@@ -114,6 +114,19 @@ Dequantize = _opt(
     help="Train on float32 weights or keep them quantized (QLoRA).",
     default="dequantize on the CPU",
 )
+MemoryLimit = _opt(
+    float,
+    "--memory-limit",
+    help="GB a training step may use: the plan printed at the start picks the chunk size under "
+    "it, and a run that cannot fit is refused.",
+    default="the device's recommended working set",
+)
+ChunkSize = _opt(
+    int,
+    "--chunk-size",
+    help="Sequences back-propagated at once (any size gives the same gradient).",
+    default="chosen by the plan",
+)
 Config = _opt(
     str, "--config", "-c", help="YAML recipe; flags given here win over it.", default="none"
 )
@@ -150,6 +163,8 @@ def command(
     refresh_every: RefreshEvery = None,
     seed: Seed = None,
     dequantize: Dequantize = None,
+    memory_limit: MemoryLimit = None,
+    chunk_size: ChunkSize = None,
     config: Config = None,
 ):
     """Train LoRA/DoRA/full adapters from a sample cache with D2O (or d2o-instance, dpo, npo, ga)."""

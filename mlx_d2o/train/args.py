@@ -47,6 +47,8 @@ class TrainArgs:
     refresh_every: int = 0
     seed: int = 0
     dequantize: Optional[bool] = None  # None: on the CPU yes (fast float32); False: QLoRA
+    memory_limit: Optional[float] = None  # GB a step may use; None: the device's (`train.plan`)
+    chunk_size: Optional[int] = None  # sequences back-propagated at once; None: the plan's
 
     def lora_parameters(self) -> dict:
         return {"rank": self.lora_rank, "scale": self.lora_scale, "dropout": self.lora_dropout}
@@ -68,6 +70,10 @@ def check_args(args: TrainArgs, world_size: int) -> None:
             raise D2OError(f"--{name.replace('_', '-')} must be at least 1")
     if args.iters is not None and args.iters < 1:
         raise D2OError("--iters must be at least 1")
+    if args.memory_limit is not None and not args.memory_limit > 0:
+        raise D2OError(f"--memory-limit {args.memory_limit}: must be a number of GB above 0")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise D2OError(f"--chunk-size {args.chunk_size}: must be at least 1")
     G = args.grad_accumulation_steps
     if args.save_every and args.save_every % G:
         raise D2OError(

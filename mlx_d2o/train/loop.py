@@ -54,7 +54,8 @@ def train(
         start, trained_tokens = open_output(run)
         if start >= iters:
             return run.already_finished(start)
-        step, state = make_step(model, run.optimizer, make_loss_fn(run.loss, run.settings), G)
+        loss_fn = make_loss_fn(run.loss, run.settings, args.grad_checkpoint)
+        step, state = make_step(model, run.optimizer, loss_fn, G, run.chunk_size)
         model.train()
         mx.reset_peak_memory()
         refresh_note(args.refresh_every, start, say)
