@@ -117,8 +117,15 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     old = None
     try:
-        with writing(path):
-            yield tmp
+        try:
+            with writing(path):
+                yield tmp
+        except D2OError as e:
+            # a nested atomic writer named its file inside the temp folder, which is about to go:
+            # name the folder the user asked for instead
+            if str(tmp) not in str(e):
+                raise
+            raise D2OError(str(e).replace(str(tmp), str(path))) from None
         _public(tmp, directory=True)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))

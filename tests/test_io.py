@@ -115,6 +115,12 @@ def test_full_disk_is_one_line_and_leaves_nothing(tiny_tmpfs):
         with atomic_path(tiny_tmpfs / "big.txt") as tmp:
             open(tmp, "w").write("x" * 300_000)
     assert list(tiny_tmpfs.iterdir()) == []
+    # a file written inside a folder being written: the message names the folder asked for
+    with pytest.raises(D2OError, match=r"^\S*/full/ckpt/w.safetensors: cannot write here") as e:
+        with atomic_dir(tiny_tmpfs / "ckpt") as tmp:
+            save_weights(tmp / "w.safetensors", {"w": mx.zeros((100_000,))})
+    assert ".tmp-" not in str(e.value)
+    assert list(tiny_tmpfs.iterdir()) == []
 
 
 def test_a_file_where_a_folder_should_be_is_one_line(tmp_path):
