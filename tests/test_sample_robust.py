@@ -444,6 +444,10 @@ def _step0_loss(model: Path, tmp_path: Path, dequantize) -> float:
             num_layers=2,
             steps_per_report=1,
             dequantize=dequantize,
+            # β = α = 1: a reference off by ε nats moves z by about ε, ten times what the
+            # default 0.1 shows, so that 1e-4 on the loss is a strict test.
+            alpha=1.0,
+            beta=1.0,
         )
     )
     return out["last"]["loss"]

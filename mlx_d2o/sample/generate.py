@@ -68,9 +68,8 @@ def generate_samples(
         records: `Record`s or dicts with `messages`.
         system_prompt: put first for generation only (the `with_system` rule).
         on_token: called with the number of tokens each decoding step produced (progress).
-        on_step: instead of ON_TOKEN, called with (tokens produced, sequences finished) after
-            each decoding step (`generation.generate`'s); an exception it raises stops the
-            batch (nothing of it is returned).
+        on_step: instead of ON_TOKEN, (tokens produced, sequences finished) after each step;
+            an exception it raises stops the batch (nothing of it is returned).
         return_logps: also return `_draws` (`generation.Draw`s: the generated ids and MODEL's
             log-probs of them), and `_prompt_cache`, the prompt's KV cache (`score_records`
             reuses both when MODEL is the reference and the prompt the same).

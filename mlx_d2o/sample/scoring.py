@@ -10,9 +10,9 @@ ids keeps the log-probs the generator computed anyway (`known_score`), and the p
 reused, so only `rejected`, `chosen` and the rare re-tokenized sample cost a forward pass.
 
 Only for a model that computes in float32, though: in bfloat16 / float16 (Metal's default for
-such models, and QLoRA's), every response is scored by `logprobs.score`, the forward pass and
-float32 log-softmax that `train` scores the policy with, so that the step-0 policy equals the
-cached reference (loss ln 2) instead of differing by up to tenths of a nat per sample.
+such models, and QLoRA's), every response is scored by `score_like_training`, the forward pass
+and float32 log-softmax that `train` scores the policy with, so that the step-0 policy equals
+the cached reference (loss ln 2) instead of differing by up to tenths of a nat per sample.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import mlx.core as mx
 from ..data import prompt_tokens, response_tokens
 from ..generation import Draw, merge_caches, prefill
 from ..logprobs import batches_by_tokens, pad, score
+from ..shared_prompt import pack, shared_logps, supports
 
 
 def computes_in_float32(model) -> bool:
@@ -91,6 +92,41 @@ def score_after_prompts(
     return logps, counts
 
 
+def score_like_training(
+    model,
+    prompts: list[list[int]],
+    pairs: list[tuple[int, list[int]]],
+    batch_size: int,
+    pad_id: int = 0,
+    max_tokens_per_batch: int = 8192,
+) -> tuple[list[float], list[int]]:
+    """log π(response | prompt) for (prompt index, response tokens) PAIRS through the very
+    forward pass `train` scores the policy with: `shared_prompt.shared_logps` (each prompt
+    once, float32 log-softmax at the response positions) for the models it supports, else
+    `logprobs.sequence_logps` on whole sequences (`logprobs.score`).
+
+    For models that do not compute in float32, so that the cached reference equals the step-0
+    policy: the generator's log-probs and mlx-lm's cached-prompt pass round differently there.
+    """
+    if not supports(model):
+        whole = [(prompts[i], r) for i, r in pairs]
+        return score(model, whole, batch_size=batch_size, pad_id=pad_id)
+    logps, counts = [0.0] * len(pairs), [0] * len(pairs)
+    for idx in batches_by_tokens([len(r) for _, r in pairs], max_tokens_per_batch, batch_size):
+        slot = {g: n for n, g in enumerate(sorted({pairs[j][0] for j in idx}))}
+        arrays = pack(
+            [prompts[g] for g in slot],
+            [pairs[j][1] for j in idx],
+            [slot[pairs[j][0]] for j in idx],
+            pad_id,
+        )
+        lp, _ = shared_logps(model, arrays)
+        mx.eval(lp)
+        for j, a in zip(idx, lp.tolist()):
+            logps[j], counts[j] = a, len(pairs[j][1])
+    return logps, counts
+
+
 def _responses(tokenizer, rows: list[dict]) -> tuple[list, list, list, list]:
     """(prompts, pairs to score, where each pair goes, known scores) of ROWS.
 
@@ -122,7 +158,10 @@ def _score_pairs(ref_model, tokenizer, rows, prompts, pairs, batch_size) -> tupl
     as whole sequences, through the function training scores the policy with."""
     if not pairs:
         return [], []
-    if all(len(p) > 1 for p in prompts) and computes_in_float32(ref_model):
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    if not computes_in_float32(ref_model):
+        return score_like_training(ref_model, prompts, pairs, batch_size, pad_id)
+    if all(len(p) > 1 for p in prompts):
         used = sorted({i for i, _ in pairs})
         slot = {i: n for n, i in enumerate(used)}
         caches = [rows[i].get("_prompt_cache") for i in used]
@@ -133,7 +172,6 @@ def _score_pairs(ref_model, tokenizer, rows, prompts, pairs, batch_size) -> tupl
             batch_size,
             caches=None if None in caches else caches,
         )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     whole = [(prompts[i], r) for i, r in pairs]
     return score(ref_model, whole, batch_size=batch_size, pad_id=pad_id)
 
