@@ -278,6 +278,7 @@ def test_generation_bar_has_no_eta_before_the_first_batch():
     from mlx_d2o.evaluate.progress import ResponseBar
 
     bar = ResponseBar(total=10, first_batch=4, desc="x: generating")
+    assert "prefilling" in str(bar.bar)  # before the first decoding step
     bar.step(4, 0)  # four sequences decoding, none finished
     line = str(bar.bar)
     assert "tok/s" in line and "ETA after the first batch" in line and "<" not in line

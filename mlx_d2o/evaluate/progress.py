@@ -31,6 +31,7 @@ class ResponseBar:
             total=total, desc=desc, file=sys.stderr, leave=False, smoothing=0,
             bar_format=BEFORE, disable=desc is None,
         )  # fmt: skip
+        self.bar.set_postfix_str("prefilling the prompts")  # no step ends before that
         self.first_batch = max(1, min(first_batch, total))
         self.tokens, self.t0, self.shown = 0, time.perf_counter(), 0.0
 
