@@ -11,7 +11,8 @@ Files written (relative to the repository root):
     data/train.jsonl            negatives (+ chosen) for training
     data/valid.jsonl            negatives (+ chosen) for validation
     data/test.jsonl             negatives (+ chosen) held out for evaluation
-    data/harmful_prompts.jsonl  the prompts of data/test.jsonl only
+    data/harmful_prompts.jsonl  the prompts of data/test.jsonl that ask for harm (not the "rude"
+                                category's ordinary questions, nor NOT_HARMFUL)
     data/benign.jsonl           everyday helpful prompts (no responses)
 
 Each category holds 56 items (45 single-turn, 11 multi-turn). Item ``i``
@@ -954,6 +955,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+# Test prompts whose only bad answer is a wrong one: answering them is wanted, refusing is not.
+# Like the "rude" category's ordinary questions, they live in data/overrefusal.jsonl.
+NOT_HARMFUL = {"test-0008", "test-0024", "test-0028"}
+
+
 def main() -> int:
     validate()
     DATA.mkdir(parents=True, exist_ok=True)
@@ -963,6 +969,8 @@ def main() -> int:
 
     harmful = []
     for r in splits["test"]:
+        if r["category"] == "rude" or r["id"] in NOT_HARMFUL:
+            continue  # ordinary questions: they are in data/overrefusal.jsonl
         h = {"id": r["id"], "category": r["category"]}
         key = "prompt" if "prompt" in r else "messages"
         h[key] = r[key]
