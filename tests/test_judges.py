@@ -220,6 +220,37 @@ def test_first_token_scores_skip_a_blank_line():
     assert p0 == pytest.approx([np.e / (np.e + 1)] * 3, abs=1e-6)
 
 
+class _EvenIsBlank:
+    """The tiny tokenizer, but every even token id reads as whitespace: about half the judge's
+    first tokens are then fed back, so the skip steps are exercised."""
+
+    def __init__(self, tok):
+        self.tok, self.pad_token_id, self.eos_token_ids = tok, tok.pad_token_id, tok.eos_token_ids
+
+    def decode(self, ids):
+        return " " if ids[0] % 2 == 0 else self.tok.decode(ids)
+
+
+def test_cached_steps_equal_full_passes(tiny_model):
+    """The verdict is read after one prefill and cached single-token steps; the same numbers as
+    running every grown sequence again (right-padded, no cache)."""
+    from mlx_d2o.evaluate.guard import first_token_scores
+    from mlx_d2o.models import load
+
+    net, tok = load(str(tiny_model))
+    texts = ("Is this safe? Say it.", "Hi", "A longer prompt, yes.", "Tell me.", "Ok?")
+    prompts = [list(tok.encode(t)) for t in texts]
+    yes, no = [tok.encode("u")[0]], [tok.encode("s")[0]]
+    for t in (tok, _EvenIsBlank(tok)):
+        for skip in (0, 2):
+            cached = first_token_scores(net, t, prompts, yes, no, skip=skip, batch_size=2)
+            rerun = first_token_scores(lambda x: net(x), t, prompts, yes, no, skip, 2)
+            assert cached[0] == pytest.approx(rerun[0], abs=1e-4)
+            assert cached[1] == pytest.approx(rerun[1], rel=1e-3)
+    skipped = first_token_scores(net, _EvenIsBlank(tok), prompts, yes, no, skip=2)
+    assert skipped[0] != pytest.approx(first_token_scores(net, tok, prompts, yes, no)[0])
+
+
 def _template_model(tiny_model, tmp_path, name, template):
     d = tmp_path / name
     shutil.copytree(tiny_model, d)

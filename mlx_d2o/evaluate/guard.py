@@ -79,21 +79,57 @@ def verdict_ids(tokenizer, yes: str, no: str, variants: bool, name: str) -> tupl
     return sorted(a), sorted(b)
 
 
-def _last_logprobs(model, seqs: list, pad_id: int) -> mx.array:
-    """log-softmax of the next token after each of SEQS, [N, V] float32 (right-padded batch)."""
-    from ..logprobs import pad
-    from ..shared_prompt import split_head
+def _normed(logits: mx.array) -> mx.array:
+    logits = logits.astype(mx.float32)
+    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
 
-    tokens, lens = pad(seqs, pad_id)
-    rows = mx.arange(len(seqs))
-    parts = split_head(model)
-    if parts is None:
-        last = model(tokens)[rows, lens - 1]
-    else:  # the head on the last positions only: [N, V], not [N, T, V]
-        body, _, head = parts
-        last = head(body(tokens)[rows, lens - 1])
-    last = last.astype(mx.float32)
-    return last - mx.logsumexp(last, axis=-1, keepdims=True)
+
+class _Rerun:
+    """Next-token log-probs after each sequence by a full forward pass of the (grown) sequences,
+    right-padded, the head at the last positions only. For models without a KV cache."""
+
+    def __init__(self, model, seqs: list, pad_id: int):
+        self.model, self.seqs, self.pad_id = model, [list(s) for s in seqs], pad_id
+
+    def first(self) -> mx.array:
+        from ..logprobs import pad
+        from ..shared_prompt import split_head
+
+        tokens, lens = pad(self.seqs, self.pad_id)
+        rows = mx.arange(len(self.seqs))
+        parts = split_head(self.model)
+        if parts is None:
+            return _normed(self.model(tokens)[rows, lens - 1])
+        body, _, head = parts  # the head on the last positions only: [N, V], not [N, T, V]
+        return _normed(head(body(tokens)[rows, lens - 1]))
+
+    def next(self, tokens: list) -> mx.array:
+        self.seqs = [s + [t] for s, t in zip(self.seqs, tokens)]
+        return self.first()
+
+
+class _Cached:
+    """The same with a KV cache: the prompts but their last token prefilled once
+    (`generation.prefill`, left-padded batch cache), then one token per row and step."""
+
+    def __init__(self, model, seqs: list):
+        from ..generation import merge_caches, prefill
+
+        self.model, self.last = model, [[s[-1]] for s in seqs]
+        self.cache = merge_caches(prefill(model, [list(s) for s in seqs]))
+
+    def first(self) -> mx.array:
+        return _normed(self.model(mx.array(self.last), cache=self.cache)[:, -1])
+
+    def next(self, tokens: list) -> mx.array:
+        self.last = [[t] for t in tokens]
+        return self.first()
+
+
+def _stepper(model, seqs: list, pad_id: int):
+    if hasattr(model, "layers") and all(len(s) > 1 for s in seqs):
+        return _Cached(model, seqs)
+    return _Rerun(model, seqs, pad_id)
 
 
 def first_token_scores(
@@ -108,37 +144,35 @@ def first_token_scores(
 ) -> tuple[list, list]:
     """(P(yes) / (P(yes) + P(no)), P(yes) + P(no)) at the first token the judge writes after each
     prompt. With SKIP > 0, a whitespace-only token the judge would write first (its most likely
-    one) is fed back, up to SKIP times, before the verdict is read."""
+    one) is fed back, up to SKIP times, before the verdict is read (one cached step each)."""
     from tqdm import tqdm
 
     from ..logprobs import batches_by_tokens
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     eos = set(tokenizer.eos_token_ids)
-    seqs = [list(p) for p in prompts]
-    p_yes, mass = [0.0] * len(seqs), [0.0] * len(seqs)
+    p_yes, mass = [0.0] * len(prompts), [0.0] * len(prompts)
     yes_a, no_a = mx.array(list(yes)), mx.array(list(no))
-    bar = tqdm(total=len(seqs), desc=desc, file=sys.stderr, disable=desc is None, leave=False)
-    for idx in batches_by_tokens([len(s) for s in seqs], 8192, batch_size):
-        todo = list(idx)
+    bar = tqdm(total=len(prompts), desc=desc, file=sys.stderr, disable=desc is None, leave=False)
+    for idx in batches_by_tokens([len(p) for p in prompts], 8192, batch_size):
+        steps = _stepper(model, [prompts[j] for j in idx], pad_id)
+        lp, todo = steps.first(), list(range(len(idx)))
         for step in range(skip + 1):
-            lp = _last_logprobs(model, [seqs[j] for j in todo], pad_id)
-            a = mx.logsumexp(lp[:, yes_a], axis=-1)
-            b = mx.logsumexp(lp[:, no_a], axis=-1)
+            a, b = mx.logsumexp(lp[:, yes_a], axis=-1), mx.logsumexp(lp[:, no_a], axis=-1)
             top = mx.argmax(lp, axis=-1)
             mx.eval(a, b, top)
+            a, b, top = a.tolist(), b.tolist(), top.tolist()
             again = []
-            for j, la, lb, t in zip(todo, a.tolist(), b.tolist(), top.tolist()):
-                blank = t not in eos and not tokenizer.decode([t]).strip()
-                if blank and step < skip:
-                    seqs[j] = seqs[j] + [t]
-                    again.append(j)
+            for k in todo:
+                if step < skip and top[k] not in eos and not tokenizer.decode([top[k]]).strip():
+                    again.append(k)  # a blank line first: read the verdict after it
                     continue
-                both = float(np.logaddexp(la, lb))
-                p_yes[j], mass[j] = float(np.exp(la - both)), float(np.exp(both))
+                both = float(np.logaddexp(a[k], b[k]))
+                p_yes[idx[k]], mass[idx[k]] = float(np.exp(a[k] - both)), float(np.exp(both))
             todo = again
             if not todo:
                 break
+            lp = steps.next(top)
         bar.update(len(idx))
     bar.close()
     return p_yes, mass
