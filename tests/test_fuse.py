@@ -159,15 +159,18 @@ def _group_sq_err(a, b, gs):
 @pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
 @pytest.mark.parametrize("b_std", [0.3, 0.003], ids=["large", "small"])
 def test_quantized_base_stays_quantized(tiny_quantized_model, tmp_path, dora, b_std):
-    """Kept quantized: each group of W + ΔW is rounded onto the base's grid, or quantized afresh
-    where that is closer; so never further from W + ΔW than mlx-lm's fresh requantization."""
+    """--adapted-layers grid: each group of W + ΔW is rounded onto the base's grid, or quantized
+    afresh where that is closer; so never further from W + ΔW than mlx-lm's fresh requantization."""
     import mlx.core as mx
     import mlx.nn as nn
     from mlx_lm import load
 
     adapter = make_adapter(tiny_quantized_model, tmp_path / "a", dora=dora, seed=5, b_std=b_std)
     res, _ = do_fuse(
-        model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "out")
+        model=str(tiny_quantized_model),
+        adapter_path=str(adapter),
+        save_path=str(tmp_path / "out"),
+        adapted_layers="grid",
     )
     assert config(res.save_path)["quantization"] == config(tiny_quantized_model)["quantization"]
 
@@ -206,7 +209,7 @@ def test_quantized_base_stays_quantized(tiny_quantized_model, tmp_path, dora, b_
     assert 0 < kept  # (on an MLX-quantized base a fresh grid is often as good: both choices occur)
     # share of the adapted weights whose stored 4-bit value moved: nearly all for a large update
     assert res.changed > (0.9 if b_std > 0.1 else 0.05), res.changed
-    assert not res.warnings
+    assert not [w for w in res.warnings if "rounded to the base's grid" in w]
 
     ref, base, fused = (
         logits(tiny_quantized_model, adapter),
@@ -251,18 +254,27 @@ def test_pack_codes_matches_mlx_layout(bits):
 def test_no_op_adapter_gives_the_quantized_base_back_bit_for_bit(
     tiny_quantized_model, tmp_path, dora
 ):
+    """On the base's own grid a no-op adapter gives the base back bit for bit; in every setting
+    the layers the adapter does not touch are the base's, bit for bit."""
     import mlx.core as mx
 
-    # B = 0, DoRA m = |W| rows
-    adapter = make_adapter(tiny_quantized_model, tmp_path / "a", dora=dora, b_std=0.0)
-    res, _ = do_fuse(
-        model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "out")
-    )
+    # B = 0, DoRA m = |W| rows; the adapter covers the last layer of two
+    adapter = make_adapter(tiny_quantized_model, tmp_path / "a", dora=dora, b_std=0.0, num_layers=1)
     before = mx.load(str(tiny_quantized_model / "model.safetensors"))
-    after = mx.load(str(res.save_path / "model.safetensors"))
-    assert before.keys() == after.keys()
-    for k in before:
-        assert mx.array_equal(before[k], after[k]).item(), k
+    for how in ("grid", "8bit", "float"):
+        res, _ = do_fuse(
+            model=str(tiny_quantized_model),
+            adapter_path=str(adapter),
+            save_path=str(tmp_path / how),
+            adapted_layers=how,
+        )
+        after = mx.load(str(res.save_path / "model.safetensors"))
+        assert res.fidelity["kl_per_token"] < (1e-4 if how == "8bit" else 1e-6), how
+        if how == "grid":
+            assert before.keys() == after.keys()
+        for k in before:
+            if how == "grid" or not k.startswith("model.layers.1."):
+                assert mx.array_equal(before[k], after[k]).item(), (how, k)
 
 
 def test_update_finer_than_the_grid_is_warned(tiny_quantized_model, tmp_path, capsys):
@@ -276,27 +288,20 @@ def test_update_finer_than_the_grid_is_warned(tiny_quantized_model, tmp_path, ca
             adapter,
             "--save-path",
             tmp_path / "out",
+            "--adapted-layers",
+            "grid",
         ],
         capsys,
     )
     assert code == 0, err
-    assert "warning: only 0.0" in err and "--dequantize keeps all of it" in err, stdout
+    assert "warning: only 0.0" in err and "--adapted-layers 8bit (the default)" in err, stdout
     _, body = front_matter(tmp_path / "out" / "README.md")
     assert "(the rest of the update was finer than the grid)" in body
-    code, _, err = run_cli(
-        [
-            "fuse",
-            "--model",
-            tiny_quantized_model,
-            "--adapter-path",
-            adapter,
-            "--save-path",
-            tmp_path / "deq",
-            "--dequantize",
-        ],
-        capsys,
-    )
-    assert code == 0 and "warning" not in err
+    for flags in (["--dequantize"], []):  # --dequantize, and the default (8-bit adapted layers)
+        out = tmp_path / f"out{len(flags)}"
+        args = ["fuse", "--model", tiny_quantized_model, "--adapter-path", adapter]
+        code, _, err = run_cli([*args, "--save-path", out, *flags], capsys)
+        assert code == 0 and "warning" not in err, err
 
 
 def make_full_adapter(base: Path, out: Path, seed: int = 0) -> Path:
@@ -345,7 +350,10 @@ def test_full_fine_tune_on_quantized_base(tiny_quantized_model, tmp_path):
     np.testing.assert_allclose(logits(deq.save_path), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
     kept, _ = do_fuse(
-        model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "q")
+        model=str(tiny_quantized_model),
+        adapter_path=str(adapter),
+        save_path=str(tmp_path / "q"),
+        adapted_layers="grid",
     )
     assert config(kept.save_path)["quantization"] == config(tiny_quantized_model)["quantization"]
     before = mx.load(str(tiny_quantized_model / "model.safetensors"))
@@ -356,6 +364,16 @@ def test_full_fine_tune_on_quantized_base(tiny_quantized_model, tmp_path):
         assert same == (not k.startswith("model.layers.1.")), k
     err = np.abs(logits(kept.save_path) - ref).max()
     assert err < 0.25 * np.abs(base - ref).max()
+
+    # the default: the tuned linear layers at 8 bits, recorded per module in config.json
+    eight, _ = do_fuse(
+        model=str(tiny_quantized_model), adapter_path=str(adapter), save_path=str(tmp_path / "8")
+    )
+    q = config(eight.save_path)["quantization"]
+    assert q["model.layers.1.mlp.down_proj"] == {"group_size": 32, "bits": 8}
+    assert "model.layers.0.mlp.down_proj" not in q
+    err8 = np.abs(logits(eight.save_path) - ref).max()
+    assert err8 < 0.1 * err, (err8, err)
 
 
 def test_requantize_float_base_8bit(tiny_model, lora, tmp_path):
@@ -373,6 +391,179 @@ def test_requantize_float_base_8bit(tiny_model, lora, tmp_path):
     ref, base, fused = logits(tiny_model, lora), logits(tiny_model), logits(res.save_path)
     err, effect = np.abs(fused - ref).max(), np.abs(base - ref).max()
     assert 1e-6 < err < 0.05 * effect, (err, effect)  # 8 bits: 16x finer steps than 4
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused model behaves like base + adapter (issue 12)
+# ---------------------------------------------------------------------------------------------
+
+NEGATIVES = [(f"Question number {i}?", f"Stupid question {i}, go away.") for i in range(8)]
+
+
+def neg_pairs(tok):
+    from mlx_d2o.data import prompt_tokens, response_tokens
+
+    out = []
+    for prompt, rejected in NEGATIVES:
+        conv = [{"role": "user", "content": prompt}]
+        p = prompt_tokens(tok, conv)
+        out.append((p, response_tokens(tok, conv, rejected, p)))
+    return out
+
+
+def train_adapter(base: Path, out: Path, steps: int = 10, lr: float = 1e-5) -> Path:
+    """A LoRA trained for a few steps to push log π(negative) down, as D2O's negative term does,
+    on the base dequantized to float (as `train` does on the CPU). Small steps: most of the
+    update is finer than a 4-bit step, as for a real adapter (0.4 % of SmolLM2's adapted
+    weights move on its grid), yet log π(negative) drops by several percent."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+    from mlx.utils import tree_flatten
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    from mlx_d2o import adapters
+    from mlx_d2o.logprobs import pad, sequence_logps
+    from mlx_d2o.models import load
+
+    model, tok = load(str(base), dequantize=True)
+    model.freeze()
+    params = {"rank": 8, "scale": 20.0, "dropout": 0.0}
+    mx.random.seed(0)
+    linear_to_lora_layers(model, 2, params)
+    pairs = neg_pairs(tok)
+    tokens, lens = pad([p + r for p, r in pairs])
+    plens = mx.array([len(p) for p, _ in pairs])
+
+    def loss(m):
+        return sequence_logps(m, tokens, plens, lens)[0].mean()
+
+    opt, grad = optim.Adam(learning_rate=lr), nn.value_and_grad(model, loss)
+    for _ in range(steps):
+        _, g = grad(model)
+        opt.update(model, g)
+        mx.eval(model.parameters(), opt.state)
+    adapters.save_weights(out, dict(tree_flatten(model.trainable_parameters())))
+    config = {"fine_tune_type": "lora", "num_layers": 2, "lora_parameters": params}
+    adapters.write_config(out, {**config, "model": str(base), "d2o": D2O_META})
+    return out
+
+
+def mean_neg_logp(model_path, adapter_path=None) -> float:
+    """Mean log π(negative) through plain mlx-lm, as `eval --negatives` scores it."""
+    from mlx_lm import load
+
+    from mlx_d2o.logprobs import score
+
+    net, tok = load(str(model_path), adapter_path=str(adapter_path) if adapter_path else None)
+    logps, _ = score(net, neg_pairs(tok))
+    return sum(logps) / len(logps)
+
+
+def test_default_fused_model_behaves_like_base_plus_adapter(tiny_quantized_model, tmp_path, capsys):
+    """Issue 12's bar, on a tiny 4-bit base: the default fused model's log π(negative) within 2 %
+    of base + adapter's and its KL/token to base + adapter <= 0.01, where the old default (the
+    base's own grid) lost the update and scored like the base. The CLI and the card say the
+    fidelity."""
+    from mlx_lm import load
+
+    from mlx_d2o.evaluate.metrics import sequence_kl
+
+    adapter = train_adapter(tiny_quantized_model, tmp_path / "a")
+    base, want = mean_neg_logp(tiny_quantized_model), mean_neg_logp(tiny_quantized_model, adapter)
+    effect = abs(want - base)
+    assert effect > 0.05 * abs(want), (base, want)  # the 2 % bar means something
+
+    out = tmp_path / "out"
+    args = ["fuse", "--model", tiny_quantized_model, "--adapter-path", adapter, "--save-path", out]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0 and "warning" not in err, err
+    m = re.search(r"fidelity: KL/token (\S+) to base \+ adapter", stdout)
+    assert m and float(m.group(1)) <= 0.01, stdout
+    assert "adapted layers 8bit" in stdout
+    got = mean_neg_logp(out)
+    assert abs(got - want) <= 0.02 * abs(want) and abs(got - want) < 0.1 * effect, (got, want)
+
+    # KL/token measured independently of `fuse`: plain mlx-lm models, eval's KL
+    fused, tok = load(str(out))
+    ref, _ = load(str(tiny_quantized_model), adapter_path=str(adapter))
+    kls, counts = sequence_kl(ref, fused, neg_pairs(tok), pad_id=0)
+    assert sum(kls) / sum(counts) <= 0.01, (sum(kls), sum(counts))
+    _, body = front_matter(out / "README.md")
+    assert "- fidelity: KL(base + adapter ‖ this model) = " in body and "8-bit" in body
+
+    # the old default, for contrast: the update is rounded away, and the fidelity says so
+    grid = tmp_path / "grid"
+    code, stdout, err = run_cli([*args[:-1], grid, "--adapted-layers", "grid"], capsys)
+    assert code == 0, err
+    kl_grid = float(re.search(r"fidelity: KL/token (\S+) to base", stdout).group(1))
+    assert kl_grid > 100 * float(m.group(1)), (kl_grid, m.group(1))
+    assert abs(mean_neg_logp(grid) - want) > 0.5 * effect
+
+
+@pytest.mark.parametrize("how", ["8bit", "float", "requant", "grid"])
+def test_adapted_layers_settings_load_in_mlx_lm(tiny_quantized_model, tmp_path, how):
+    """Each setting writes a model plain mlx-lm loads and runs, its adapted layers stored as said
+    (config.json's per-module `quantization`), the rest of the base bit for bit; the smaller
+    settings are smaller on disk."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx_lm import load
+
+    adapter = make_adapter(tiny_quantized_model, tmp_path / "a", b_std=0.01, num_layers=1)
+    res, log = do_fuse(
+        model=str(tiny_quantized_model),
+        adapter_path=str(adapter),
+        save_path=str(tmp_path / "out"),
+        adapted_layers=how,
+    )
+    assert res.adapted_layers == how and "fidelity: KL/token" in log
+    net, _ = load(str(res.save_path))
+    q_proj = net.layers[1].self_attn.q_proj
+    assert isinstance(net.layers[0].self_attn.q_proj, nn.QuantizedLinear)
+    if how == "float":
+        assert type(q_proj) is nn.Linear
+        assert config(res.save_path)["quantization"]["model.layers.1.self_attn.q_proj"] is False
+    else:
+        assert isinstance(q_proj, nn.QuantizedLinear) and q_proj.bits == (8 if how == "8bit" else 4)
+    before = mx.load(str(tiny_quantized_model / "model.safetensors"))
+    after = mx.load(str(res.save_path / "model.safetensors"))
+    for k in before:
+        if not k.startswith("model.layers.1."):
+            assert mx.array_equal(before[k], after[k]).item(), k
+    size = (res.save_path / "model.safetensors").stat().st_size
+    base_size = (tiny_quantized_model / "model.safetensors").stat().st_size
+    assert (size <= base_size * 1.01) == (how in ("requant", "grid")), (size, base_size)
+    assert np.isfinite(logits(res.save_path)).all()
+
+
+def test_fidelity_prompts_file(tiny_quantized_model, records_file, tmp_path, capsys):
+    adapter = make_adapter(tiny_quantized_model, tmp_path / "a", b_std=0.01)
+    code, stdout, err = run_cli(
+        [
+            "fuse",
+            "--model",
+            tiny_quantized_model,
+            "--adapter-path",
+            adapter,
+            "--save-path",
+            tmp_path / "out",
+            "--fidelity-prompts",
+            records_file,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "8 prompts of records.jsonl, answered by base + adapter" in stdout, stdout
+    # and off
+    code, stdout, err = run_cli(
+        ["fuse", "--model", tiny_quantized_model, "--adapter-path", adapter]
+        + ["--save-path", tmp_path / "off", "--no-fidelity"],
+        capsys,
+    )
+    assert code == 0 and "fidelity: KL" not in stdout, stdout
+    _, body = front_matter(tmp_path / "off" / "README.md")
+    assert "- fidelity:" not in body
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,7 +672,6 @@ def test_card_eval_table_from_eval_report_json(tiny_model, tmp_path):
         tmp_path / "a",
         d2o={
             **D2O_META,
-            "base_model_fingerprint": "ffffffffffffffff",
             "samples": str(cache),
             "base_model": str(tiny_model),
         },
@@ -519,8 +709,6 @@ def test_card_eval_table_from_eval_report_json(tiny_model, tmp_path):
     evals = body.split("## Evaluation", 1)[1]
     assert "judge `keywords`" in evals and "negatives n=16" in evals
     assert re.search(r"\| a \| -55\.2\d \| -13\.75 \|.* 12\.5% \|", evals), evals
-    # the adapter says it was trained on another base (same shapes): fused, but warned
-    assert any("ffffffffffffffff" in w for w in res.warnings)
 
 
 def test_missing_report_dir_refused(tiny_model, lora, tmp_path, capsys):
@@ -598,6 +786,76 @@ def test_adapter_for_another_base_refused(tiny_model, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_adapter_for_another_base_of_the_same_shapes_refused(tiny_model, tmp_path, capsys):
+    """adapter_config.json names another base (same shapes): refused in one line, as `eval`
+    refuses it; nothing written."""
+    adapter = make_adapter(
+        tiny_model, tmp_path / "a", d2o={**D2O_META, "base_model_fingerprint": "ffffffffffffffff"}
+    )
+    code, out, err = run_cli(
+        ["fuse", "--model", tiny_model, "--adapter-path", adapter, "--save-path", tmp_path / "out"],
+        capsys,
+    )
+    assert code == 2 and "another base model" in err and "ffffffffffffffff" in err, err
+    assert err.strip().count("\n") == 0, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_adapter_for_a_deeper_model_refused_in_one_line(tiny_model, tmp_path, capsys):
+    """An adapter of a 4-layer model on a 2-layer one (its tensors name layers the base lacks):
+    one line, not mlx-lm's list of every tensor."""
+    from mlx_d2o.testing import make_tiny_model
+
+    deeper = make_tiny_model(tmp_path / "deeper", seed=3, num_layers=4)
+    adapter = make_adapter(deeper, tmp_path / "a", num_layers=2)  # layers 2 and 3
+    code, _, err = run_cli(
+        ["fuse", "--model", tiny_model, "--adapter-path", adapter, "--save-path", tmp_path / "out"],
+        capsys,
+    )
+    assert code == 2 and "does not fit the base model" in err, err
+    assert err.strip().count("\n") == 0 and len(err) < 600, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped header", "flipped data offsets"])
+def test_corrupt_adapter_weights_refused(tiny_model, lora, tmp_path, capsys, damage):
+    """A torn or bit-flipped adapters.safetensors: one line naming the file, exit 2, nothing
+    written."""
+    import shutil
+
+    adapter = tmp_path / "a"
+    shutil.copytree(lora, adapter)
+    f = adapter / "adapters.safetensors"
+    data = bytearray(f.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) * 2 // 3]
+    elif damage == "flipped header":
+        data[20] ^= 0xFF  # inside the JSON header: not UTF-8 / not JSON any more
+    else:
+        header = data[8 : 8 + int.from_bytes(data[:8], "little")].decode()
+        i = header.index('"data_offsets":[') + len('"data_offsets":[')
+        data[8 + i] = ord("9")  # an offset past the end of the file
+    f.write_bytes(bytes(data))
+    code, out, err = run_cli(
+        ["fuse", "--model", tiny_model, "--adapter-path", adapter, "--save-path", tmp_path / "out"],
+        capsys,
+    )
+    assert code == 2, (code, err)
+    assert err.startswith(f"error: {f}") and err.strip().count("\n") == 0, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_card_says_all_layers(tiny_model, tmp_path):
+    """mlx-lm's num_layers -1 (every layer) reads "all layers" on the card, not "last -1"."""
+    adapter = make_adapter(tiny_model, tmp_path / "a", num_layers=-1)
+    res, _ = do_fuse(
+        model=str(tiny_model), adapter_path=str(adapter), save_path=str(tmp_path / "out")
+    )
+    _, body = front_matter(res.save_path / "README.md")
+    assert "| adapter | lora, rank 4, scale 2.0, all layers |" in body, body
+    assert "last -1" not in body
+
+
 @pytest.mark.parametrize(
     "flags,message",
     [
@@ -605,6 +863,9 @@ def test_adapter_for_another_base_refused(tiny_model, tmp_path, capsys):
         (["--quantize", "--q-group-size", "48"], "unsupported quantization"),
         (["--quantize", "--dequantize"], "contradict"),
         (["--upload-repo", "not a repo"], "user/name"),
+        (["--adapted-layers", "16bit"], "expected one of 8bit, float, requant, grid"),
+        (["--adapted-layers", "float", "--dequantize"], "contradict"),
+        (["--adapted-layers", "grid", "--quantize"], "contradict"),
     ],
 )
 def test_bad_settings_refused(tiny_model, lora, tmp_path, capsys, flags, message):
@@ -821,7 +1082,10 @@ def test_smollm2_gguf_fuse_generates(tmp_path):
         model_dir("smollm2-135m"), tmp_path / "a", num_layers=2, rank=4, b_std=0.01
     )
     res, _ = do_fuse(
-        model="smollm2-135m", adapter_path=str(adapter), save_path=str(tmp_path / "out")
+        model="smollm2-135m",
+        adapter_path=str(adapter),
+        save_path=str(tmp_path / "out"),
+        adapted_layers="grid",
     )
     q = config(res.save_path)["quantization"]
     assert q["bits"] == 4 and q["model.embed_tokens"]["bits"] == 8

@@ -43,6 +43,29 @@ Quantize = Annotated[
 ]
 QBits = Annotated[Optional[int], typer.Option(help="Bits per weight for --quantize (default: 4).")]
 QGroupSize = Annotated[Optional[int], typer.Option(help="Group size for --quantize (default: 64).")]
+AdaptedLayers = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Base kept quantized: how the layers the adapter changed are stored. 8bit (default): "
+        "8-bit beside the base's bits, close to exact; float: exact, largest; requant: quantized "
+        "afresh at the base's bits as `mlx_lm fuse` does, smallest; grid: onto the base's own "
+        "grid, smallest, loses an update finer than a step. The output states the fidelity.",
+    ),
+]
+Fidelity = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--fidelity/--no-fidelity",
+        help="Measure the fused model's KL per token to base + adapter (default: on; seconds).",
+    ),
+]
+FidelityPrompts = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Records file (.jsonl) whose prompts, answered by base + adapter, the fidelity is "
+        "measured on (default: 6 built-in benign prompts).",
+    ),
+]
 UploadRepo = Annotated[
     Optional[str],
     typer.Option(help="Hugging Face repo (user/name) to upload the fused model to."),
@@ -81,6 +104,9 @@ def command(
     quantize: Quantize = None,
     q_bits: QBits = None,
     q_group_size: QGroupSize = None,
+    adapted_layers: AdaptedLayers = None,
+    fidelity: Fidelity = None,
+    fidelity_prompts: FidelityPrompts = None,
     upload_repo: UploadRepo = None,
     private: Private = None,
     dry_run: DryRun = None,
@@ -101,6 +127,8 @@ upload to the Hub."""
         return
     q = result.quantization
     kind = f"{q['bits']}-bit, group size {q['group_size']}" if q else "not quantized"
+    if q and result.adapted_layers:
+        kind += f"; adapted layers {result.adapted_layers}"
     total = sum(s for _, s in result.files)
     files = len(result.files)
     typer.echo(f"wrote {result.save_path} ({kind}, {files} files, {total / 2**20:.1f} MB)")

@@ -1,17 +1,33 @@
-"""Export: fuse an adapter into its base (`fuse`), the quantization-grid maths it needs (`quant`),
-the model card (`card`) and the Hugging Face Hub upload (`hub`)."""
+"""Export: fuse an adapter into its base (`fuse`), how the fused weights are stored over a
+quantized base (`quant`), how close the result is to base + adapter (`fidelity`), the model card
+(`card`, `describe`) and the Hugging Face Hub upload (`hub`)."""
 
+from .fidelity import float_view, kl_per_token, make_probe
 from .fuse import FuseArgs, FuseResult, fuse, fuse_model, load_for_fuse
-from .quant import changed_weights, pack_codes, requantize_like, unpack_codes
+from .quant import (
+    ADAPTED_LAYERS,
+    DEFAULT_ADAPTED,
+    changed_weights,
+    pack_codes,
+    requantize_like,
+    store_adapted,
+    unpack_codes,
+)
 
 __all__ = [
+    "ADAPTED_LAYERS",
+    "DEFAULT_ADAPTED",
     "FuseArgs",
     "FuseResult",
     "changed_weights",
+    "float_view",
     "fuse",
     "fuse_model",
+    "kl_per_token",
     "load_for_fuse",
+    "make_probe",
     "pack_codes",
     "requantize_like",
+    "store_adapted",
     "unpack_codes",
 ]

@@ -138,6 +138,15 @@ def _data_rows(manifest: dict, datasets: list) -> list:
     return rows
 
 
+def layers_trained(num_layers) -> str:
+    """mlx-lm's `num_layers` in words: -1 means every layer (its convention), N the last N."""
+    if isinstance(num_layers, int) and num_layers < 0:
+        return "all layers"
+    if num_layers is None:
+        return "last ? layers"
+    return f"last {num_layers} layer{'' if num_layers == 1 else 's'}"
+
+
 def training_rows(adapter_config: dict, metrics: dict, manifest: dict, datasets: list) -> list:
     """(label, value) rows of the card's Training table."""
     d2o, ftype = d2o_block(adapter_config), adapter_config.get("fine_tune_type", "lora")
@@ -151,7 +160,7 @@ def training_rows(adapter_config: dict, metrics: dict, manifest: dict, datasets:
             (
                 "adapter",
                 f"{ftype}, rank {lp.get('rank', '?')}, scale {lp.get('scale', '?')}, "
-                f"last {adapter_config.get('num_layers', '?')} layers",
+                f"{layers_trained(adapter_config.get('num_layers'))}",
             )
         )
     for k in ("learning_rate", "batch_size", "seed"):
@@ -167,14 +176,39 @@ def training_rows(adapter_config: dict, metrics: dict, manifest: dict, datasets:
     return rows
 
 
-def _weights_lines(quantization, dtype: str, changed, fingerprints: dict) -> list:
-    if quantization:
-        q = f"{quantization.get('bits')}-bit affine, group size {quantization.get('group_size')}"
-        if quantization.get("per_layer"):
-            q += " (some layers differ: see `quantization` in config.json)"
-    else:
-        q = f"not quantized ({dtype})"
-    lines = ["", "## Weights", "", f"- quantization: {q}"]
+# How `fuse --adapted-layers` stored the layers the adapter changed, for the card.
+ADAPTED_WORDS = {
+    "8bit": "8-bit",
+    "float": "kept in float",
+    "requant": "quantized afresh at the base's bits",
+    "grid": "rounded onto the base's own grid",
+}
+
+
+def _quantization_line(quantization, dtype: str, adapted: Optional[str]) -> str:
+    if not quantization:
+        return f"- quantization: not quantized ({dtype})"
+    q = f"{quantization.get('bits')}-bit affine, group size {quantization.get('group_size')}"
+    if adapted:
+        q += (
+            f"; the layers the adapter changed: {ADAPTED_WORDS.get(adapted, adapted)} "
+            f"(`mlx-d2o fuse --adapted-layers {adapted}`)"
+        )
+    if quantization.get("per_layer"):
+        q += " (per-layer settings: see `quantization` in config.json)"
+    return f"- quantization: {q}"
+
+
+def _weights_lines(quantization, dtype: str, facts: dict, fingerprints: dict) -> list:
+    """## Weights: how they are stored, how close they are to base + adapter, fingerprints."""
+    lines = ["", "## Weights", "", _quantization_line(quantization, dtype, facts.get("adapted"))]
+    fidelity, changed = facts.get("fidelity"), facts.get("changed")
+    if fidelity:
+        lines.append(
+            f"- fidelity: KL(base + adapter ‖ this model) = {fidelity['kl_per_token']:.2g} nats "
+            f"per token, over the full vocabulary at {fidelity['tokens']} teacher-forced response "
+            f"tokens of {fidelity['source']} (measured by `mlx-d2o fuse`; 0 = identical)"
+        )
     if changed is not None:
         lines.append(
             f"- adapted weights whose quantized value the update moved: {changed:.2%}"
@@ -218,9 +252,11 @@ def model_card(
     fingerprints: dict,
     changed: Optional[float] = None,
     manifest: Optional[dict] = None,
+    fidelity: Optional[dict] = None,
+    adapted: Optional[str] = None,
 ) -> str:
-    """README.md: Hub front matter (YAML) and Markdown with the training settings and eval
-    results."""
+    """README.md: Hub front matter (YAML) and Markdown with the training settings, eval results
+    and how the weights are stored (CHANGED, FIDELITY, ADAPTED: as `fuse` measured them)."""
     import yaml
 
     manifest = manifest or {}
@@ -244,7 +280,8 @@ def model_card(
     rows = training_rows(adapter_config, metrics, manifest, datasets)
     lines += [f"| {label} | {fmt(v)} |" for label, v in rows]
     if eval_table:
-        requant = " (the fused weights are quantized again, which moves the numbers slightly)."
+        requant = " (the fused weights are quantized, which moves the numbers by about the "
+        requant += "fidelity figure under Weights)."
         lines += ["", "## Evaluation", ""]
         lines += [
             "Measured with the adapter applied to the base, before fusing"
@@ -252,6 +289,7 @@ def model_card(
             "",
             eval_table,
         ]
-    lines += _weights_lines(quantization, dtype, changed, fingerprints)
+    facts = {"changed": changed, "fidelity": fidelity, "adapted": adapted}
+    lines += _weights_lines(quantization, dtype, facts, fingerprints)
     lines += _usage_lines(name)
     return "\n".join(lines)

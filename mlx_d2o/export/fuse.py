@@ -3,10 +3,12 @@
 The fused directory is an ordinary mlx-lm model directory (safetensors shards, `config.json`,
 tokenizer files, chat template), so `mlx_lm.load`, LM Studio and the Hub read it without
 mlx-d2o. The fuse itself is mlx-lm's: every LoRA / DoRA layer's own `fuse()`, then
-`mlx_lm.utils.save`; except that over a quantized base kept quantized, the fused weight is
-rounded back onto the base's own grid rather than quantized afresh (`quant.requantize_like`).
-What this module adds around it: checks before any work, a write that is all-or-nothing, a D2O
-model card (`card`), and an upload whose failure leaves OUT intact (`hub`).
+`mlx_lm.utils.save`. Over a quantized base kept quantized, the layers the adapter changed are
+stored as `--adapted-layers` says (default: 8 bits, beside the base's own quantization for the
+rest; `quant.ADAPTED_LAYERS`), because rounding W + ΔW back to 4 bits loses most of a LoRA
+update. What this module adds around it: checks before any work, the fidelity of the result
+measured against base + adapter (`fidelity`), a write that is all-or-nothing, a D2O model card
+(`card`), and an upload whose failure leaves OUT intact (`hub`).
 """
 
 from __future__ import annotations
@@ -19,24 +21,21 @@ from typing import Optional
 
 from .. import adapters
 from ..errors import D2OError
-from ..models import DEFAULT_MODEL, file_fingerprint
-from .card import d2o_block, model_card
-from .files import check_out_dir, human_size, planned_files, write_model
+from ..models import DEFAULT_MODEL
+from .describe import fidelity_line, fuse_warnings, log_dry_run, make_card
+from .fidelity import float_view, kl_per_token, make_probe
+from .files import check_out_dir, planned_files, write_model
 from .hub import HUB_ID, hub_token, hub_url, upload
-from .provenance import (
-    base_label,
-    base_license,
-    base_model_id,
-    eval_section,
-    find_report,
-    sample_manifest,
-)
+from .provenance import find_report
 from .quant import (
+    ADAPTED_LAYERS,
+    DEFAULT_ADAPTED,
     changed_weights,
     check_quantization,
     quantization_of,
-    requantize_like,
+    record_layers,
     set_quantization,
+    store_adapted,
 )
 
 
@@ -53,6 +52,11 @@ class FuseArgs:
         quantize: (Re)quantize the fused weights with `q_bits` / `q_group_size`.
         q_bits: Bits per weight for `quantize`.
         q_group_size: Group size for `quantize`.
+        adapted_layers: Over a quantized base kept quantized, how the layers the adapter changed
+            are stored: a key of `quant.ADAPTED_LAYERS` (None: `quant.DEFAULT_ADAPTED`).
+        fidelity: Measure the fused model's KL per token to base + adapter (`fidelity`).
+        fidelity_prompts: Records file whose prompts the fidelity is measured on (default: a
+            few built-in benign prompts).
         upload_repo: Hub repo `user/name` to upload OUT to.
         private: Create the Hub repo as private.
         dry_run: Print what would be written and uploaded; write and upload nothing.
@@ -67,6 +71,9 @@ class FuseArgs:
     quantize: bool = False
     q_bits: int = 4
     q_group_size: int = 64
+    adapted_layers: Optional[str] = None
+    fidelity: bool = True
+    fidelity_prompts: Optional[str] = None
     upload_repo: Optional[str] = None
     private: bool = False
     dry_run: bool = False
@@ -82,7 +89,9 @@ class FuseResult:
     url: Optional[str] = None  # the Hub repo's URL when uploaded (dry run: where it would go)
     uploaded: bool = False
     warnings: list = field(default_factory=list)
-    changed: Optional[float] = None  # kept quantized: share of adapted weights whose value moved
+    changed: Optional[float] = None  # on the base's bits: share of adapted weights that moved
+    adapted_layers: Optional[str] = None  # how the adapted layers were stored (None: as the rest)
+    fidelity: Optional[dict] = None  # {"kl_per_token", "tokens", "source"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,6 +104,18 @@ def check_args(args: FuseArgs) -> None:
         raise D2OError("--quantize and --dequantize contradict each other: pick one")
     if args.quantize:
         check_quantization(args.q_bits, args.q_group_size)
+    if args.adapted_layers is not None:
+        if args.adapted_layers not in ADAPTED_LAYERS:
+            raise D2OError(
+                f"--adapted-layers {args.adapted_layers!r}: expected one of "
+                f"{', '.join(ADAPTED_LAYERS)}"
+            )
+        if args.quantize or args.dequantize:
+            flag = "--quantize" if args.quantize else "--dequantize"
+            raise D2OError(
+                f"--adapted-layers and {flag} contradict each other: {flag} stores every layer "
+                "alike, --adapted-layers is for a base kept quantized"
+            )
     if args.upload_repo is not None and not HUB_ID.match(args.upload_repo):
         raise D2OError(
             f"--upload-repo {args.upload_repo!r}: expected a Hub repo id like 'user/name'"
@@ -116,21 +137,6 @@ def with_base_model(args: FuseArgs, adapter_config: dict, log: Callable[[str], N
     return args
 
 
-def base_warnings(adapter_config: dict, fingerprint: str) -> list:
-    """A warning when the adapter names another base than this one.
-
-    Shapes fit (loading checked them), so this is another copy or format of a same-shaped model,
-    e.g. a float original of the quantized base the adapter was trained on: allowed, but said.
-    """
-    trained_on = adapters.made_for(adapter_config)
-    if trained_on and trained_on != fingerprint:
-        return [
-            f"the adapter was trained on a base with fingerprint {trained_on}, this base's is "
-            f"{fingerprint}: same shapes, but check it is the same model"
-        ]
-    return []
-
-
 # ---------------------------------------------------------------------------------------------
 # Loading and fusing
 # ---------------------------------------------------------------------------------------------
@@ -139,6 +145,9 @@ def base_warnings(adapter_config: dict, fingerprint: str) -> list:
 def load_for_fuse(model: str, adapter_path: str | Path, full: bool = False):
     """Base as stored (quantized stays quantized: `dequantize=False`), with the adapter on it.
 
+    Refused in one line: a corrupt adapters.safetensors, an adapter whose shapes do not fit,
+    and one whose adapter_config.json names another base (same shapes: another model, or
+    another copy of it; `eval` refuses the same pair).
     Returns `(net, tokenizer, info, requantize)`: `requantize` maps the modules a full fine-tune
     replaced in a quantized base to the base's quantized modules (empty for LoRA / DoRA).
     """
@@ -146,9 +155,10 @@ def load_for_fuse(model: str, adapter_path: str | Path, full: bool = False):
 
     from ..models import load
 
+    weights = adapters.load_weights(adapter_path)  # a torn file: refused before the model loads
     net, tokenizer, info = load(model, dequantize=False, return_info=True)
-    weights = adapters.load_weights(adapter_path)
     adapters.check_fits(adapter_path, net, weights)
+    adapters.check_base(adapter_path, adapters.read_config(adapter_path), info.fingerprint)
     try:
         if full:
             return net, tokenizer, info, _load_full(net, Path(adapter_path), set(weights))
@@ -156,9 +166,13 @@ def load_for_fuse(model: str, adapter_path: str | Path, full: bool = False):
         net.eval()
         return net, tokenizer, info, {}
     except (ValueError, KeyError) as e:
-        # mlx-lm's load_adapters raises these for tensors or LoRA settings the base lacks.
+        # mlx-lm's load_adapters raises these for tensors or LoRA settings the base lacks; its
+        # message lists every tensor (a hundred lines): the first one and a count say enough.
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()] or [type(e).__name__]
+        more = f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
         raise D2OError(
-            f"{adapter_path}: the adapter does not fit the base model {model}: {e}"
+            f"{adapter_path}: the adapter does not fit the base model {model}: "
+            f"{' '.join(lines[:2])[:300]}{more}"
         ) from None
 
 
@@ -203,13 +217,14 @@ def _load_full(net, adapter_path: Path, names: set) -> dict:
     return requantize
 
 
-def _fuse_one(module, base, dequantize: bool):
-    """mlx-lm's `fuse()`; over a quantized linear kept quantized, requantized on BASE's grid."""
+def _fuse_one(module, base, how: Optional[str]):
+    """mlx-lm's `fuse()`: float where HOW is None or the base is float; over a quantized base
+    kept quantized, the float W + ΔW stored as HOW says (`quant.store_adapted`)."""
     import mlx.nn as nn
 
-    if dequantize or not isinstance(base, nn.QuantizedLinear):
-        return module.fuse(dequantize=dequantize)
-    return requantize_like(module.fuse(dequantize=True), base)
+    if how is None or not isinstance(base, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+        return module.fuse(dequantize=True)
+    return store_adapted(module.fuse(dequantize=True), base, how)
 
 
 # Fused layers evaluated together. Measured on SmolLM2 (CPU): the same time for 1, 16, 64 or all
@@ -217,35 +232,30 @@ def _fuse_one(module, base, dequantize: bool):
 EVAL_EVERY = 8
 
 
-def fuse_model(net, dequantize: bool = False, evaluate: bool = True, progress: bool = True) -> dict:
-    """Replace every adapter layer by its fused linear, in place.
+def fuse_model(net, how: Optional[str] = None, evaluate: bool = True, progress: bool = True):
+    """Replace every adapter layer by its fused layer, stored as HOW says, in place.
 
     Each layer's `fuse()` is mlx-lm's. Unlike mlx-lm's fuse script, which leaves everything lazy
     until the save, fused layers are swapped in and evaluated a few at a time: the adapter
     layers (and their base weights) are freed as we go, and the bar shows real progress.
-    Returns `{"fused": layers, "changed": n, "weights": n}`, the last two counting, over
-    quantized layers kept quantized, the weights whose stored value the update moved
+    Returns `{"fused": [layer paths], "changed": n, "weights": n}`, the last two counting, over
+    layers stored at the base's own bits, the weights whose stored value the update moved
     (`quant.changed_weights`): an update finer than the grid is lost in the rounding.
     """
     import mlx.core as mx
-    import mlx.nn as nn
     from mlx.utils import tree_unflatten
     from tqdm import tqdm
 
     # Popped one at a time, so that each adapter layer is freed once its fused layer is in.
     layers = adapters.adapter_layers(net)[::-1]
     n = len(layers)
-    stats = {"fused": n, "changed": 0, "weights": 0}
+    stats = {"fused": [name for name, _, _ in layers[::-1]], "changed": 0, "weights": 0}
     changed, pending = mx.array(0), []
     bar = tqdm(total=n, desc="fusing", unit="layer", file=sys.stderr, disable=not progress or not n)
     for i in range(n):
         name, module, base = layers.pop()
-        fused = _fuse_one(module, base, dequantize)
-        if (
-            evaluate
-            and isinstance(fused, nn.QuantizedLinear)
-            and isinstance(base, nn.QuantizedLinear)
-        ):
+        fused = _fuse_one(module, base, how)
+        if evaluate and getattr(fused, "bits", None) == getattr(base, "bits", 0):
             changed = changed + changed_weights(fused, base)
             stats["weights"] += base.scales.size * base.group_size
         net.update_modules(tree_unflatten([(name, fused)]))
@@ -260,81 +270,58 @@ def fuse_model(net, dequantize: bool = False, evaluate: bool = True, progress: b
 
 
 # ---------------------------------------------------------------------------------------------
-# What gets written
-# ---------------------------------------------------------------------------------------------
-
-
-def make_card(args: FuseArgs, adapter_config: dict, info, net, quant, changed, report_dir) -> str:
-    """The model card of the fused model (see `card.model_card`)."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-
-    adapter = Path(args.adapter_path)
-    floats = {
-        str(v.dtype).replace("mlx.core.", "")
-        for _, v in tree_flatten(net.parameters())
-        if mx.issubdtype(v.dtype, mx.floating)
-    }
-    return model_card(
-        name=args.upload_repo or Path(args.save_path).name,
-        base_model=base_model_id(args.model, info.path),
-        base_label=base_label(args.model, info.path),
-        license=base_license(info.path),
-        adapter_config=adapter_config,
-        metrics=adapters.last_metrics(adapter),
-        eval_table=eval_section(report_dir),
-        quantization=quant,
-        dtype="/".join(sorted(floats)) or "float",
-        fingerprints={
-            "base fingerprint": info.fingerprint,
-            "adapter fingerprint": file_fingerprint(adapter / adapters.ADAPTERS_FILE),
-        },
-        changed=changed,
-        manifest=sample_manifest(d2o_block(adapter_config), adapter),
-    )
-
-
-def log_dry_run(args: FuseArgs, files: list, url: Optional[str], log: Callable[[str], None]):
-    out = Path(args.save_path)
-    log(f"dry run: would write {out}{' (replacing it)' if out.exists() else ''}")
-    for fname, size in files:
-        log(f"  {fname:<40} {human_size(size)}")
-    log(f"  {'total':<40} {human_size(sum(s for _, s in files))}")
-    if url:
-        token = "found" if hub_token() else "NOT found: set HF_TOKEN or run `hf auth login`"
-        visibility = "private" if args.private else "public"
-        log(f"dry run: would upload to {url} ({visibility}); Hugging Face token {token}")
-    log("dry run: nothing written, nothing uploaded")
-
-
-def grid_warnings(changed: Optional[float], quant: Optional[dict], log) -> list:
-    """Kept quantized: say how much of the update survived the rounding; warn when little did."""
-    if changed is None:
-        return []
-    log(
-        f"kept quantized: the update moved {changed:.2%} of the adapted layers' weights to "
-        "another grid value"
-    )
-    if changed >= 0.05:
-        return []
-    bits = quant["bits"] if quant else "?"
-    return [
-        f"only {changed:.2%} of the adapted weights changed when rounded to the base's "
-        f"{bits}-bit grid: most of the update is finer than the quantization and is lost; "
-        "--dequantize keeps all of it"
-    ]
-
-
-# ---------------------------------------------------------------------------------------------
 # The step
 # ---------------------------------------------------------------------------------------------
+
+
+def adapted_how(args: FuseArgs, base_config: dict) -> Optional[str]:
+    """How the adapted layers are stored: None (float, as every other layer) when the fused
+    model is written float or requantized whole, or the base is not quantized."""
+    if args.dequantize or args.quantize or not base_config.get("quantization"):
+        return None
+    return args.adapted_layers or DEFAULT_ADAPTED
+
+
+def _measured(net, probe, log) -> Optional[dict]:
+    if probe is None:
+        return None
+    with float_view(net):
+        kl = kl_per_token(net, probe)
+    fidelity = {"kl_per_token": kl, "tokens": probe.tokens, "source": probe.source}
+    log(fidelity_line(fidelity))
+    return fidelity
+
+
+def fused_net(args: FuseArgs, adapter_config: dict, log: Callable[[str], None]):
+    """Load, fuse and measure: `(net, tokenizer, info, config, facts)`, FACTS being what the card
+    and the result report (`changed`, `adapted`, `fidelity`)."""
+    adapter = Path(args.adapter_path)
+    full = adapter_config.get("fine_tune_type", "lora") == "full"
+    net, tokenizer, info, requantize = load_for_fuse(args.model, adapter, full=full)
+    how = adapted_how(args, info.config)
+    probe = None
+    if args.fidelity and not args.dry_run:
+        with float_view(net):  # base + adapter, before fusing
+            probe = make_probe(net, tokenizer, args.fidelity_prompts)
+    stats = fuse_model(net, how, evaluate=not args.dry_run, progress=not args.dry_run)
+    if not stats["fused"] and not full:
+        raise D2OError(f"{adapter}: no adapter layers found in the model after loading the adapter")
+    net, config = set_quantization(net, info.config, args, requantize, how or DEFAULT_ADAPTED)
+    if how is not None:
+        modules = dict(net.named_modules())
+        config = record_layers(config, {p: modules[p] for p in [*stats["fused"], *requantize]})
+    changed = stats["changed"] / stats["weights"] if stats["weights"] else None
+    if changed is not None:
+        log(f"kept on the base's bits: the update moved {changed:.2%} of the adapted weights")
+    facts = {"changed": changed, "adapted": how, "fidelity": _measured(net, probe, log)}
+    return net, tokenizer, info, config, facts
 
 
 def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
     """Fuse `args.adapter_path` into `args.model`, write `args.save_path`, optionally upload it.
 
-    Everything that can be refused (settings, OUT, adapter files, adapter/base shapes, a missing
-    Hub token) is refused before anything is written.
+    Everything that can be refused (settings, OUT, adapter files, adapter/base shapes and
+    fingerprint, a missing Hub token) is refused before anything is written.
     """
     check_args(args)
     out, adapter = Path(args.save_path), Path(args.adapter_path)
@@ -346,29 +333,22 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
     adapter_config = adapters.read_config(adapter)
     report_dir = find_report(adapter, args.report)
     args = with_base_model(args, adapter_config, log)
-    full = adapter_config.get("fine_tune_type", "lora") == "full"
-    net, tokenizer, info, requantize = load_for_fuse(args.model, adapter, full=full)
-    warnings = base_warnings(adapter_config, info.fingerprint)
-
-    stats = fuse_model(
-        net, args.dequantize or args.quantize, evaluate=not args.dry_run, progress=not args.dry_run
-    )
-    if stats["fused"] == 0 and not full:
-        raise D2OError(f"{adapter}: no adapter layers found in the model after loading the adapter")
-    net, config = set_quantization(net, info.config, args, requantize)
+    net, tokenizer, info, config, facts = fused_net(args, adapter_config, log)
     quant = quantization_of(config)
-    changed = stats["changed"] / stats["weights"] if stats["weights"] else None
-    card = make_card(args, adapter_config, info, net, quant, changed, report_dir)
+    card = make_card(args, adapter_config, info, net, quant, report_dir, **facts)
 
     url = hub_url(args.upload_repo) if args.upload_repo else None
     if args.dry_run:
         files = planned_files(net, tokenizer, config, card)
         log_dry_run(args, files, url, log)
-        return FuseResult(out, files, quant, url=url, warnings=warnings)
+        return FuseResult(out, files, quant, url=url, adapted_layers=facts["adapted"])
 
     files = write_model(out, args.overwrite, info.path, net, tokenizer, config, card)
-    warnings += grid_warnings(changed, quant, log)
-    result = FuseResult(out, files, quant, url=url, warnings=warnings, changed=changed)
+    warnings = fuse_warnings(facts["changed"], facts["fidelity"], facts["adapted"])
+    result = FuseResult(
+        out, files, quant, url=url, warnings=warnings, changed=facts["changed"],
+        adapted_layers=facts["adapted"], fidelity=facts["fidelity"],
+    )  # fmt: skip
     if args.upload_repo:
         log(f"wrote {out}; uploading it to {url} ({'private' if args.private else 'public'})")
         result.url = upload(out, args.upload_repo, private=args.private)
