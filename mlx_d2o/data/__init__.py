@@ -1,7 +1,14 @@
 """Negatives-only records: the schema and loading (records), converters from public sets
 (convert), chat rendering (chat) and `data check` (check)."""
 
-from .chat import encode_record, end_of_turn_ids, prompt_tokens, response_tokens, with_system
+from .chat import (
+    encode_record,
+    end_of_turn_id,
+    end_of_turn_ids,
+    prompt_tokens,
+    response_tokens,
+    with_system,
+)
 from .check import check_file, length_stats
 from .convert import CONVERTERS, convert, convert_hh_rlhf, convert_pku_saferlhf, hh_turns
 from .records import (
@@ -28,6 +35,7 @@ __all__ = [
     "convert_pku_saferlhf",
     "data_fingerprint",
     "encode_record",
+    "end_of_turn_id",
     "end_of_turn_ids",
     "hh_turns",
     "hub_data_file",
