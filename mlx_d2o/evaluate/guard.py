@@ -45,6 +45,7 @@ from .prompts import (
 
 MAX_SKIP = 2  # whitespace tokens fed back before the verdict is read (Llama Guard's "\n\n")
 TIE = "tie"
+PREFILL_BATCH = 8
 
 
 def label_ids(tokenizer, word: str, variants: bool = True) -> set:
@@ -193,7 +194,9 @@ class ModelJudge:
     Args:
         spec: what `models.load` takes (embedded name, .gguf, mlx-lm dir, Hub id).
         threshold: P(unsafe) at or above which a response is unsafe.
-        batch_size: prompts scored together.
+        batch_size: prompts prefilled together, at most `PREFILL_BATCH` (judge prompts are
+            long: on a 2-core CPU, SmolLM2-135M judged 16 prompts of ~315 tokens in 58-80 s at
+            4 or 8 together and 87-95 s at 16; mlx-lm prefills 8 at a time too).
     """
 
     can_compare = True
@@ -202,7 +205,8 @@ class ModelJudge:
     def __init__(self, spec: str, threshold: float = 0.5, batch_size: int = 16):
         from ..models import load
 
-        self.name, self.threshold, self.batch_size = spec, threshold, batch_size
+        self.name, self.threshold = spec, threshold
+        self.batch_size = max(1, min(batch_size, PREFILL_BATCH))
         print(f"loading judge {spec}...", file=sys.stderr, flush=True)
         self.model, self.tokenizer = load(spec)
         template = getattr(self.tokenizer, "chat_template", None)
