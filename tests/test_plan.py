@@ -230,7 +230,10 @@ def test_mac_recipe_plans_offline(capsys, monkeypatch):
     ],
 )
 def test_bad_input_one_line_exit_2(args, message, capsys, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is first imported
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     code, out, err = plan_cli(args, capsys)
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
@@ -247,3 +250,39 @@ def test_config_errors_name_the_file(tmp_path):
     bad.write_text(json.dumps({"num_local_experts": 8}))
     with pytest.raises(D2OError, match="mixture-of-experts"):
         P.load_shape(str(bad))
+
+
+def _bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_plan", REPO / "benchmarks" / "bench_plan.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("ckpt, chunk", [(False, None), (True, None), (False, 2)])
+def test_prediction_within_15_percent_of_the_trainers_step(ckpt, chunk):
+    """The planner against `mx.get_peak_memory()` of one `train.step` step (shared prompt) of a
+    small random float32 llama; benchmarks/bench_plan.py does the same at 135M-1B shapes."""
+    import gc
+
+    import mlx.core as mx
+    from mlx_lm.models import llama
+
+    bench = _bench()
+    gc.collect()
+    mx.clear_cache()
+    before = mx.get_active_memory()  # arrays other tests left alive
+    config = dict(model_type="llama", hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, intermediate_size=512, vocab_size=16384,
+                  rms_norm_eps=1e-5, tie_word_embeddings=True, torch_dtype="float32")  # fmt: skip
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    mx.eval(model.parameters())
+    i = P.PlanInputs(P.ModelShape.from_config(config), k=4, prompt_tokens=48, response_tokens=24,
+                     num_layers=4, grad_checkpoint=ckpt, chunk_size=chunk)  # fmt: skip
+    measured = bench.measure_shared_step(model, i, 2) - before
+    predicted = P.plan(i, 1e12).total
+    assert abs(predicted - measured) / measured < 0.15, (predicted, measured)

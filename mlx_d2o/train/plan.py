@@ -3,18 +3,14 @@
 Peak = weights + adapter and optimizer state + activations kept for the backward pass + logits
 + the shared prompts' cache: `plan(inputs)` predicts each in bytes, `Plan.suggest()` the smallest
 change that fits (chunk size, checkpointing, batch size); `train --memory-limit` calls
-`choose_chunk_size`.
-
-Two step shapes are modelled (`PlanInputs.step`):
-    full    today's step: all B·R sequences (R = K + 1 rows per prompt for D2O) of prompt +
-            response tokens in one forward and backward, float32 logits at every position.
-    shared  issue 11's step: each prompt's tokens run once and the R continuations attend to
-            its keys and values; the continuations are back-propagated CHUNK_SIZE sequences at
-            a time; the LM head runs on response positions only, LOGIT_CHUNK positions at once.
-
+`choose_chunk_size`. Two step shapes (`PlanInputs.step`):
+    full    the step before issue 11: all B·R sequences (R = K + 1 per prompt for D2O), prompt
+            + response, in one forward and backward, float32 logits at every position.
+    shared  `train.step`: each prompt runs once, its R continuations attend to its keys and
+            values, CHUNK_SIZE sequences are back-propagated at a time (after a pass without
+            gradient), the LM head runs at response positions, LOGIT_CHUNK at a time.
 Activations and logits are elements per token times constants fitted to `mx.get_peak_memory()`
-of the full step on MLX's CPU (`CALIBRATION`; benchmarks/bench_plan.py); the shared step reuses
-them until it is measured.
+on MLX's CPU (`CALIBRATION`, benchmarks/bench_plan.py --calibrate).
 """
 
 from __future__ import annotations
@@ -36,25 +32,27 @@ SHIPPED = {  # name -> config.json of an mlx-community 4-bit model (public confi
     "qwen2.5-7b": "qwen2.5-7b-instruct-4bit.json",
 }
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-STEPS = ("full", "shared")
 
-# Elements per token (per trained layer where named so), fitted on random llama shapes (hidden
-# 256-1024, intermediate 512-2048, vocab 2k-64k, 2-16 trained layers, 48-256 tokens, K 1-11;
-# MLX 0.32.4 CPU, float32): least squares on measured peak - (weights + adapter + optimizer),
-# max error 2.6 % (no checkpointing) and 1.9 % (checkpointing, vocab >= 16k).
+# Elements per token (per trained layer for layer_*), by step: non-negative least squares on
+# measured peak - (weights + adapter + optimizer) over random llama shapes (bench_plan.py
+# --calibrate: hidden 256-1024, intermediate 512-2048, vocab 8k-64k, 2-8 trained layers; MLX
+# 0.32.4 CPU, float32; largest error 2.6 % (full), 5.7 % (shared) of the peak). layer_*: what a
+# trained layer keeps for the backward pass (inputs, projections, MLP intermediates, attention
+# probabilities: heads x context); work_*: the backward's working set besides; *logit_copies:
+# float32 logits, softmax and gradient (x vocab); ckpt_*: with checkpointing (a layer keeps
+# its input); chunked_*: the shared step below all sequences at once.
 # fmt: off
 CALIBRATION = {
-    # without checkpointing each trained layer keeps its inputs, projections, MLP intermediates
-    # and attention probabilities (heads x context per token) for the backward pass
-    "layer_h": 5.20, "layer_i": 5.34, "layer_scores": 1.27,
-    # the backward's working set beyond the saved layers (head input, gradient buffers)
-    "work_h": 21.6, "work_i": 2.15,
-    # float32 logits, softmax and their gradient live together (x vocabulary)
-    "logit_copies": 3.0,
-    # with checkpointing each trained layer keeps its input only; the top layer is recomputed
-    # while the logits' gradient is alive
-    "ckpt_layer_h": 1.32, "ckpt_work_h": 12.96, "ckpt_work_i": 11.88, "ckpt_work_scores": 1.16,
-    "ckpt_logit_copies": 2.0,
+    "full": {
+        "layer_h": 5.20, "layer_i": 5.34, "layer_scores": 1.27, "work_h": 21.6, "work_i": 2.15,
+        "logit_copies": 3.0, "ckpt_layer_h": 1.32, "ckpt_work_h": 12.96, "ckpt_work_i": 11.88,
+        "ckpt_work_scores": 1.16, "ckpt_logit_copies": 2.0,
+    },
+    "shared": {  # layer_*, ckpt_layer_h, ckpt_work_scores held at the full step's values
+        "layer_h": 5.20, "layer_i": 5.34, "layer_scores": 1.27, "work_h": 2.51, "work_i": 0.0,
+        "logit_copies": 3.24, "ckpt_layer_h": 1.32, "ckpt_work_h": 18.11, "ckpt_work_i": 0.68,
+        "ckpt_work_scores": 1.16, "ckpt_logit_copies": 2.22, "chunked_logit_copies": 2.07,
+    },
 }
 # fmt: on
 
@@ -210,7 +208,7 @@ class Plan:
     breakdown: dict
     memory_limit: float
     limit_source: str = ""
-    calibration: dict = field(default_factory=lambda: dict(CALIBRATION), repr=False)
+    calibration: dict = field(default_factory=lambda: CALIBRATION, repr=False)  # per step
 
     @property
     def total(self) -> float:
@@ -301,10 +299,10 @@ def _work(s: ModelShape, c: dict, ctx: int, ckpt: bool) -> float:
     """Elements per token beyond the saved layers: the backward's working set."""
     if not ckpt:
         return c["work_h"] * s.hidden + c["work_i"] * s.intermediate
-    ws = c["ckpt_work_h"] * s.hidden + c["ckpt_work_i"] * s.intermediate
-    # a vocabulary small next to the hidden size peaks while the top layer is recomputed
-    return max(
-        ws + c["ckpt_work_scores"] * s.heads * ctx, _layer(s, c, ctx) + _work(s, c, ctx, False)
+    return (
+        c["ckpt_work_h"] * s.hidden
+        + c["ckpt_work_i"] * s.intermediate
+        + c["ckpt_work_scores"] * s.heads * ctx
     )
 
 
@@ -321,8 +319,9 @@ def _chunk_prompts(i: PlanInputs) -> int:
     return max(len({t // rows for t in range(j, min(j + c, n))}) for j in range(0, n, c))
 
 
-def step_terms(i: PlanInputs, c: dict = CALIBRATION) -> dict:
-    """Activations, logits and prompt cache of one step, in bytes."""
+def step_terms(i: PlanInputs, c: dict) -> dict:
+    """Activations, logits and prompt cache of one step, in bytes; C: the step's constants
+    (`CALIBRATION[i.step]`), each term linear in them."""
     s, ab = i.shape, i.shape.dtype_bytes
     P, R = i.prompt_tokens, i.response_tokens
     copies = c["ckpt_logit_copies" if i.grad_checkpoint else "logit_copies"]
@@ -331,15 +330,14 @@ def step_terms(i: PlanInputs, c: dict = CALIBRATION) -> dict:
         tokens = i.sequences * T
         acts = tokens * (_saved(i, c, T) + _work(s, c, T, i.grad_checkpoint)) * ab
         return {"activations": acts, "logits": tokens * s.vocab * 4 * copies, "prompt cache": 0.0}
-    if i.step != "shared":
-        raise D2OError(f"--step {i.step}: expected one of {', '.join(STEPS)}")
     tp, tc, ctx = _chunk_prompts(i) * P, i.chunk * R, P + R
+    copies = c["chunked_logit_copies"] if i.chunk < i.sequences else copies
     kv = 2 * s.kv_heads * s.head_dim
     # each continuation's attention reads a copy of its prompt's keys and values
     concat = (1 if i.grad_checkpoint else i.trained_layers) * i.chunk * ctx * kv
     acts = tp * (_saved(i, c, P) + _work(s, c, P, i.grad_checkpoint))
     acts += tc * (_saved(i, c, ctx) + _work(s, c, ctx, i.grad_checkpoint)) + concat
-    logits = min(tc, i.logit_chunk) * s.vocab * 4 * c["logit_copies"]
+    logits = min(tc, i.logit_chunk) * s.vocab * 4 * copies
     cache = tp * kv * s.layers * ab  # every layer's keys and values of the chunk's prompts
     return {"activations": acts * ab, "logits": logits, "prompt cache": cache}
 
@@ -349,7 +347,9 @@ def plan(
 ) -> Plan:
     """The predicted peak of one step of INPUTS against MEMORY_LIMIT bytes (default: this
     device's, `default_memory_limit`)."""
-    c = {**CALIBRATION, **(calibration or {})}
+    c = {step: {**v, **(calibration or {}).get(step, {})} for step, v in CALIBRATION.items()}
+    if inputs.step not in c:
+        raise D2OError(f"--step {inputs.step}: expected one of {', '.join(c)}")
     if inputs.fine_tune_type == "full" and inputs.shape.bits:
         raise D2OError("--fine-tune-type full trains float weights: plan it with --q-bits 0")
     if min(inputs.k, inputs.batch_size, inputs.prompt_tokens, inputs.response_tokens) < 1:
@@ -358,7 +358,7 @@ def plan(
     breakdown = {
         "weights": weight_bytes(inputs.shape),
         "adapter + optimizer": adapter_bytes(inputs),
-        **step_terms(inputs, c),
+        **step_terms(inputs, c[inputs.step]),
     }
     return Plan(inputs, breakdown, float(memory_limit), source, c)
 
