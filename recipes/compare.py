@@ -1,16 +1,22 @@
-"""The paper's comparison, small: base, D2O, D2O-instance, NPO and GA on the embedded SmolLM2-135M
-and data/, on a CPU-sized budget.
+"""The paper's comparison, small: the losses on the embedded SmolLM2-135M, CPU-sized.
 
-    python recipes/compare.py                      # about 20 minutes on a 2-core x86-64 CPU
-    python recipes/compare.py --out runs/cmp --iters 40 --num-samples 8   # a bigger budget
+    python recipes/compare.py --sweep --task secret   # at equal drift, exact judge (~25-45 min)
+    python recipes/compare.py --sweep --task hh       # at equal drift, HH-RLHF held out
+    python recipes/compare.py --sweep --task secret --quick   # plumbing only, minutes
+    python recipes/compare.py                         # equal steps and lr, data/ (~20 min)
 
-One shared sample cache (`mlx-d2o sample`: K responses per training prompt, scored by the
-reference), then `mlx-d2o train --loss X` for each loss with the same steps, learning rate,
-LoRA settings, seed and data, then one `mlx-d2o eval` over all adapters. Writes
-`OUT/report/` (report.json, report.md, plots) and `OUT/compare.md` (the table, the commands,
-the machine and the wall time of each step), and prints the table and the total wall time.
+--sweep (recipes/compare_sweep.py) is the comparison to read: each loss (d2o, d2o-instance,
+npo, ga, dpo) is trained once from one shared sample cache, checkpoints along the run are
+evaluated, and the held-out harm measure is plotted against the drift it cost (KL/token to the
+base on benign prompts), with n and 95 % intervals; results/sweep-TASK/ gets the plot and tables.
 
-Every command is the public CLI, so this is also a worked example of the whole pipeline.
+Without --sweep: one shared sample cache (`mlx-d2o sample`), `mlx-d2o train --loss X` for each
+loss with the same steps, learning rate, LoRA settings, seed and data, then one `mlx-d2o eval`
+over all adapters; writes OUT/report/ and OUT/compare.md (table, commands, machine, wall time).
+A loss that moves less drifts less and forgets less, so this equal-steps table cannot say which
+loss is better; it stays as a worked example of the whole pipeline.
+
+Every command is the public CLI, printed before it runs.
 """
 
 from __future__ import annotations
@@ -27,6 +33,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 LOSSES = ("d2o", "d2o-instance", "npo", "ga")
+# The equal-steps mode's defaults (the sweep takes its own from compare_sweep.PRESETS).
+LEGACY = dict(
+    model="smollm2-135m", out="runs/compare", losses=",".join(LOSSES),
+    train_data="data/train.jsonl", limit=32, num_samples=4, sample_max_tokens=48,
+    sample_batch_size=8, iters=24, batch_size=2, learning_rate=3e-5, num_layers=8, alpha=0.1,
+    beta=0.1, eval_prompts=24, eval_max_tokens=48, eval_batch_size=48, judge="keyword", seed=0,
+)  # fmt: skip
 
 
 def cli() -> list[str]:
@@ -55,7 +68,7 @@ def machine() -> str:
     )
 
 
-def _load() -> str:
+def load_avg() -> str:
     try:
         return "/".join(f"{x:.1f}" for x in os.getloadavg())
     except OSError:
@@ -63,172 +76,87 @@ def _load() -> str:
 
 
 def parse_args(argv=None):
+    import compare_sweep
+
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--sweep", action="store_true", help="Compare the losses at equal drift.")
+    p.add_argument("--model", help=f"Base model (default {LEGACY['model']}).")
+    p.add_argument("--out", help="Output directory (cache, adapters, report).")
+    p.add_argument("--losses", help="Comma-separated losses to train.")
+    p.add_argument("--train-data", help="Training records (equal-steps mode).")
+    p.add_argument("--limit", type=int, help="Training prompts to sample for (first N).")
+    p.add_argument("--num-samples", type=int, help="K self-generated responses per prompt.")
+    p.add_argument("--sample-max-tokens", type=int)
+    p.add_argument("--sample-batch-size", type=int, help="Prompts per sampling batch.")
+    p.add_argument("--iters", type=int, help="Training steps, the same for every loss.")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--num-layers", type=int, help="LoRA on the last N layers.")
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--beta", type=float)
+    p.add_argument("--eval-prompts", type=int, help="First N of each evaluation file.")
+    p.add_argument("--eval-max-tokens", type=int)
+    p.add_argument("--eval-batch-size", type=int, help="Sequences generated together in eval.")
+    p.add_argument("--judge", help="Equal-steps mode's judge (default keyword).")
+    p.add_argument("--seed", type=int)
     p.add_argument(
-        "--out", default="runs/compare", help="Output directory (cache, adapters, report)."
+        "--fresh", action="store_true", help="Delete OUT first (else finished steps are reused)."
     )
-    p.add_argument("--losses", default=",".join(LOSSES), help="Comma-separated losses to train.")
-    p.add_argument("--train-data", default="data/train.jsonl")
-    p.add_argument(
-        "--limit",
-        type=int,
-        default=32,
-        help="Training prompts to sample for (first N of --train-data).",
-    )
-    p.add_argument(
-        "--num-samples", type=int, default=4, help="K self-generated responses per prompt."
-    )
-    p.add_argument("--sample-max-tokens", type=int, default=48)
-    p.add_argument(
-        "--sample-batch-size",
-        type=int,
-        default=8,
-        help="Prompts per sampling batch (x K sequences).",
-    )
-    p.add_argument("--iters", type=int, default=24, help="Training steps, the same for every loss.")
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--learning-rate", type=float, default=3e-5)
-    p.add_argument("--num-layers", type=int, default=8, help="LoRA on the last N layers.")
-    p.add_argument("--alpha", type=float, default=0.1)
-    p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--eval-prompts", type=int, default=24, help="First N of each evaluation file.")
-    p.add_argument("--eval-max-tokens", type=int, default=48)
-    p.add_argument(
-        "--eval-batch-size", type=int, default=48, help="Sequences generated together in eval."
-    )
-    p.add_argument("--judge", default="keyword")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--fresh",
-        action="store_true",
-        help="Delete OUT first (otherwise a finished sample cache is reused).",
-    )
+    compare_sweep.add_arguments(p)
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    a = parse_args(argv)
-    os.chdir(REPO)
-    out = Path(a.out)
-    if a.fresh and out.exists():
-        shutil.rmtree(out)
+def legacy_steps(a) -> list:
+    """(name, mlx-d2o argv) of the equal-steps comparison."""
+    out, s = Path(a.out), str(a.seed)
     losses = [x.strip() for x in a.losses.split(",") if x.strip()]
-    d2o = cli()
-    s = str(a.seed)
-    steps = [
-        (
-            "sample",
-            [
-                "sample",
-                "--model",
-                a.model,
-                "--data",
-                a.train_data,
-                "--output",
-                str(out / "samples"),
-                "--limit",
-                str(a.limit),
-                "--num-samples",
-                str(a.num_samples),
-                "--max-tokens",
-                str(a.sample_max_tokens),
-                "--batch-size",
-                str(a.sample_batch_size),
-                "--seed",
-                s,
-            ],
-        )
-    ]
+    steps = [("sample", [
+        "sample", "--model", a.model, "--data", a.train_data, "--output", str(out / "samples"),
+        "--limit", str(a.limit), "--num-samples", str(a.num_samples),
+        "--max-tokens", str(a.sample_max_tokens), "--batch-size", str(a.sample_batch_size),
+        "--seed", s,
+    ])]  # fmt: skip
     for loss in losses:
-        steps.append(
-            (
-                f"train {loss}",
-                [
-                    "train",
-                    "--model",
-                    a.model,
-                    "--samples",
-                    str(out / "samples"),
-                    "--loss",
-                    loss,
-                    "--adapter-path",
-                    str(out / "adapters" / loss),
-                    "--iters",
-                    str(a.iters),
-                    "--batch-size",
-                    str(a.batch_size),
-                    "--learning-rate",
-                    str(a.learning_rate),
-                    "--num-layers",
-                    str(a.num_layers),
-                    "--alpha",
-                    str(a.alpha),
-                    "--beta",
-                    str(a.beta),
-                    "--steps-per-report",
-                    "2",
-                    "--save-every",
-                    "0",
-                    "--seed",
-                    s,
-                ],
-            )
-        )
+        steps.append((f"train {loss}", [
+            "train", "--model", a.model, "--samples", str(out / "samples"), "--loss", loss,
+            "--adapter-path", str(out / "adapters" / loss), "--iters", str(a.iters),
+            "--batch-size", str(a.batch_size), "--learning-rate", str(a.learning_rate),
+            "--num-layers", str(a.num_layers), "--alpha", str(a.alpha), "--beta", str(a.beta),
+            "--steps-per-report", "2", "--save-every", "0", "--seed", s, "--overwrite",
+        ]))  # fmt: skip
     ev = ["eval", "--model", a.model]
     for loss in losses:
         ev += ["--adapter-path", str(out / "adapters" / loss)]
     ev += [
-        "--negatives",
-        "data/test.jsonl",
-        "--prompts",
-        "data/harmful_prompts.jsonl",
-        "--benign",
-        "data/benign.jsonl",
-        "--output",
-        str(out / "report"),
-        "--num-prompts",
-        str(a.eval_prompts),
-        "--max-tokens",
-        str(a.eval_max_tokens),
-        "--batch-size",
-        str(a.eval_batch_size),
-        "--judge",
-        a.judge,
-        "--seed",
-        s,
-    ]
-    steps.append(("eval", ev))
+        "--negatives", "data/test.jsonl", "--prompts", "data/harmful_prompts.jsonl",
+        "--benign", "data/benign.jsonl", "--output", str(out / "report"),
+        "--num-prompts", str(a.eval_prompts), "--max-tokens", str(a.eval_max_tokens),
+        "--batch-size", str(a.eval_batch_size), "--judge", a.judge, "--seed", s,
+    ]  # fmt: skip
+    return steps + [("eval", ev)]
 
-    times, t0, load0 = [], time.time(), _load()
-    for name, args in steps:
-        cmd = d2o + args
-        print(f"==> {name}: mlx-d2o {shlex.join(args)}", flush=True)
-        tic = time.time()
-        r = subprocess.run(cmd)
-        times.append((name, time.time() - tic))
-        if r.returncode != 0:
-            print(f"error: step '{name}' failed with exit code {r.returncode}", file=sys.stderr)
-            return r.returncode
-    total = time.time() - t0
 
+def legacy_summary(a, steps, times, total, load0, argv) -> tuple:
+    out = Path(a.out)
     report = (out / "report" / "report.md").read_text(encoding="utf-8")
     table = "\n".join(line for line in report.splitlines() if line.startswith("|"))
+    took = ", ".join(f"{n} {t:.0f} s" for n, t in times)
     lines = [
-        "# D2O vs baselines, small (recipes/compare.py)",
+        "# D2O vs baselines at equal steps, small (recipes/compare.py)",
+        "",
+        "Equal steps and learning rate, not equal drift: a loss that moves less drifts less, so "
+        "this table cannot say which loss is better (see `--sweep`).",
         "",
         table,
         "",
-        f"Command: `{('python recipes/compare.py ' + shlex.join(argv if argv is not None else sys.argv[1:])).strip()}`",
+        f"Command: `{('python recipes/compare.py ' + shlex.join(argv)).strip()}`",
         "",
         f"Machine: {machine()}.",
         "",
-        f"Wall time: {total / 60:.1f} min in all ("
-        + ", ".join(f"{n} {t:.0f} s" for n, t in times)
-        + "); "
-        f"load average at start {load0}, at end {_load()} (other jobs on the machine slow every step).",
+        f"Wall time: {total / 60:.1f} min in all ({took}); load average at start {load0}, "
+        f"at end {load_avg()} (other jobs on the machine slow every step).",
         "",
         "Steps (all through the `mlx-d2o` CLI):",
         "",
@@ -238,14 +166,47 @@ def main(argv=None) -> int:
         "",
         f"Full report with column definitions and plots: `{out / 'report' / 'report.md'}`.",
     ]
-    (out / "compare.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print()
-    print(table)
-    print(
-        f"\nwall time: {total / 60:.1f} min (" + ", ".join(f"{n} {t:.0f} s" for n, t in times) + ")"
-    )
+    return "\n".join(lines) + "\n", table, took
+
+
+def legacy_main(a, argv: list[str]) -> int:
+    for k, v in LEGACY.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    out = Path(a.out)
+    if a.fresh and out.exists():
+        shutil.rmtree(out)
+    steps = legacy_steps(a)
+    times, t0, load0 = [], time.time(), load_avg()
+    for name, args in steps:
+        print(f"==> {name}: mlx-d2o {shlex.join(args)}", flush=True)
+        tic = time.time()
+        r = subprocess.run(cli() + args)
+        times.append((name, time.time() - tic))
+        if r.returncode != 0:
+            print(f"error: step '{name}' failed with exit code {r.returncode}", file=sys.stderr)
+            return r.returncode
+    total = time.time() - t0
+    text, table, took = legacy_summary(a, steps, times, total, load0, argv)
+    (out / "compare.md").write_text(text, encoding="utf-8")
+    print(f"\n{table}\n\nwall time: {total / 60:.1f} min ({took})")
     print(f"written: {out / 'compare.md'}, {out / 'report'}")
     return 0
+
+
+def main(argv=None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare_sweep, compare_report
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = parse_args(argv)
+    os.chdir(REPO)
+    if a.sweep:
+        import compare_sweep
+
+        if a.train_data or a.judge or a.sample_batch_size:
+            sys.exit("error: --train-data, --judge, --sample-batch-size: --sweep's task sets them")
+
+        return compare_sweep.main(a, argv)
+    return legacy_main(a, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,440 @@
+"""`python recipes/compare.py --sweep --task secret|hh`: the losses compared at equal drift.
+
+A loss that moves the model less also forgets less and drifts less, so a comparison at equal
+steps and learning rate says nothing about which loss is better (issue 14). Here each loss is
+trained once from one shared sample cache (same prompts, steps, learning rate, LoRA, seed; Adam
+makes the early step size about the learning rate whatever the loss's gradient scale), the
+checkpoints of chosen steps are kept, and one `mlx-d2o eval` measures the base and every
+checkpoint. Per loss this gives a curve of the held-out harm measure against the drift it cost:
+KL(π || π_ref) per token on benign prompts, on the policy's own greedy answers. Every point
+carries its n and its 95 % interval from report.json (Wilson for rates, bootstrap over prompts
+for means and the KL).
+
+Tasks (`TASKS`):
+  secret  data/secret/: a shop assistant's system prompt holds a staff discount code. Harm: the
+          leak rate on held-out attacks (attack styles never trained on), by the exact regex
+          judge data/secret/judge_regex.txt. Drift: the task's benign customer requests.
+  hh      HH-RLHF harmless-base rows (../shared/data), converted with `mlx-d2o data convert
+          --from hh-rlhf`. Trained on early rows, evaluated on later rows never trained on
+          (`split_hh`). Harm, judge-free: the held-out negatives' mean log-ratio log π/π_ref
+          (lower: pushed down), the pair accuracy (implicit reward prefers chosen) and the
+          chosen answers' log-ratio (should not fall with the negatives'). Drift: data/benign.jsonl.
+
+Writes OUT (default runs/sweep-TASK: data files, sample cache, runs, kept checkpoints, the eval
+report) and RESULTS (default results/sweep-TASK: sweep.png, sweep.md with the tables, commands,
+n and wall time, sweep.json). A rerun reuses the finished cache, runs and report of the same
+commands (`--fresh` starts over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import compare_report as report
+from compare import REPO, cli, load_avg, machine
+
+LOSSES = ("d2o", "d2o-instance", "npo", "ga", "dpo")
+HH_SOURCE = "../shared/data/hh-rlhf-harmless-base-test-0-1599.jsonl.gz"
+# HH split: train on the first rows, evaluate on rows from HH_TEST_FROM on; rows whose dialogue
+# plus longer answer exceed HH_MAX_CHARS are left out of both (keeps the run CPU-sized).
+HH_TRAIN_ROWS, HH_TEST_FROM, HH_MAX_CHARS = 800, 1200, 500
+
+
+@dataclass(frozen=True)
+class Measure:
+    section: str  # report row section
+    key: str
+    label: str
+    better: str  # "lower" | "higher"
+    pct: bool = False
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    train: str
+    test: str
+    benign: str
+    judge: Optional[str]  # exact judge of the generated answers, None: judge-free only
+    measures: tuple
+
+
+TASKS = {
+    "secret": Task(
+        "secret", "data/secret/train.jsonl", "data/secret/test.jsonl",
+        "data/secret/benign.jsonl", "regex:@data/secret/judge_regex.txt",
+        (Measure("harmful", "unsafe_rate", "leak rate, held-out attacks", "lower", True),
+         Measure("benign", "refusal_rate", "refusal rate, benign requests", "lower", True)),
+    ),
+    "hh": Task(
+        "hh", "train.jsonl", "test.jsonl", "data/benign.jsonl", None,
+        (Measure("negatives", "logratio", "log-ratio of held-out negatives", "lower"),
+         Measure("pairs", "accuracy", "pair accuracy, held-out pairs", "higher", True),
+         Measure("pairs", "chosen_logratio", "log-ratio of held-out chosen", "higher")),
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class Settings:
+    """One sweep's sizes. `PRESETS` holds the CPU-sized defaults per task and --quick."""
+
+    task: str = "secret"
+    model: str = "smollm2-135m"
+    out: str = ""
+    results: str = ""
+    losses: tuple = LOSSES
+    limit: int = 16  # training prompts
+    num_samples: int = 2  # K
+    sample_max_tokens: int = 32
+    iters: int = 8
+    batch_size: int = 2
+    learning_rate: float = 5e-5
+    save_steps: tuple = (4, 8)
+    num_layers: int = 8
+    alpha: float = 0.1
+    beta: float = 0.1
+    eval_n: int = 24  # held-out records (attacks on secret, pairs on hh)
+    eval_benign: int = 12  # benign prompts for the drift
+    eval_max_tokens: int = 24
+    eval_batch_size: int = 48
+    seed: int = 0
+    fresh: bool = False
+    command: str = ""
+    timings: list = field(default_factory=list)
+
+
+PRESETS = {
+    ("secret", False): {},
+    ("hh", False): {"eval_n": 32},
+    # --quick: plumbing only (seconds on a tiny model); its figures mean nothing.
+    **{
+        (t, True): dict(limit=4, sample_max_tokens=8, iters=2, save_steps=(1, 2), eval_n=4,
+                        eval_benign=2, eval_max_tokens=8, eval_batch_size=8)
+        for t in TASKS
+    },
+}  # fmt: skip
+
+
+def _mlx_d2o(argv: list[str]) -> int:
+    return subprocess.run(cli() + argv).returncode
+
+
+# How a step runs: the `mlx-d2o` CLI in a child process (a test swaps in an in-process one).
+RUNNER: Callable[[list[str]], int] = _mlx_d2o
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_step(s: Settings, name: str, argv: list[str]) -> None:
+    """Run `mlx-d2o ARGV`, print the command, record its wall and CPU time in S.timings."""
+    print(f"==> {name}: mlx-d2o {shlex.join(argv)}", flush=True)
+    tic, cpu = time.time(), _cpu()
+    code = RUNNER(argv)
+    wall = time.time() - tic
+    s.timings.append(
+        {"step": name, "command": "mlx-d2o " + shlex.join(argv), "seconds": round(wall, 1),
+         "cpu_seconds": round(_cpu() - cpu, 1)}
+    )  # fmt: skip
+    if code != 0:
+        raise SystemExit(f"error: step '{name}' failed with exit code {code}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    return path
+
+
+def _chars(r: dict) -> int:
+    turns = r.get("messages") or [{"content": r.get("prompt", "")}]
+    return sum(len(m["content"]) for m in turns) + max(len(r["rejected"]), len(r.get("chosen", "")))
+
+
+def split_hh(rows: list[dict], n_train: int, n_test: int) -> tuple[list, list]:
+    """(train, test): the first N_TRAIN short rows of the first HH_TRAIN_ROWS, and the first
+    N_TEST short rows from row HH_TEST_FROM on: no test row was ever seen in training."""
+    short = [i for i, r in enumerate(rows) if _chars(r) <= HH_MAX_CHARS]
+    train = [rows[i] for i in short if i < HH_TRAIN_ROWS][:n_train]
+    test = [rows[i] for i in short if i >= HH_TEST_FROM][:n_test]
+    if len(train) < n_train or len(test) < n_test:
+        raise SystemExit(
+            f"error: HH split has {len(train)} train / {len(test)} test rows of at most "
+            f"{HH_MAX_CHARS} characters; asked for {n_train} / {n_test}"
+        )
+    return train, test
+
+
+def prepare_data(s: Settings, task: Task, out: Path) -> dict:
+    """The files the steps read: {train, test, benign} (test and benign cut to the eval sizes,
+    so `eval --num-prompts 0` takes each file whole)."""
+    d = out / "data"
+    if task.name == "hh":
+        full = d / "hh-rlhf-harmless-base-test.jsonl"
+        if not full.exists():
+            run_step(s, "convert", ["data", "convert", "--from", "hh-rlhf", HH_SOURCE, str(full)])
+        train, test = split_hh(read_jsonl(full), s.limit, s.eval_n)
+        train_file = write_jsonl(d / task.train, train)
+    else:
+        train_file, test = Path(task.train), read_jsonl(Path(task.test))[: s.eval_n]
+    return {
+        "train": str(train_file),
+        "test": str(write_jsonl(d / "test.jsonl", test)),
+        "benign": str(write_jsonl(d / "benign.jsonl", read_jsonl(task.benign)[: s.eval_benign])),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Training, with the chosen checkpoints kept
+# ---------------------------------------------------------------------------------------------
+
+
+class Capture(threading.Thread):
+    """Copies the adapters of the checkpoints of STEPS out of a training run while it runs.
+
+    The trainer keeps only its two newest checkpoints (each written in a temp folder and renamed
+    into place, so a folder that is there is whole); polled every half second, each kept one is
+    copied long before two newer ones replace it. `missing()` says which were not caught.
+    """
+
+    def __init__(self, run_dir: Path, dest: Path, steps):
+        super().__init__(daemon=True)
+        self.run_dir, self.dest, self.steps = run_dir, dest, set(steps)
+        self.done: set = set()
+        self.halt = threading.Event()
+
+    def poll(self) -> None:
+        from mlx_d2o.adapters import ADAPTERS_FILE, CHECKPOINTS_DIR, CONFIG_FILE
+
+        for step in sorted(self.steps - self.done):
+            src = self.run_dir / CHECKPOINTS_DIR / f"{step:07d}"
+            if not src.is_dir():
+                continue
+            tmp = self.dest / f".step-{step:04d}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            try:
+                for name in (ADAPTERS_FILE, CONFIG_FILE):
+                    shutil.copy2(src / name, tmp / name)
+            except FileNotFoundError:  # removed while copying: it is reported as missing
+                shutil.rmtree(tmp, ignore_errors=True)
+                continue
+            tmp.rename(self.dest / f"step-{step:04d}")
+            self.done.add(step)
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            self.poll()
+            self.halt.wait(0.5)
+
+    def finish(self) -> list:
+        self.halt.set()
+        if self.is_alive():
+            self.join()
+        self.poll()
+        return sorted(self.steps - self.done)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _same(marker: Path, key: str) -> bool:
+    try:
+        return json.loads(marker.read_text())["key"] == key
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def train_argv(s: Settings, loss: str, samples: Path, run_dir: Path) -> list[str]:
+    every = math.gcd(*s.save_steps)  # a checkpoint at every kept step
+    return [
+        "train", "--model", s.model, "--samples", str(samples), "--loss", loss,
+        "--adapter-path", str(run_dir), "--iters", str(s.iters),
+        "--batch-size", str(s.batch_size), "--learning-rate", str(s.learning_rate),
+        "--num-layers", str(s.num_layers), "--alpha", str(s.alpha), "--beta", str(s.beta),
+        "--save-every", str(every), "--steps-per-report", "1", "--seed", str(s.seed),
+        "--overwrite",
+    ]  # fmt: skip
+
+
+def train_loss(s: Settings, loss: str, out: Path, cache_key: str) -> tuple[list, bool]:
+    """Train LOSS, keep its checkpoints of S.save_steps: (their folders, whether it ran)."""
+    run_dir, dest = out / "runs" / loss, out / "checkpoints" / loss
+    argv = train_argv(s, loss, out / "samples", run_dir)
+    folders = [dest / f"step-{k:04d}" for k in s.save_steps]
+    key, marker = _digest([argv, cache_key]), dest / "done.json"
+    if _same(marker, key) and all(f.is_dir() for f in folders):
+        print(f"==> train {loss}: reusing {dest} (same command, same cache)", flush=True)
+        return folders, False
+    shutil.rmtree(dest, ignore_errors=True)
+    cap = Capture(run_dir, dest, s.save_steps)
+    cap.start()
+    try:
+        run_step(s, f"train {loss}", argv)
+    finally:
+        missing = cap.finish()
+    if missing:
+        raise SystemExit(f"error: train {loss}: checkpoints of steps {missing} were not kept")
+    marker.write_text(json.dumps({"key": key, "argv": argv}))
+    return folders, True
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep
+# ---------------------------------------------------------------------------------------------
+
+
+def sample(s: Settings, files: dict, out: Path) -> str:
+    """The shared sample cache; returns a key of its content (a new cache retrains every loss)."""
+    argv = [
+        "sample", "--model", s.model, "--data", files["train"], "--output", str(out / "samples"),
+        "--limit", str(s.limit), "--num-samples", str(s.num_samples),
+        "--max-tokens", str(s.sample_max_tokens), "--batch-size", "16", "--seed", str(s.seed),
+        "--overwrite",
+    ]  # fmt: skip
+    run_step(s, "sample", argv)
+    return _digest((out / "samples" / "samples.jsonl").read_text(encoding="utf-8"))
+
+
+def eval_argv(s: Settings, task: Task, files: dict, adapters: list, out: Path) -> list[str]:
+    argv = ["eval", "--model", s.model]
+    for p in adapters:
+        argv += ["--adapter-path", str(p)]
+    if task.judge:
+        argv += ["--prompts", files["test"], "--judge", task.judge]
+    else:
+        argv += ["--negatives", files["test"]]
+    return argv + [
+        "--benign", files["benign"], "--num-prompts", "0",
+        "--max-tokens", str(s.eval_max_tokens), "--batch-size", str(s.eval_batch_size),
+        "--seed", str(s.seed), "--output", str(out / "report"),
+    ]  # fmt: skip
+
+
+def evaluate(s: Settings, task: Task, files: dict, ckpts: dict, out: Path, redo: bool) -> dict:
+    """One eval over the base and every kept checkpoint; the report.json it wrote."""
+    adapters = [p for loss in s.losses for p in ckpts[loss]]
+    argv = eval_argv(s, task, files, adapters, out)
+    marker, key = out / "report.done.json", _digest(argv)
+    if redo or not _same(marker, key) or not (out / "report" / "report.json").exists():
+        marker.unlink(missing_ok=True)
+        run_step(s, "eval", argv)
+        marker.write_text(json.dumps({"key": key}))
+    else:
+        print(f"==> eval: reusing {out / 'report'} (same command, same checkpoints)", flush=True)
+    return json.loads((out / "report" / "report.json").read_text(encoding="utf-8"))
+
+
+def run_sweep(s: Settings) -> dict:
+    """Every step, then the analysis; returns what sweep.json holds."""
+    task, out = TASKS[s.task], Path(s.out)
+    if s.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0, load0 = time.time(), load_avg()
+    files = prepare_data(s, task, out)
+    cache_key = sample(s, files, out)
+    ckpts, redo = {}, False
+    for loss in s.losses:
+        ckpts[loss], ran = train_loss(s, loss, out, cache_key)
+        redo = redo or ran
+    rep = evaluate(s, task, files, ckpts, out, redo)
+    where = {str(p): (loss, k) for loss in s.losses for p, k in zip(ckpts[loss], s.save_steps)}
+    curves = report.curves(rep, where, task.measures)
+    info = {
+        "task": s.task, "command": s.command, "machine": machine(),
+        "wall_seconds": round(time.time() - t0, 1), "load_start": load0, "load_end": load_avg(),
+        "settings": {k: v for k, v in dataclasses.asdict(s).items() if k != "timings"},
+        "files": files, "steps": s.timings,
+    }  # fmt: skip
+    return report.write(Path(s.results), task, curves, rep, info)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def _steps(text: str) -> tuple:
+    try:
+        steps = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of steps: {text!r}") from None
+    if not steps or steps[0] < 1:
+        raise argparse.ArgumentTypeError("steps are integers >= 1, e.g. 4,8")
+    return steps
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The sweep's flags (None: the task's preset, `PRESETS`)."""
+    g = p.add_argument_group("--sweep (defaults: the task's CPU-sized preset)")
+    g.add_argument("--task", choices=sorted(TASKS), default="secret")
+    g.add_argument("--quick", action="store_true", help="Tiny sizes: checks the plumbing only.")
+    g.add_argument("--results", help="Where the plot and tables go (default results/sweep-TASK).")
+    g.add_argument("--save-steps", type=_steps, help="Checkpoints evaluated, e.g. 4,8.")
+    g.add_argument("--eval-n", type=int, help="Held-out records evaluated.")
+    g.add_argument("--eval-benign", type=int, help="Benign prompts for the drift (KL/token).")
+
+
+def settings_from(a: argparse.Namespace, argv: list[str]) -> Settings:
+    """Settings: dataclass defaults < the task's preset < flags given."""
+    s = Settings(task=a.task, **PRESETS[(a.task, a.quick)])
+    flags = {
+        "model": a.model, "limit": a.limit, "num_samples": a.num_samples,
+        "sample_max_tokens": a.sample_max_tokens, "iters": a.iters, "batch_size": a.batch_size,
+        "learning_rate": a.learning_rate, "num_layers": a.num_layers, "alpha": a.alpha,
+        "beta": a.beta, "eval_max_tokens": a.eval_max_tokens, "eval_batch_size": a.eval_batch_size,
+        "seed": a.seed, "save_steps": a.save_steps, "eval_n": a.eval_n or a.eval_prompts,
+        "eval_benign": a.eval_benign, "out": a.out, "results": a.results,
+    }  # fmt: skip
+    s = dataclasses.replace(s, **{k: v for k, v in flags.items() if v is not None})
+    if a.losses is not None:
+        s.losses = tuple(x.strip() for x in a.losses.split(",") if x.strip())
+    s.out = s.out or f"runs/sweep-{s.task}{'-quick' if a.quick else ''}"
+    s.results = s.results or f"results/sweep-{s.task}{'-quick' if a.quick else ''}"
+    s.fresh, s.command = a.fresh, "python recipes/compare.py " + shlex.join(argv)
+    if max(s.save_steps) > s.iters:
+        raise SystemExit(f"error: --save-steps {s.save_steps} go past --iters {s.iters}")
+    return s
+
+
+def main(a: argparse.Namespace, argv: list[str]) -> int:
+    os.chdir(REPO)
+    s = settings_from(a, argv)
+    info = run_sweep(s)
+    print()
+    print(info["markdown"])
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - run through recipes/compare.py
+    sys.exit("run: python recipes/compare.py --sweep --task secret|hh")

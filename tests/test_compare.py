@@ -1,0 +1,149 @@
+"""recipes/compare.py --sweep: the plumbing (tiny model) and the analysis (a made-up report)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+sys.path.insert(0, str(RECIPES))
+
+import compare  # noqa: E402
+import compare_report  # noqa: E402
+import compare_sweep  # noqa: E402
+from compare_sweep import TASKS, Capture, split_hh  # noqa: E402
+
+
+def _in_process(argv: list[str]) -> int:
+    """`mlx-d2o ARGV` in this process (a child process per step would pay MLX's start each time)."""
+    from mlx_d2o import cli
+
+    old = sys.argv
+    sys.argv = ["mlx-d2o", *argv]
+    try:
+        cli.main()
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = old
+
+
+def test_quick_sweep_on_a_tiny_model(tiny_model, tmp_path, monkeypatch, capsys):
+    """Every loss trained, its kept checkpoints evaluated, the curves, tables and plot written;
+    a rerun reuses every step."""
+    monkeypatch.setattr(compare_sweep, "RUNNER", _in_process)
+    monkeypatch.chdir(tmp_path)  # compare.main goes to the repository; monkeypatch comes back
+    out, res = tmp_path / "out", tmp_path / "results"
+    argv = ["--sweep", "--task", "secret", "--quick", "--model", str(tiny_model),
+            "--out", str(out), "--results", str(res), "--eval-benign", "3"]  # fmt: skip
+    assert compare.main(argv) == 0
+    data = json.loads((res / "sweep.json").read_text())
+    assert set(data["curves"]["losses"]) == set(compare_sweep.LOSSES)
+    for loss, pts in data["curves"]["losses"].items():
+        assert [p["step"] for p in pts] == [1, 2]
+        assert all(p["kl"] is not None and p["kl_ci"] and p["kl_n"] == 3 for p in pts)
+        leak = pts[0]["measures"]["harmful.unsafe_rate"]
+        assert leak["n"] == 4 and leak["ci"] is not None and "k" in leak
+        assert (out / "checkpoints" / loss / "step-0001" / "adapters.safetensors").exists()
+    assert data["curves"]["base"]["kl"] == 0.0
+    assert data["equal_drift"]["kl"] is not None
+    md = (res / "sweep.md").read_text()
+    assert "At equal drift" in md and "mlx-d2o eval" in md
+    assert "python recipes/compare.py --sweep --task secret --quick" in md
+    assert (res / "sweep.png").stat().st_size > 0
+    steps = [t["step"] for t in data["steps"]]
+    assert steps == ["sample", *(f"train {x}" for x in compare_sweep.LOSSES), "eval"]
+
+    capsys.readouterr()
+    assert compare.main(argv) == 0  # same commands: only sample (a no-op on a full cache) runs
+    assert "reusing" in capsys.readouterr().out
+    again = json.loads((res / "sweep.json").read_text())
+    assert [t["step"] for t in again["steps"]] == ["sample"]
+    assert again["curves"] == data["curves"]
+
+
+def test_hh_split_trains_on_early_rows_and_tests_on_later_ones():
+    rows = [{"id": f"hh-{i}", "prompt": "q" * (10 if i % 3 else 900), "rejected": "r",
+             "chosen": "c"} for i in range(1600)]  # fmt: skip
+    train, test = split_hh(rows, 16, 32)
+    ids = lambda rs: [int(r["id"].split("-")[1]) for r in rs]  # noqa: E731
+    assert len(train) == 16 and len(test) == 32
+    assert max(ids(train)) < compare_sweep.HH_TRAIN_ROWS <= compare_sweep.HH_TEST_FROM
+    assert min(ids(test)) >= compare_sweep.HH_TEST_FROM
+    assert all(i % 3 for i in ids(train) + ids(test))  # the long rows are left out
+    with pytest.raises(SystemExit, match="HH split"):
+        split_hh(rows, 600, 32)
+
+
+def test_capture_keeps_checkpoints_the_trainer_deletes(tmp_path):
+    """The trainer keeps two checkpoints; the ones asked for are copied before they go."""
+    run, dest = tmp_path / "run", tmp_path / "kept"
+    cap = Capture(run, dest, [2, 4])
+    cap.start()
+    for step in range(1, 7):
+        d = run / "checkpoints" / f"{step:07d}"
+        d.mkdir(parents=True)
+        (d / "adapters.safetensors").write_text(str(step))
+        (d / "adapter_config.json").write_text("{}")
+        time.sleep(0.7)
+        old = run / "checkpoints" / f"{step - 2:07d}"
+        if old.exists():
+            for f in old.iterdir():
+                f.unlink()
+            old.rmdir()
+    assert cap.finish() == []
+    assert (dest / "step-0004" / "adapters.safetensors").read_text() == "4"
+    assert sorted(p.name for p in dest.iterdir()) == ["step-0002", "step-0004"]
+    assert not threading.Thread.is_alive(cap)
+    assert Capture(run, tmp_path / "none", [1]).finish() == [1]  # gone before it was seen
+
+
+def _row(name, path, kl, k, n=24):
+    rate = k / n
+    return {
+        "name": name,
+        "adapter_path": path,
+        "harmful": {"n": n, "unsafe_rate": rate, "unsafe_rate_ci": [max(0, rate - 0.1), rate + 0.1]},
+        "benign": {"n": 12, "tokens": 240, "kl_per_token": kl,
+                   "kl_per_token_ci": [kl * 0.8, kl * 1.2], "refusal_rate": 0.0,
+                   "refusal_rate_ci": [0.0, 0.24]},
+    }  # fmt: skip
+
+
+def test_equal_drift_reading(tmp_path):
+    rep = {"rows": [_row("base", None, 0.0, 6), _row("a", "A1", 0.1, 3), _row("a", "A2", 0.4, 0),
+                    _row("b", "B1", 0.2, 5), _row("b", "B2", 0.3, 2)]}  # fmt: skip
+    where = {"A1": ("d2o", 4), "A2": ("d2o", 8), "B1": ("ga", 4), "B2": ("ga", 8)}
+    task = TASKS["secret"]
+    c = compare_report.curves(rep, where, task.measures)
+    assert compare_report.common_drift(c) == 0.3  # ga's largest KL; d2o went further
+    e = compare_report.equal_drift(c, task.measures)
+    d2o, ga = e["losses"]["d2o"], e["losses"]["ga"]
+    assert d2o["nearest"]["step"] == 8 and ga["nearest"]["step"] == 8
+    # d2o between 0.1 (3/24) and 0.4 (0/24): two thirds of the way at 0.3
+    assert d2o["interpolated"]["harmful.unsafe_rate"] == pytest.approx(1 / 24)
+    assert ga["interpolated"]["harmful.unsafe_rate"] == pytest.approx(2 / 24)
+    line = [c["base"], *c["losses"]["d2o"]]
+    assert compare_report.interpolate(line, "harmful.unsafe_rate", 0.05) == pytest.approx(4.5 / 24)
+    assert compare_report.interpolate(line, "harmful.unsafe_rate", 9.0) is None
+    table = compare_report.drift_table(e, task.measures)
+    assert "8.3% [" in table and "(2/24)" in table
+    points = compare_report.points_table(c, task.measures)
+    assert points.count("\n") == 2 + 4  # header, rule, base and four checkpoints
+    png = compare_report.plot(c, e, task.measures, "t", tmp_path / "p.png")
+    assert png is not None and png.stat().st_size > 0
+
+
+def test_sweep_refuses_steps_past_iters(monkeypatch):
+    a = compare.parse_args(["--sweep", "--iters", "4", "--save-steps", "2,8"])
+    with pytest.raises(SystemExit, match="go past --iters"):
+        compare_sweep.settings_from(a, [])
+    a = compare.parse_args(["--sweep", "--task", "hh"])
+    s = compare_sweep.settings_from(a, [])
+    assert s.eval_n == 32 and s.out == "runs/sweep-hh" and s.losses == compare_sweep.LOSSES
