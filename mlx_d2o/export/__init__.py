@@ -2,7 +2,7 @@
 quantized base (`quant`), how close the result is to base + adapter (`fidelity`), the model card
 (`card`, `describe`) and the Hugging Face Hub upload (`hub`)."""
 
-from .fidelity import float_view, kl_per_token, make_probe
+from .fidelity import FloatView, kl_per_token, make_probe
 from .fuse import FuseArgs, FuseResult, fuse, fuse_model, load_for_fuse
 from .quant import (
     ADAPTED_LAYERS,
@@ -19,8 +19,8 @@ __all__ = [
     "DEFAULT_ADAPTED",
     "FuseArgs",
     "FuseResult",
+    "FloatView",
     "changed_weights",
-    "float_view",
     "fuse",
     "fuse_model",
     "kl_per_token",

@@ -12,7 +12,7 @@ adapter's own KL to the base.
 Responses: by default the built-in benign exchanges below (fixed text: the figure costs two
 forward passes); with `--fidelity-prompts FILE`, the prompts of FILE answered by base + adapter
 (sampled at temperature 1, seed 0, at most `MAX_TOKENS` tokens): the adapter's own distribution.
-On the CPU both models run dequantized to float32 for the measurement (`float_view`), as every
+On the CPU both models run dequantized to float32 for the measurement (`FloatView`), as every
 other command runs them there: quantized matmuls on the CPU are many times slower.
 """
 
@@ -24,22 +24,19 @@ from pathlib import Path
 from typing import Optional
 
 # Everyday requests with a plain, helpful answer: what the fused model must still do as the
-# adapter does. Short, so that the measurement takes seconds even on a CPU.
+# adapter does. Few and short: the measurement is two forward passes over ~300 tokens. Measured
+# on SmolLM2-135M, on the CPU of a shared 2-core machine (load ~7): 4 s a pass, 5 s to
+# dequantize; `fuse` took 21 s instead of 7 s and peaked at 1.0 GB instead of 0.3 GB.
 BUILTIN = [
     (
         "What's a simple recipe for banana bread?",
         "Mash three ripe bananas, stir in melted butter, sugar, an egg and vanilla, then fold in "
-        "flour and baking soda. Bake in a loaf tin at 175 °C for about an hour.",
-    ),
-    (
-        "How do I make a good cup of pour-over coffee?",
-        "Use freshly ground beans, about 15 grams for 250 ml of water just off the boil. Wet the "
-        "grounds first, wait thirty seconds, then pour slowly in circles.",
+        "flour and baking soda. Bake at 175 °C for about an hour.",
     ),
     (
         "Can you explain the Pythagorean theorem with an example?",
         "In a right triangle, the square of the longest side equals the sum of the squares of "
-        "the other two. With sides 3 and 4, the hypotenuse is 5, since 9 + 16 = 25.",
+        "the other two: with sides 3 and 4, the hypotenuse is 5.",
     ),
     (
         "Write a two-line poem about autumn leaves.",
@@ -48,12 +45,7 @@ BUILTIN = [
     (
         "What are good habits for better sleep?",
         "Go to bed and get up at the same time every day, keep the bedroom dark and cool, and "
-        "avoid screens and caffeine in the hours before sleep.",
-    ),
-    (
-        "How does a bicycle stay upright when moving?",
-        "Mostly through steering: when the bike leans, the rider and the front wheel's geometry "
-        "turn it into the lean, which brings the wheels back under the rider.",
+        "avoid screens and caffeine in the evening.",
     ),
 ]
 BUILTIN_NAME = f"{len(BUILTIN)} built-in benign prompts"
@@ -143,37 +135,57 @@ def kl_per_token(net, probe: Probe) -> float:
     return max(0.0, total.item() / max(1, probe.tokens))
 
 
-@contextlib.contextmanager
-def float_view(net):
-    """NET with its quantized layers dequantized and its floats in float32, on the CPU only;
-    put back as they were (the same arrays) on exit. On a GPU: NET as it is."""
-    import mlx.core as mx
-    import mlx.nn as nn
-    from mlx.utils import tree_flatten, tree_map, tree_unflatten
+class FloatView:
+    """`with view(net):` NET with its quantized layers dequantized and its floats in float32, on
+    the CPU only; put back as they were (the same arrays) on exit. On a GPU: NET as it is.
 
-    from ..models import on_cpu
+    The float copies are kept between uses: the layers fusing does not touch are dequantized
+    once for both sides of the measurement (on SmolLM2, 4.7 s of 2 x 7 s on the loaded CPU).
+    `forget` drops the copies of layers that are about to be freed, `clear` all of them.
+    """
 
-    if not on_cpu():
-        yield net
-        return
-    params = tree_flatten(net.parameters())
-    quantized = [
-        (name, m)
-        for name, m in net.named_modules()
-        if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))
-    ]
-    net.update_modules(tree_unflatten([(name, _dequantized(m)) for name, m in quantized]))
-    net.update(
-        tree_map(
-            lambda a: a.astype(mx.float32) if mx.issubdtype(a.dtype, mx.floating) else a,
-            net.parameters(),
+    def __init__(self):
+        self._floats = {}  # id(quantized module) -> (that module, its float copy)
+
+    @contextlib.contextmanager
+    def __call__(self, net):
+        import mlx.core as mx
+        import mlx.nn as nn
+        from mlx.utils import tree_flatten, tree_map, tree_unflatten
+
+        from ..models import on_cpu
+
+        if not on_cpu():
+            yield net
+            return
+        params = tree_flatten(net.parameters())
+        quantized = [
+            (name, m)
+            for name, m in net.named_modules()
+            if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))
+        ]
+        for _, m in quantized:
+            if id(m) not in self._floats:
+                self._floats[id(m)] = (m, _dequantized(m))
+        net.update_modules(tree_unflatten([(n, self._floats[id(m)][1]) for n, m in quantized]))
+        net.update(
+            tree_map(
+                lambda a: a.astype(mx.float32) if mx.issubdtype(a.dtype, mx.floating) else a,
+                net.parameters(),
+            )
         )
-    )
-    try:
-        yield net
-    finally:
-        net.update_modules(tree_unflatten(quantized))
-        net.update(tree_unflatten(params))
+        try:
+            yield net
+        finally:
+            net.update_modules(tree_unflatten(quantized))
+            net.update(tree_unflatten(params))
+
+    def forget(self, modules) -> None:
+        for m in modules:
+            self._floats.pop(id(m), None)
+
+    def clear(self) -> None:
+        self._floats.clear()
 
 
 def _dequantized(m):

@@ -23,7 +23,7 @@ from .. import adapters
 from ..errors import D2OError
 from ..models import DEFAULT_MODEL
 from .describe import fidelity_line, fuse_warnings, log_dry_run, make_card
-from .fidelity import float_view, kl_per_token, make_probe
+from .fidelity import FloatView, kl_per_token, make_probe
 from .files import check_out_dir, planned_files, write_model
 from .hub import HUB_ID, hub_token, hub_url, upload
 from .provenance import find_report
@@ -282,16 +282,6 @@ def adapted_how(args: FuseArgs, base_config: dict) -> Optional[str]:
     return args.adapted_layers or DEFAULT_ADAPTED
 
 
-def _measured(net, probe, log) -> Optional[dict]:
-    if probe is None:
-        return None
-    with float_view(net):
-        kl = kl_per_token(net, probe)
-    fidelity = {"kl_per_token": kl, "tokens": probe.tokens, "source": probe.source}
-    log(fidelity_line(fidelity))
-    return fidelity
-
-
 def fused_net(args: FuseArgs, adapter_config: dict, log: Callable[[str], None]):
     """Load, fuse and measure: `(net, tokenizer, info, config, facts)`, FACTS being what the card
     and the result report (`changed`, `adapted`, `fidelity`)."""
@@ -299,10 +289,11 @@ def fused_net(args: FuseArgs, adapter_config: dict, log: Callable[[str], None]):
     full = adapter_config.get("fine_tune_type", "lora") == "full"
     net, tokenizer, info, requantize = load_for_fuse(args.model, adapter, full=full)
     how = adapted_how(args, info.config)
-    probe = None
+    probe, view = None, FloatView()
     if args.fidelity and not args.dry_run:
-        with float_view(net):  # base + adapter, before fusing
+        with view(net):  # base + adapter, before fusing
             probe = make_probe(net, tokenizer, args.fidelity_prompts)
+        view.forget([*requantize.values(), *(b for _, _, b in adapters.adapter_layers(net))])
     stats = fuse_model(net, how, evaluate=not args.dry_run, progress=not args.dry_run)
     if not stats["fused"] and not full:
         raise D2OError(f"{adapter}: no adapter layers found in the model after loading the adapter")
@@ -313,8 +304,14 @@ def fused_net(args: FuseArgs, adapter_config: dict, log: Callable[[str], None]):
     changed = stats["changed"] / stats["weights"] if stats["weights"] else None
     if changed is not None:
         log(f"kept on the base's bits: the update moved {changed:.2%} of the adapted weights")
-    facts = {"changed": changed, "adapted": how, "fidelity": _measured(net, probe, log)}
-    return net, tokenizer, info, config, facts
+    fidelity = None
+    if probe is not None:
+        with view(net):
+            kl = kl_per_token(net, probe)
+        view.clear()
+        fidelity = {"kl_per_token": kl, "tokens": probe.tokens, "source": probe.source}
+        log(fidelity_line(fidelity))
+    return net, tokenizer, info, config, {"changed": changed, "adapted": how, "fidelity": fidelity}
 
 
 def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
