@@ -3,9 +3,12 @@
 Both fuse the same random LoRA adapter (rank 8, all 30 blocks, every linear layer of mlx-lm's
 default keys) into the GGUF-imported base, once keeping it quantized and once with --dequantize.
 Each run is a fresh process: the figures are wall time and the process's peak RSS. Outputs:
-with --dequantize both should be bit-identical (same fuse code); kept quantized, mlx-lm
-quantizes every fused weight afresh and mlx-d2o rounds it onto the base's grid, so the figure
-is each one's RMS distance to the exact float fused weights (mlx_lm's --dequantize output).
+with --dequantize both should be bit-identical (same fuse code). Kept quantized, mlx-lm
+quantizes every fused weight afresh at 4 bits, while mlx-d2o's default stores the adapted layers
+at 8 bits (`--adapted-layers 8bit`) and also measures the fidelity to base + adapter (its
+`fidelity:` line; `--no-fidelity` skips it); the figure is each one's RMS distance to the exact
+float fused weights (mlx_lm's --dequantize output). Sizes and KL/token of every setting:
+benchmarks/fuse_accuracy.py.
 
     python benchmarks/fuse_bench.py [--repeats 2]
 """
