@@ -173,13 +173,7 @@ def command(
     from ..train.checkpoints import TrainInterrupted
     from .common import args_from
 
-    args = args_from(TrainArgs, cli, config, "train")
-    # --iters and --epochs are one setting spelled two ways: the one on the command line
-    # replaces the recipe's, whichever spelling the recipe used.
-    if cli["iters"] is not None and cli["epochs"] is None:
-        args = dataclasses.replace(args, epochs=None)
-    if cli["epochs"] is not None and cli["iters"] is None:
-        args = dataclasses.replace(args, iters=None)
+    args = _iters_or_epochs(args_from(TrainArgs, cli, config, "train"), cli)
     try:
         summary = train(args)
     except TrainInterrupted as e:
@@ -193,6 +187,16 @@ def command(
     loss = f"loss {last['loss']:.4f}; " if "loss" in last else ""
     done = "already finished" if summary.get("already_finished") else "trained"
     typer.echo(f"{done} {steps} steps: {loss}adapters in {where}")
+
+
+def _iters_or_epochs(args, cli: dict):
+    """--iters and --epochs are one setting spelled two ways: the one on the command line
+    replaces the recipe's, whichever spelling the recipe used."""
+    if cli["iters"] is not None and cli["epochs"] is None:
+        return dataclasses.replace(args, epochs=None)
+    if cli["epochs"] is not None and cli["iters"] is None:
+        return dataclasses.replace(args, iters=None)
+    return args
 
 
 def _resume_command() -> str:
