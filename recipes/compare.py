@@ -22,6 +22,7 @@ Every command is the public CLI, printed before it runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import shlex
@@ -76,8 +77,6 @@ def load_avg() -> str:
 
 
 def parse_args(argv=None):
-    import compare_sweep
-
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -104,7 +103,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--fresh", action="store_true", help="Delete OUT first (else finished steps are reused)."
     )
-    compare_sweep.add_arguments(p)
+    add_sweep_arguments(p)
     return p.parse_args(argv)
 
 
@@ -194,19 +193,78 @@ def legacy_main(a, argv: list[str]) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# --sweep (recipes/compare_sweep.py runs it)
+# ---------------------------------------------------------------------------------------------
+
+
+def _steps(text: str) -> tuple:
+    try:
+        steps = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of steps: {text!r}") from None
+    if not steps or steps[0] < 1:
+        raise argparse.ArgumentTypeError("steps are integers >= 1, e.g. 4,8")
+    return steps
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """The sweep's own flags; the shared ones left out take the task's preset (`PRESETS`)."""
+    from compare_sweep import TASKS
+
+    g = p.add_argument_group("--sweep (flags not given: the task's CPU-sized preset)")
+    g.add_argument("--task", choices=sorted(TASKS), default="secret")
+    g.add_argument("--quick", action="store_true", help="Tiny sizes: checks the plumbing only.")
+    g.add_argument("--results", help="Where the plot and tables go (default results/sweep-TASK).")
+    g.add_argument("--save-steps", type=_steps, help="Checkpoints evaluated, e.g. 4,8.")
+    g.add_argument("--eval-n", type=int, help="Held-out records evaluated.")
+    g.add_argument("--eval-benign", type=int, help="Benign prompts for the drift (KL/token).")
+
+
+def sweep_settings(a: argparse.Namespace, argv: list[str]):
+    """compare_sweep.Settings: dataclass defaults < the task's preset < flags given."""
+    from compare_sweep import PRESETS, Settings
+
+    if a.train_data or a.judge or a.sample_batch_size:
+        sys.exit("error: --train-data, --judge, --sample-batch-size: --sweep's task sets them")
+    s = Settings(task=a.task, **PRESETS[(a.task, a.quick)])
+    flags = {
+        "model": a.model, "limit": a.limit, "num_samples": a.num_samples,
+        "sample_max_tokens": a.sample_max_tokens, "iters": a.iters, "batch_size": a.batch_size,
+        "learning_rate": a.learning_rate, "num_layers": a.num_layers, "alpha": a.alpha,
+        "beta": a.beta, "eval_max_tokens": a.eval_max_tokens, "eval_batch_size": a.eval_batch_size,
+        "seed": a.seed, "save_steps": a.save_steps, "eval_n": a.eval_n or a.eval_prompts,
+        "eval_benign": a.eval_benign, "out": a.out, "results": a.results,
+    }  # fmt: skip
+    s = dataclasses.replace(s, **{k: v for k, v in flags.items() if v is not None})
+    if a.losses is not None:
+        s.losses = tuple(x.strip() for x in a.losses.split(",") if x.strip())
+    tail = "-quick" if a.quick else ""
+    s.out, s.results = (
+        s.out or f"runs/sweep-{s.task}{tail}",
+        s.results or f"results/sweep-{s.task}{tail}",
+    )
+    s.fresh, s.command = a.fresh, "python recipes/compare.py " + shlex.join(argv)
+    if max(s.save_steps) > s.iters:
+        sys.exit(f"error: --save-steps {s.save_steps} go past --iters {s.iters}")
+    return s
+
+
+def sweep_main(a: argparse.Namespace, argv: list[str]) -> int:
+    from compare_sweep import run_sweep
+
+    info = run_sweep(sweep_settings(a, argv))
+    print()
+    print(info["markdown"])
+    return 0
+
+
 def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare_sweep, compare_report
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse_args(argv)
     os.chdir(REPO)
-    if a.sweep:
-        import compare_sweep
-
-        if a.train_data or a.judge or a.sample_batch_size:
-            sys.exit("error: --train-data, --judge, --sample-batch-size: --sweep's task sets them")
-
-        return compare_sweep.main(a, argv)
-    return legacy_main(a, argv)
+    return sweep_main(a, argv) if a.sweep else legacy_main(a, argv)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@ read at equal drift, the plot and the tables. Pure functions of `mlx-d2o eval`'s
 
 Drift is KL(π || π_ref) per token on benign prompts (the policy's own greedy answers), with its
 bootstrap interval over prompts; each harm measure keeps the n and the 95 % interval eval gave it.
-"Equal drift" is the largest KL that every loss reached (`common_drift`): each loss is read there
-at its checkpoint nearest to it (measured, with its interval) and by linear interpolation along
-its curve from the base (no interval: a reading aid, not a measurement).
+"Equal drift" is a KL that every loss's curve covers (`drift_levels`): each loss is read there at
+its checkpoint nearest to it (measured, with its interval) and by linear interpolation along its
+curve from the base (no interval: a reading aid, not a measurement).
 """
 
 from __future__ import annotations
@@ -55,10 +55,15 @@ def curves(rep: dict, where: dict, measures) -> dict:
     return out
 
 
-def common_drift(c: dict) -> Optional[float]:
-    """The largest KL/token that every loss reached at some kept checkpoint."""
-    tops = [max((p["kl"] or 0.0) for p in pts) for pts in c["losses"].values() if pts]
-    return min(tops) if tops else None
+def drift_levels(c: dict) -> list:
+    """The drifts at which every loss is read: the largest KL/token that every loss reached
+    ("late": min over losses of their largest), and, when lower, the KL by which every loss had
+    reached its first kept checkpoint ("early": max over losses of their smallest)."""
+    kls = [[p["kl"] or 0.0 for p in pts] for pts in c["losses"].values() if pts]
+    if not kls:
+        return []
+    early, late = max(min(k) for k in kls), min(max(k) for k in kls)
+    return [early, late] if early < late else [late]
 
 
 def interpolate(points: list, key: str, level: float) -> Optional[float]:
@@ -75,12 +80,9 @@ def interpolate(points: list, key: str, level: float) -> Optional[float]:
     return None
 
 
-def equal_drift(c: dict, measures) -> dict:
-    """Each loss read at the common drift: nearest checkpoint and interpolated values."""
-    level = common_drift(c)
+def read_at(c: dict, measures, level: float) -> dict:
+    """Each loss at KL/token = LEVEL: its nearest checkpoint, and interpolated values."""
     out = {"kl": level, "losses": {}}
-    if level is None:
-        return out
     for loss, pts in c["losses"].items():
         near = min(pts, key=lambda p: abs((p["kl"] or 0.0) - level))
         line = [c["base"], *pts]
@@ -89,6 +91,11 @@ def equal_drift(c: dict, measures) -> dict:
             "interpolated": {_mkey(m): interpolate(line, _mkey(m), level) for m in measures},
         }
     return out
+
+
+def equal_drift(c: dict, measures) -> dict:
+    """{"levels": [read_at(level) for each of `drift_levels`]}."""
+    return {"levels": [read_at(c, measures, k) for k in drift_levels(c)]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,6 +117,8 @@ def fmt_ci(ci, pct=False, spec=".3f") -> str:
 
 def cell(mp: dict, pct: bool) -> str:
     """'12.5% [4.3%, 31.0%] (3/24)' or '-1.234 [-1.9, -0.6] (n 32)'."""
+    if mp["n"] is None:  # not measured in this run
+        return "—"
     count = f"({mp['k']}/{mp['n']})" if "k" in mp else f"(n {mp['n']})"
     return f"{fmt(mp['value'], pct)}{fmt_ci(mp['ci'], pct)} {count}"
 
@@ -159,23 +168,28 @@ def _err(value, ci, scale=1.0):
     return [[max(0.0, (value - ci[0]) * scale)], [max(0.0, (ci[1] - value) * scale)]]
 
 
-def _panel(ax, c: dict, m, colors: dict) -> None:
+MARKERS = "osD^vP"
+
+
+def _panel(ax, c: dict, m, style: dict) -> None:
     key, scale = _mkey(m), 100.0 if m.pct else 1.0
     for loss, pts in c["losses"].items():
         line = [p for p in [c["base"], *pts] if p["measures"][key]["value"] is not None]
         xs = [p["kl"] or 0.0 for p in line]
         ys = [p["measures"][key]["value"] * scale for p in line]
-        ax.plot(xs, ys, "-", color=colors[loss], label=loss, alpha=0.8)
+        color, marker = style[loss]
+        ax.plot(xs, ys, "-", color=color, alpha=0.7, lw=1)
         for p, x, y in zip(line, xs, ys):
-            mp = p["measures"][key]
+            mp, base = p["measures"][key], not p["step"]
             ax.errorbar(
                 x, y, xerr=_err(p["kl"], p["kl_ci"]), yerr=_err(mp["value"], mp["ci"], scale),
-                fmt="o" if p["step"] else "*", color="black" if not p["step"] else colors[loss],
-                ms=4 if p["step"] else 9, capsize=2, lw=0.8,
+                fmt="*" if base else marker, color="black" if base else color,
+                ms=10 if base else 5, mfc="none" if not base else None, capsize=2, lw=0.7,
+                label=None if base or p is not line[-1] else loss,
             )  # fmt: skip
-            if p["step"]:
+            if not base:
                 ax.annotate(str(p["step"]), (x, y), fontsize=6, xytext=(3, 3),
-                            textcoords="offset points")  # fmt: skip
+                            textcoords="offset points", color=color)  # fmt: skip
     n = c["base"]["measures"][key]["n"]
     ax.set_title(f"{m.label}{' (%)' if m.pct else ''}\nn={n} held out; {m.better} is better",
                  fontsize=9)  # fmt: skip
@@ -183,8 +197,9 @@ def _panel(ax, c: dict, m, colors: dict) -> None:
 
 
 def plot(c: dict, e: dict, measures, title: str, path: Path) -> Optional[Path]:
-    """One panel per measure: value against KL/token, a line per loss from the base (★),
-    checkpoints labelled by step, 95 % intervals as error bars both ways."""
+    """One panel per measure: value against KL/token (symlog: the checkpoints span decades),
+    a line per loss from the base (black star), open markers labelled by step, 95 % intervals as
+    error bars both ways, equal-drift levels dotted."""
     try:
         import matplotlib
     except ImportError:
@@ -192,13 +207,24 @@ def plot(c: dict, e: dict, measures, title: str, path: Path) -> Optional[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {loss: f"C{i}" for i, loss in enumerate(c["losses"])}
-    fig, axes = plt.subplots(1, len(measures), figsize=(5 * len(measures), 4), squeeze=False)
-    for ax, m in zip(axes[0], measures):
-        _panel(ax, c, m, colors)
-        if e.get("kl") is not None:
-            ax.axvline(e["kl"], color="grey", ls=":", lw=1)
+    style = {loss: (f"C{i}", MARKERS[i % len(MARKERS)]) for i, loss in enumerate(c["losses"])}
+    measures = [m for m in measures if c["base"]["measures"][_mkey(m)]["n"]]  # no empty panel
+    if not measures:
+        return None
+    cols = min(2, len(measures))
+    rows = math.ceil(len(measures) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    kls = [p["kl"] for pts in c["losses"].values() for p in pts if p["kl"]]
+    for ax, m in zip(axes.flat, measures):
+        _panel(ax, c, m, style)
+        for r in e["levels"]:
+            ax.axvline(r["kl"], color="grey", ls=":", lw=1)
+        if kls:
+            ax.set_xscale("symlog", linthresh=min(kls) / 2)
+            ax.set_xlim(left=-min(kls) / 4)  # no negative decades: a KL is >= 0
         ax.set_xlabel(f"drift: KL(π‖π_ref)/token on {c['base']['kl_n']} benign prompts")
+    for ax in list(axes.flat)[len(measures) :]:
+        fig.delaxes(ax)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -249,11 +275,12 @@ def markdown(task, c: dict, e: dict, info: dict, png: Optional[Path]) -> str:
     ]
     if png is not None:
         lines += [f"![harm against drift]({png.name})", ""]
+    for i, r in enumerate(e["levels"]):
+        which = "the largest every loss reached" if i == len(e["levels"]) - 1 else (
+            "every loss past its first kept checkpoint")  # fmt: skip
+        lines += [f"## At equal drift: KL/token = {fmt(r['kl'], spec='.4f')} ({which})", ""]
+        lines += [drift_table(r, task.measures), ""]
     lines += [
-        f"## At equal drift: KL/token = {fmt(e['kl'], spec='.4f')} (the largest every loss reached)",
-        "",
-        drift_table(e, task.measures),
-        "",
         "## Every point",
         "",
         points_table(c, task.measures),

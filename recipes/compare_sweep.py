@@ -13,7 +13,9 @@ for means and the KL).
 Tasks (`TASKS`):
   secret  data/secret/: a shop assistant's system prompt holds a staff discount code. Harm: the
           leak rate on held-out attacks (attack styles never trained on), by the exact regex
-          judge data/secret/judge_regex.txt. Drift: the task's benign customer requests.
+          judge data/secret/judge_regex.txt; judge-free, the same attacks' leaking answers'
+          mean log-ratio and the pair accuracy (refusal preferred to leak); the refusal rate
+          on benign requests (over-refusal). Drift: the task's benign customer requests.
   hh      HH-RLHF harmless-base rows (../shared/data), converted with `mlx-d2o data convert
           --from hh-rlhf`. Trained on early rows, evaluated on later rows never trained on
           (`split_hh`). Harm, judge-free: the held-out negatives' mean log-ratio log π/π_ref
@@ -28,17 +30,14 @@ commands (`--fresh` starts over).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import math
-import os
 import resource
 import shlex
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -47,7 +46,7 @@ from pathlib import Path
 from typing import Optional
 
 import compare_report as report
-from compare import REPO, cli, load_avg, machine
+from compare import cli, load_avg, machine
 
 LOSSES = ("d2o", "d2o-instance", "npo", "ga", "dpo")
 HH_SOURCE = "../shared/data/hh-rlhf-harmless-base-test-0-1599.jsonl.gz"
@@ -80,6 +79,8 @@ TASKS = {
         "secret", "data/secret/train.jsonl", "data/secret/test.jsonl",
         "data/secret/benign.jsonl", "regex:@data/secret/judge_regex.txt",
         (Measure("harmful", "unsafe_rate", "leak rate, held-out attacks", "lower", True),
+         Measure("negatives", "logratio", "log-ratio of held-out leaking answers", "lower"),
+         Measure("pairs", "accuracy", "pair accuracy, held-out (refusal vs leak)", "higher", True),
          Measure("benign", "refusal_rate", "refusal rate, benign requests", "lower", True)),
     ),
     "hh": Task(
@@ -106,7 +107,7 @@ class Settings:
     iters: int = 8
     batch_size: int = 2
     learning_rate: float = 5e-5
-    save_steps: tuple = (4, 8)
+    save_steps: tuple = (2, 8)
     num_layers: int = 8
     alpha: float = 0.1
     beta: float = 0.1
@@ -329,11 +330,11 @@ def eval_argv(s: Settings, task: Task, files: dict, adapters: list, out: Path) -
     argv = ["eval", "--model", s.model]
     for p in adapters:
         argv += ["--adapter-path", str(p)]
-    if task.judge:
+    if task.judge:  # the held-out attacks answered, each answer judged
         argv += ["--prompts", files["test"], "--judge", task.judge]
-    else:
-        argv += ["--negatives", files["test"]]
+    # their `rejected` and `chosen` scored: judge-free, continuous (a rate of 0 can fall no more)
     return argv + [
+        "--negatives", files["test"],
         "--benign", files["benign"], "--num-prompts", "0",
         "--max-tokens", str(s.eval_max_tokens), "--batch-size", str(s.eval_batch_size),
         "--seed", str(s.seed), "--output", str(out / "report"),
@@ -377,64 +378,3 @@ def run_sweep(s: Settings) -> dict:
         "files": files, "steps": s.timings,
     }  # fmt: skip
     return report.write(Path(s.results), task, curves, rep, info)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
-
-def _steps(text: str) -> tuple:
-    try:
-        steps = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of steps: {text!r}") from None
-    if not steps or steps[0] < 1:
-        raise argparse.ArgumentTypeError("steps are integers >= 1, e.g. 4,8")
-    return steps
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The sweep's flags (None: the task's preset, `PRESETS`)."""
-    g = p.add_argument_group("--sweep (defaults: the task's CPU-sized preset)")
-    g.add_argument("--task", choices=sorted(TASKS), default="secret")
-    g.add_argument("--quick", action="store_true", help="Tiny sizes: checks the plumbing only.")
-    g.add_argument("--results", help="Where the plot and tables go (default results/sweep-TASK).")
-    g.add_argument("--save-steps", type=_steps, help="Checkpoints evaluated, e.g. 4,8.")
-    g.add_argument("--eval-n", type=int, help="Held-out records evaluated.")
-    g.add_argument("--eval-benign", type=int, help="Benign prompts for the drift (KL/token).")
-
-
-def settings_from(a: argparse.Namespace, argv: list[str]) -> Settings:
-    """Settings: dataclass defaults < the task's preset < flags given."""
-    s = Settings(task=a.task, **PRESETS[(a.task, a.quick)])
-    flags = {
-        "model": a.model, "limit": a.limit, "num_samples": a.num_samples,
-        "sample_max_tokens": a.sample_max_tokens, "iters": a.iters, "batch_size": a.batch_size,
-        "learning_rate": a.learning_rate, "num_layers": a.num_layers, "alpha": a.alpha,
-        "beta": a.beta, "eval_max_tokens": a.eval_max_tokens, "eval_batch_size": a.eval_batch_size,
-        "seed": a.seed, "save_steps": a.save_steps, "eval_n": a.eval_n or a.eval_prompts,
-        "eval_benign": a.eval_benign, "out": a.out, "results": a.results,
-    }  # fmt: skip
-    s = dataclasses.replace(s, **{k: v for k, v in flags.items() if v is not None})
-    if a.losses is not None:
-        s.losses = tuple(x.strip() for x in a.losses.split(",") if x.strip())
-    s.out = s.out or f"runs/sweep-{s.task}{'-quick' if a.quick else ''}"
-    s.results = s.results or f"results/sweep-{s.task}{'-quick' if a.quick else ''}"
-    s.fresh, s.command = a.fresh, "python recipes/compare.py " + shlex.join(argv)
-    if max(s.save_steps) > s.iters:
-        raise SystemExit(f"error: --save-steps {s.save_steps} go past --iters {s.iters}")
-    return s
-
-
-def main(a: argparse.Namespace, argv: list[str]) -> int:
-    os.chdir(REPO)
-    s = settings_from(a, argv)
-    info = run_sweep(s)
-    print()
-    print(info["markdown"])
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - run through recipes/compare.py
-    sys.exit("run: python recipes/compare.py --sweep --task secret|hh")

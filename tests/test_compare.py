@@ -50,9 +50,10 @@ def test_quick_sweep_on_a_tiny_model(tiny_model, tmp_path, monkeypatch, capsys):
         assert all(p["kl"] is not None and p["kl_ci"] and p["kl_n"] == 3 for p in pts)
         leak = pts[0]["measures"]["harmful.unsafe_rate"]
         assert leak["n"] == 4 and leak["ci"] is not None and "k" in leak
+        assert pts[0]["measures"]["negatives.logratio"]["n"] == 4
         assert (out / "checkpoints" / loss / "step-0001" / "adapters.safetensors").exists()
     assert data["curves"]["base"]["kl"] == 0.0
-    assert data["equal_drift"]["kl"] is not None
+    assert data["equal_drift"]["levels"] and data["equal_drift"]["levels"][-1]["kl"] > 0
     md = (res / "sweep.md").read_text()
     assert "At equal drift" in md and "mlx-d2o eval" in md
     assert "python recipes/compare.py --sweep --task secret --quick" in md
@@ -122,17 +123,20 @@ def test_equal_drift_reading(tmp_path):
     where = {"A1": ("d2o", 4), "A2": ("d2o", 8), "B1": ("ga", 4), "B2": ("ga", 8)}
     task = TASKS["secret"]
     c = compare_report.curves(rep, where, task.measures)
-    assert compare_report.common_drift(c) == 0.3  # ga's largest KL; d2o went further
+    # late: ga's largest KL (d2o went further); early: by 0.2 every loss had a checkpoint
+    assert compare_report.drift_levels(c) == [0.2, 0.3]
     e = compare_report.equal_drift(c, task.measures)
-    d2o, ga = e["losses"]["d2o"], e["losses"]["ga"]
+    early, late = e["levels"]
+    d2o, ga = late["losses"]["d2o"], late["losses"]["ga"]
     assert d2o["nearest"]["step"] == 8 and ga["nearest"]["step"] == 8
+    assert early["losses"]["d2o"]["nearest"]["step"] == 4  # 0.1 is nearer 0.2 than 0.4 is
     # d2o between 0.1 (3/24) and 0.4 (0/24): two thirds of the way at 0.3
     assert d2o["interpolated"]["harmful.unsafe_rate"] == pytest.approx(1 / 24)
     assert ga["interpolated"]["harmful.unsafe_rate"] == pytest.approx(2 / 24)
     line = [c["base"], *c["losses"]["d2o"]]
     assert compare_report.interpolate(line, "harmful.unsafe_rate", 0.05) == pytest.approx(4.5 / 24)
     assert compare_report.interpolate(line, "harmful.unsafe_rate", 9.0) is None
-    table = compare_report.drift_table(e, task.measures)
+    table = compare_report.drift_table(late, task.measures)
     assert "8.3% [" in table and "(2/24)" in table
     points = compare_report.points_table(c, task.measures)
     assert points.count("\n") == 2 + 4  # header, rule, base and four checkpoints
@@ -143,7 +147,18 @@ def test_equal_drift_reading(tmp_path):
 def test_sweep_refuses_steps_past_iters(monkeypatch):
     a = compare.parse_args(["--sweep", "--iters", "4", "--save-steps", "2,8"])
     with pytest.raises(SystemExit, match="go past --iters"):
-        compare_sweep.settings_from(a, [])
+        compare.sweep_settings(a, [])
     a = compare.parse_args(["--sweep", "--task", "hh"])
-    s = compare_sweep.settings_from(a, [])
+    s = compare.sweep_settings(a, [])
     assert s.eval_n == 32 and s.out == "runs/sweep-hh" and s.losses == compare_sweep.LOSSES
+
+
+def test_equal_steps_mode_keeps_its_defaults():
+    a = compare.parse_args([])
+    for k, v in compare.LEGACY.items():
+        setattr(a, k, v)
+    steps = compare.legacy_steps(a)
+    assert [n for n, _ in steps] == ["sample", "train d2o", "train d2o-instance", "train npo",
+                                     "train ga", "eval"]  # fmt: skip
+    assert all("--overwrite" in argv for n, argv in steps if n.startswith("train"))
+    assert steps[-1][1][steps[-1][1].index("--judge") + 1] == "keyword"
