@@ -218,9 +218,13 @@ BatchSize = _opt(
 Loss = _opt(str, "--loss", help="d2o, d2o-instance, dpo, npo or ga (sequences per prompt).")
 FineTuneType = _opt(str, "--fine-tune-type", help="lora | dora | full.")
 NumLayers = _opt(int, "--num-layers", help="Number of last layers to train (-1: all).")
-LoraRank = _opt(int, "--lora-rank")
-GradCheckpoint = _opt(bool, "--grad-checkpoint/--no-grad-checkpoint")
-GradAccumulationSteps = _opt(int, "--grad-accumulation-steps")
+LoraRank = _opt(int, "--lora-rank", help="LoRA rank (as train; default 8).")
+GradCheckpoint = _opt(
+    bool, "--grad-checkpoint/--no-grad-checkpoint", help="Recompute activations in backward."
+)
+GradAccumulationSteps = _opt(
+    int, "--grad-accumulation-steps", help="Steps whose gradients add up to one update."
+)
 ChunkSize = _opt(int, "--chunk-size", help="Sequences back-propagated at once (default: all).")
 Step = _opt(
     str,
@@ -233,7 +237,9 @@ Samples = _opt(str, "--samples", help="Sample cache: real lengths of its prompts
 Data = _opt(str, "--data", help="Records file or Hub dataset: its prompts' and negatives' lengths.")
 PromptTokens = _opt(int, "--prompt-tokens", help="Longest prompt of a step, in tokens.")
 ResponseTokens = _opt(int, "--response-tokens", help="Longest response of a step, in tokens.")
-MaxSeqLength = _opt(int, "--max-seq-length")
+MaxSeqLength = _opt(
+    int, "--max-seq-length", help="Longest sequence train keeps (as train; longer are cut)."
+)
 Tokenizer = _opt(
     str, "--tokenizer", help="Model whose tokenizer measures --samples/--data (default: --model)."
 )
