@@ -36,21 +36,20 @@ def sequence_logps(
     """Summed log-probs of the response tokens of each row, and their counts.
 
     tokens [N, T] right-padded; row i's response is tokens[i, prompt_lengths[i]:lengths[i]].
-    Differentiable in the model's parameters. The head and log-softmax run
-    `shared_prompt.LOGIT_CHUNK` positions at a time (`shared_prompt.token_logps`), so [N, T, V]
-    float32 logits never exist at once; models `shared_prompt` does not know run whole.
+    Differentiable in the model's parameters. The head and log-softmax run a bounded number of
+    positions at a time (`shared_prompt.token_logps`), so [N, T, V] float32 logits never exist
+    at once; models `shared_prompt` does not know run whole.
     """
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    parts = split_head(model)
-    if parts is None:
+    head = split_head(model)
+    if head is None:
         logits = model(inputs).astype(mx.float32)
         # log_softmax at the target only: logit[target] - logsumexp(logits).
         picked = mx.take_along_axis(logits, targets[..., None], axis=-1).squeeze(-1)
         per_token = picked - mx.logsumexp(logits, axis=-1)
     else:
-        body, head_module, head = parts
-        h = body(inputs)
-        flat = token_logps(head_module, head, h.reshape(-1, h.shape[-1]), targets.reshape(-1))
+        h = head.body(inputs)
+        flat = token_logps(head, h.reshape(-1, h.shape[-1]), targets.reshape(-1))
         per_token = flat.reshape(targets.shape)
     pos = mx.arange(1, tokens.shape[1])[None, :]
     mask = (pos >= prompt_lengths[:, None]) & (pos < lengths[:, None])

@@ -21,6 +21,7 @@ from ..signals import graceful_stop
 from .args import TrainArgs, check_args
 from .checkpoints import TrainInterrupted, nan_message, stopped_message
 from .examples import collate
+from .memory import fit_memory
 from .output import claim_output, disk_errors, open_output
 from .refresh import refresh_due, refresh_note, refresh_window
 from .report import Reporter, Window
@@ -55,7 +56,7 @@ def train(
         if start >= iters:
             return run.already_finished(start)
         loss_fn = make_loss_fn(run.loss, run.settings, args.grad_checkpoint)
-        step, state = make_step(model, run.optimizer, loss_fn, G, run.chunk_size)
+        step, state = make_step(model, run.optimizer, loss_fn, G, run.memory.chunk_size)
         model.train()
         mx.reset_peak_memory()
         refresh_note(args.refresh_every, start, say)
@@ -69,6 +70,7 @@ def train(
             graceful_stop() as stop,  # outside peer_exit: under mlx.launch SIGTERM is a lost peer
             peer_exit(shard, stopped),
         ):
+            fit_memory(run, step)  # a measured step on the batch that peaks, when tight
             if start == 0 and args.steps_per_eval and run.val_examples:
                 validate(run, 0, reporter)
             for it in range(start + 1, iters + 1):

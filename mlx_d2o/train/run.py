@@ -26,7 +26,7 @@ from .checkpoints import (
     write_json,
 )
 from .examples import batch_at, build_examples, make_batches, read_cache, rescore
-from .memory import plan_memory
+from .memory import MemoryPlan, plan_memory
 from .step import mean_negative_logp
 from .trainable import build_optimizer, setup_trainable
 
@@ -51,7 +51,7 @@ class Run:
     optimizer: object = None
     ref_params: Optional[dict] = None  # full fine-tune + online refresh: the starting weights
     meta: dict = field(default_factory=dict)  # adapter_config.json's "d2o" block
-    chunk_size: Optional[int] = None  # sequences back-propagated at once (None: all; `memory`)
+    memory: Optional[MemoryPlan] = None  # the chunk size and what it was chosen under
 
     @property
     def out(self) -> Path:
@@ -170,7 +170,7 @@ def prepare(args: TrainArgs, shard: Shard, say: Callable[[str], None]) -> Run:
     run = Run(args, shard, say, loss, model, tokenizer, info, manifest, examples, val_examples)
     run.batches = make_batches(examples, args.batch_size)
     run.iters = args.iters or max(1, int(round((args.epochs or 1) * len(run.batches))))
-    run.chunk_size = plan_memory(run)
+    run.memory = plan_memory(run)
     _make_trainable(run)
     return run
 

@@ -134,10 +134,12 @@ def make_step(
     chunk = _Chunked(model, loss_fn, compiled, finish)
 
     def step(batch: Batch, prev_grad, do_update):
-        if not chunk_size or chunk_size >= len(batch):
+        size = step.chunk_size
+        if not size or size >= len(batch):
             return whole(batch.inputs(shared), batch.refs, prev_grad, do_update)
-        return chunk(batch, batch.chunks(chunk_size), shared, prev_grad, do_update)
+        return chunk(batch, batch.chunks(size), shared, prev_grad, do_update)
 
+    step.chunk_size = chunk_size  # may change between steps: any size gives the same gradient
     return step, state
 
 
