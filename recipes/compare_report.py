@@ -240,22 +240,33 @@ def plot(c: dict, e: dict, measures, title: str, path: Path) -> Optional[Path]:
 
 
 def _timing_lines(info: dict) -> list:
-    wall = info["wall_seconds"]
-    cpu = sum(t["cpu_seconds"] for t in info["steps"])
+    steps = info["steps"]
+    wall = sum(t["seconds"] for t in steps)
+    cpu = sum(t["cpu_seconds"] for t in steps)
+    reused = sum(bool(t.get("reused")) for t in steps)
+    again = (
+        f" ({reused} of the {len(steps)} steps were made by an earlier invocation of the same "
+        f"commands and reused by this one, which took {info['wall_seconds'] / 60:.1f} min; their "
+        "times are those of the run that made them)"
+        if reused
+        else ""
+    )
     lines = [
-        f"Wall time: {wall / 60:.1f} min for the steps run this time ({cpu / 60:.1f} min of CPU "
-        f"time in the `mlx-d2o` processes); load average {info['load_start']} at start, "
-        f"{info['load_end']} at end. Machine: {info['machine']}.",
+        f"Wall time: {wall / 60:.1f} min, the steps' times summed ({cpu / 60:.1f} min of CPU "
+        f"time in the `mlx-d2o` processes){again}. Load average {info['load_start']} at start, "
+        f"{info['load_end']} at end (the machine was shared). Machine: {info['machine']}.",
         "",
-        "Commands (each step through the `mlx-d2o` CLI; wall / CPU seconds):",
+        "Commands (each step through the `mlx-d2o` CLI; wall / CPU seconds, load average at "
+        "its start):",
         "",
         "```",
         info["command"],
     ]
-    lines += [
-        f"{t['command']}    # {t['seconds']:.0f} s / {t['cpu_seconds']:.0f} s CPU"
-        for t in info["steps"]
-    ]
+    for t in steps:
+        load = f", load {t['load_at_start']}" if t.get("load_at_start") else ""
+        lines.append(
+            f"{t['command']}    # {t['seconds']:.0f} s / {t['cpu_seconds']:.0f} s CPU{load}"
+        )
     return lines + ["```"]
 
 

@@ -149,12 +149,12 @@ def _cpu() -> float:
 def run_step(s: Settings, name: str, argv: list[str]) -> None:
     """Run `mlx-d2o ARGV`, print the command, record its wall and CPU time in S.timings."""
     print(f"==> {name}: mlx-d2o {shlex.join(argv)}", flush=True)
-    tic, cpu = time.time(), _cpu()
+    tic, cpu, load = time.time(), _cpu(), load_avg()
     code = RUNNER(argv)
     wall = time.time() - tic
     s.timings.append(
         {"step": name, "command": "mlx-d2o " + shlex.join(argv), "seconds": round(wall, 1),
-         "cpu_seconds": round(_cpu() - cpu, 1)}
+         "cpu_seconds": round(_cpu() - cpu, 1), "load_at_start": load}
     )  # fmt: skip
     if code != 0:
         raise SystemExit(f"error: step '{name}' failed with exit code {code}")
@@ -200,8 +200,9 @@ def prepare_data(s: Settings, task: Task, out: Path) -> dict:
     d = out / "data"
     if task.name == "hh":
         full = d / "hh-rlhf-harmless-base-test.jsonl"
-        if not full.exists():
-            run_step(s, "convert", ["data", "convert", "--from", "hh-rlhf", HH_SOURCE, str(full)])
+        argv = ["data", "convert", "--from", "hh-rlhf", HH_SOURCE, str(full)]
+        d.mkdir(parents=True, exist_ok=True)
+        cached_step(s, "convert", argv, d / "convert.done.json", ready=full.exists())
         train, test = split_hh(read_jsonl(full), s.limit, s.eval_n)
         train_file = write_jsonl(d / task.train, train)
     else:
@@ -275,6 +276,23 @@ def _same(marker: Path, key: str) -> bool:
         return False
 
 
+def cached_step(s: Settings, name: str, argv: list, marker: Path, extra="", ready=True) -> bool:
+    """Run a step unless MARKER says the same command (and EXTRA: a digest of its inputs) has
+    already run and READY (its output is there); whether it ran. A reused step keeps the wall
+    and CPU time it took when it ran, marked "reused", in S.timings."""
+    key = _digest([argv, extra])
+    if ready and _same(marker, key):
+        took = json.loads(marker.read_text()).get("timing") or {"step": name, "seconds": 0.0,
+                                                                "cpu_seconds": 0.0}  # fmt: skip
+        s.timings.append({**took, "command": "mlx-d2o " + shlex.join(argv), "reused": True})
+        print(f"==> {name}: reusing the output of the same command run before", flush=True)
+        return False
+    marker.unlink(missing_ok=True)
+    run_step(s, name, argv)
+    marker.write_text(json.dumps({"key": key, "argv": argv, "timing": s.timings[-1]}))
+    return True
+
+
 def train_argv(s: Settings, loss: str, samples: Path, run_dir: Path) -> list[str]:
     every = math.gcd(*s.save_steps)  # a checkpoint at every kept step
     return [
@@ -292,20 +310,19 @@ def train_loss(s: Settings, loss: str, out: Path, cache_key: str) -> tuple[list,
     run_dir, dest = out / "runs" / loss, out / "checkpoints" / loss
     argv = train_argv(s, loss, out / "samples", run_dir)
     folders = [dest / f"step-{k:04d}" for k in s.save_steps]
-    key, marker = _digest([argv, cache_key]), dest / "done.json"
-    if _same(marker, key) and all(f.is_dir() for f in folders):
-        print(f"==> train {loss}: reusing {dest} (same command, same cache)", flush=True)
-        return folders, False
+    marker, ready = out / f"train-{loss}.done.json", all(f.is_dir() for f in folders)
+    if ready and _same(marker, _digest([argv, cache_key])):
+        return folders, cached_step(s, f"train {loss}", argv, marker, cache_key)
     shutil.rmtree(dest, ignore_errors=True)
     cap = Capture(run_dir, dest, s.save_steps)
     cap.start()
     try:
-        run_step(s, f"train {loss}", argv)
+        cached_step(s, f"train {loss}", argv, marker, cache_key, ready=False)
     finally:
         missing = cap.finish()
     if missing:
+        marker.unlink(missing_ok=True)
         raise SystemExit(f"error: train {loss}: checkpoints of steps {missing} were not kept")
-    marker.write_text(json.dumps({"key": key, "argv": argv}))
     return folders, True
 
 
@@ -322,8 +339,10 @@ def sample(s: Settings, files: dict, out: Path) -> str:
         "--max-tokens", str(s.sample_max_tokens), "--batch-size", "16", "--seed", str(s.seed),
         "--overwrite",
     ]  # fmt: skip
-    run_step(s, "sample", argv)
-    return _digest((out / "samples" / "samples.jsonl").read_text(encoding="utf-8"))
+    data = _digest(Path(files["train"]).read_text(encoding="utf-8"))
+    cache = out / "samples" / "samples.jsonl"
+    cached_step(s, "sample", argv, out / "sample.done.json", data, ready=cache.exists())
+    return _digest(cache.read_text(encoding="utf-8"))
 
 
 def eval_argv(s: Settings, task: Task, files: dict, adapters: list, out: Path) -> list[str]:
@@ -345,13 +364,8 @@ def evaluate(s: Settings, task: Task, files: dict, ckpts: dict, out: Path, redo:
     """One eval over the base and every kept checkpoint; the report.json it wrote."""
     adapters = [p for loss in s.losses for p in ckpts[loss]]
     argv = eval_argv(s, task, files, adapters, out)
-    marker, key = out / "report.done.json", _digest(argv)
-    if redo or not _same(marker, key) or not (out / "report" / "report.json").exists():
-        marker.unlink(missing_ok=True)
-        run_step(s, "eval", argv)
-        marker.write_text(json.dumps({"key": key}))
-    else:
-        print(f"==> eval: reusing {out / 'report'} (same command, same checkpoints)", flush=True)
+    ready = not redo and (out / "report" / "report.json").exists()
+    cached_step(s, "eval", argv, out / "eval.done.json", ready=ready)
     return json.loads((out / "report" / "report.json").read_text(encoding="utf-8"))
 
 

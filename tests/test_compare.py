@@ -62,11 +62,14 @@ def test_quick_sweep_on_a_tiny_model(tiny_model, tmp_path, monkeypatch, capsys):
     assert steps == ["sample", *(f"train {x}" for x in compare_sweep.LOSSES), "eval"]
 
     capsys.readouterr()
-    assert compare.main(argv) == 0  # same commands: only sample (a no-op on a full cache) runs
-    assert "reusing" in capsys.readouterr().out
+    assert compare.main(argv) == 0  # the same commands: every step reused, none run
+    assert capsys.readouterr().out.count("reusing") == len(steps)
     again = json.loads((res / "sweep.json").read_text())
-    assert [t["step"] for t in again["steps"]] == ["sample"]
+    assert [t["step"] for t in again["steps"]] == steps
+    assert all(t["reused"] for t in again["steps"])
+    assert [t["seconds"] for t in again["steps"]] == [t["seconds"] for t in data["steps"]]
     assert again["curves"] == data["curves"]
+    assert "reused by this one" in (res / "sweep.md").read_text()
 
 
 def test_hh_split_trains_on_early_rows_and_tests_on_later_ones():
