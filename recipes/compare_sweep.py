@@ -19,8 +19,9 @@ Tasks (`TASKS`):
   hh      HH-RLHF harmless-base rows (../shared/data), converted with `mlx-d2o data convert
           --from hh-rlhf`. Trained on early rows, evaluated on later rows never trained on
           (`split_hh`). Harm, judge-free: the held-out negatives' mean log-ratio log π/π_ref
-          (lower: pushed down), the pair accuracy (implicit reward prefers chosen) and the
-          chosen answers' log-ratio (should not fall with the negatives'). Drift: data/benign.jsonl.
+          (lower: pushed down), the pair accuracy (implicit reward prefers chosen), the mean
+          margin (chosen's log-ratio minus rejected's) and the chosen answers' log-ratio (should
+          not fall with the negatives'). Drift: data/benign.jsonl.
 
 Writes OUT (default runs/sweep-TASK: data files, sample cache, runs, kept checkpoints, the eval
 report) and RESULTS (default results/sweep-TASK: sweep.png, sweep.md with the tables, commands,
@@ -87,6 +88,7 @@ TASKS = {
         "hh", "train.jsonl", "test.jsonl", "data/benign.jsonl", None,
         (Measure("negatives", "logratio", "log-ratio of held-out negatives", "lower"),
          Measure("pairs", "accuracy", "pair accuracy, held-out pairs", "higher", True),
+         Measure("pairs", "margin", "reward margin (chosen - rejected), held out", "higher"),
          Measure("pairs", "chosen_logratio", "log-ratio of held-out chosen", "higher")),
     ),
 }  # fmt: skip
