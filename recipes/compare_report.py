@@ -283,6 +283,8 @@ def markdown(task, c: dict, e: dict, info: dict, png: Optional[Path]) -> str:
         f"held-out data with greedy answers of at most {s['eval_max_tokens']} tokens. "
         f"Model: `{s['model']}`.",
         "",
+        info.get("data", ""),
+        "",
     ]
     if png is not None:
         lines += [f"![harm against drift]({png.name})", ""]

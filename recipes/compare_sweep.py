@@ -18,10 +18,10 @@ Tasks (`TASKS`):
           on benign requests (over-refusal). Drift: the task's benign customer requests.
   hh      HH-RLHF harmless-base rows (../shared/data), converted with `mlx-d2o data convert
           --from hh-rlhf`. Trained on early rows, evaluated on later rows never trained on
-          (`split_hh`). Harm, judge-free: the held-out negatives' mean log-ratio log π/π_ref
-          (lower: pushed down), the pair accuracy (implicit reward prefers chosen), the mean
-          margin (chosen's log-ratio minus rejected's) and the chosen answers' log-ratio (should
-          not fall with the negatives'). Drift: data/benign.jsonl.
+          (`compare_data.split_hh`). Harm, judge-free: the held-out negatives' mean log-ratio
+          log π/π_ref (lower: pushed down), the pair accuracy (implicit reward prefers chosen),
+          the mean margin (chosen's log-ratio minus rejected's) and the chosen answers'
+          log-ratio (should not fall with the negatives'). Drift: data/benign.jsonl.
 
 Writes OUT (default runs/sweep-TASK: data files, sample cache, runs, kept checkpoints, the eval
 report) and RESULTS (default results/sweep-TASK: sweep.png, sweep.md with the tables, commands,
@@ -48,12 +48,9 @@ from typing import Optional
 
 import compare_report as report
 from compare import cli, load_avg, machine
+from compare_data import HH_SOURCE, describe_data, read_jsonl, split_hh, write_jsonl
 
 LOSSES = ("d2o", "d2o-instance", "npo", "ga", "dpo")
-HH_SOURCE = "../shared/data/hh-rlhf-harmless-base-test-0-1599.jsonl.gz"
-# HH split: train on the first rows, evaluate on rows from HH_TEST_FROM on; rows whose dialogue
-# plus longer answer exceed HH_MAX_CHARS are left out of both (keeps the run CPU-sized).
-HH_TRAIN_ROWS, HH_TEST_FROM, HH_MAX_CHARS = 800, 1200, 500
 
 
 @dataclass(frozen=True)
@@ -165,35 +162,6 @@ def run_step(s: Settings, name: str, argv: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
-    return path
-
-
-def _chars(r: dict) -> int:
-    turns = r.get("messages") or [{"content": r.get("prompt", "")}]
-    return sum(len(m["content"]) for m in turns) + max(len(r["rejected"]), len(r.get("chosen", "")))
-
-
-def split_hh(rows: list[dict], n_train: int, n_test: int) -> tuple[list, list]:
-    """(train, test): the first N_TRAIN short rows of the first HH_TRAIN_ROWS, and the first
-    N_TEST short rows from row HH_TEST_FROM on: no test row was ever seen in training."""
-    short = [i for i, r in enumerate(rows) if _chars(r) <= HH_MAX_CHARS]
-    train = [rows[i] for i in short if i < HH_TRAIN_ROWS][:n_train]
-    test = [rows[i] for i in short if i >= HH_TEST_FROM][:n_test]
-    if len(train) < n_train or len(test) < n_test:
-        raise SystemExit(
-            f"error: HH split has {len(train)} train / {len(test)} test rows of at most "
-            f"{HH_MAX_CHARS} characters; asked for {n_train} / {n_test}"
-        )
-    return train, test
 
 
 def prepare_data(s: Settings, task: Task, out: Path) -> dict:
@@ -391,6 +359,6 @@ def run_sweep(s: Settings) -> dict:
         "task": s.task, "command": s.command, "machine": machine(),
         "wall_seconds": round(time.time() - t0, 1), "load_start": load0, "load_end": load_avg(),
         "settings": {k: v for k, v in dataclasses.asdict(s).items() if k != "timings"},
-        "files": files, "steps": s.timings,
+        "files": files, "data": describe_data(s, task, files), "steps": s.timings,
     }  # fmt: skip
     return report.write(Path(s.results), task, curves, rep, info)

@@ -14,9 +14,11 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 sys.path.insert(0, str(RECIPES))
 
 import compare  # noqa: E402
+import compare_data  # noqa: E402
 import compare_report  # noqa: E402
 import compare_sweep  # noqa: E402
-from compare_sweep import TASKS, Capture, split_hh  # noqa: E402
+from compare_data import split_hh  # noqa: E402
+from compare_sweep import TASKS, Capture  # noqa: E402
 
 
 def _in_process(argv: list[str]) -> int:
@@ -78,8 +80,8 @@ def test_hh_split_trains_on_early_rows_and_tests_on_later_ones():
     train, test = split_hh(rows, 16, 32)
     ids = lambda rs: [int(r["id"].split("-")[1]) for r in rs]  # noqa: E731
     assert len(train) == 16 and len(test) == 32
-    assert max(ids(train)) < compare_sweep.HH_TRAIN_ROWS <= compare_sweep.HH_TEST_FROM
-    assert min(ids(test)) >= compare_sweep.HH_TEST_FROM
+    assert max(ids(train)) < compare_data.HH_TRAIN_ROWS <= compare_data.HH_TEST_FROM
+    assert min(ids(test)) >= compare_data.HH_TEST_FROM
     assert all(i % 3 for i in ids(train) + ids(test))  # the long rows are left out
     with pytest.raises(SystemExit, match="HH split"):
         split_hh(rows, 600, 32)
