@@ -14,14 +14,17 @@ sequences: B prompts, each with K samples and its negative.
 
 Each side does full steps (forward, backward, Adam update). After one warm-up step per side
 (compilation), the sides alternate (d2o, mlx-lm, today, d2o, ...) and the medians are reported:
-wall-clock per step, tokens/s counting the same tokens on every side (prompt + response of each
-of the B*(K+1) sequences), and peak memory (`mx.get_peak_memory`, reset before each step).
+wall-clock and CPU time (this process, all threads: steadier than wall-clock on a shared
+machine) per step, tokens/s counting the same tokens on every side (prompt + response of each
+of the B*(K+1) sequences), and peak memory (`mx.get_peak_memory`, reset before each step, less
+the other sides' weights and optimizer state, which are in memory too).
 
 Data: HH-RLHF rows converted by `mlx-d2o data convert --from hh-rlhf` (prompt = the dialogue up
 to the last assistant turn, negative = the rejected answer). The B prompts are those nearest the
-median prompt length; the K samples of a prompt are other rows' answers cut to MAX_TOKENS (what
-`mlx-d2o sample --max-tokens` gives), so their lengths are real; reference scores are constants
-(they change the loss's value, not the work).
+median prompt length; the K samples of a prompt are other rows' answers of at least --max-tokens
+tokens cut there (generation with `mlx-d2o sample --max-tokens 48` mostly stops at the cap); the
+negative is the row's own; reference scores are constants (they change the loss's value, not
+the work).
 
     mlx-d2o data convert ../shared/data/hh-rlhf-harmless-base-test-0-1599.jsonl.gz \\
         /tmp/hh.jsonl --from hh-rlhf
@@ -43,6 +46,7 @@ from types import SimpleNamespace
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -77,9 +81,11 @@ def examples(path: str, tok, n: int, k: int, max_tokens: int, seed: int) -> list
     for i in order[:n]:
         r, p = records[i], prompts[i]
         neg = D.response_tokens(tok, r.messages, r.rejected, p)
-        samples = [
-            D.response_tokens(tok, r.messages, t, p)[:max_tokens] for t in rng.sample(pool, k)
-        ]
+        samples = []
+        while len(samples) < k:  # answers that reach the --max-tokens cap, cut there
+            ids = D.response_tokens(tok, r.messages, rng.choice(pool), p)
+            if len(ids) >= max_tokens:
+                samples.append(ids[:max_tokens])
         out.append(Example(r.id, r.messages, p, neg, samples, -60.0, [-60.0] * k))
     return out
 
@@ -94,6 +100,13 @@ def trainable(model_name: str):
     return model, tok, opt
 
 
+def resident(model, opt) -> int:
+    """Bytes of a side's own weights and optimizer state (the other sides' are in memory too,
+    and are taken out of its peak)."""
+    arrays = tree_flatten(model.parameters()) + tree_flatten(opt.state)
+    return sum(a.nbytes for _, a in arrays if isinstance(a, mx.array))
+
+
 def d2o_side(model_name: str):
     model, tok, opt = trainable(model_name)
     objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
@@ -103,6 +116,7 @@ def d2o_side(model_name: str):
         out = step(batch, None, True)
         mx.eval(state, out[0])
 
+    run.resident = resident(model, opt)
     return run, tok
 
 
@@ -134,6 +148,7 @@ def today_side(model_name: str):
     def run(batch):
         mx.eval(state, step(batch.inputs(shared=False), batch.refs))
 
+    run.resident = resident(model, opt)
     return run
 
 
@@ -156,17 +171,21 @@ def mlx_lm_side(model_name: str):
         lengths = mx.stack([x["prompt_lengths"], x["lengths"]], axis=1)
         mx.eval(state, step(x["tokens"], lengths))
 
+    run.resident = resident(model, opt)
     return run
 
 
-def timed(run, batch) -> tuple[float, float]:
+def timed(run, batch) -> tuple[float, float, float]:
+    """(wall-clock s, CPU s of this process, peak GB of this side alone) of one step."""
     mx.synchronize()
     mx.clear_cache()
+    others = mx.get_active_memory() - run.resident
     mx.reset_peak_memory()
-    tic = time.perf_counter()
+    tic, cpu = time.perf_counter(), time.process_time()
     run(batch)
     mx.synchronize()
-    return time.perf_counter() - tic, mx.get_peak_memory() / 1e9
+    wall, cpu = time.perf_counter() - tic, time.process_time() - cpu
+    return wall, cpu, (mx.get_peak_memory() - others) / 1e9
 
 
 def bench(args, k: int, sides: dict, tok) -> list:
@@ -174,19 +193,16 @@ def bench(args, k: int, sides: dict, tok) -> list:
     batch, ntoks = collate(exs, LOSSES["d2o"].layout(), tok.pad_token_id or 0)
     for run in sides.values():
         run(batch)  # compile
-    times = {name: [] for name in sides}
-    peaks = {name: [] for name in sides}
+    got = {name: [] for name in sides}
     for _ in range(args.reps):
         for name, run in sides.items():
-            t, p = timed(run, batch)
-            times[name].append(t)
-            peaks[name].append(p)
+            got[name].append(timed(run, batch))
     plen = statistics.median(len(e.prompt) for e in exs)
     rlen = statistics.median(len(r) for e in exs for r in [e.negative, *e.samples])
     rows = []
     for name in sides:
-        t, p = statistics.median(times[name]), statistics.median(peaks[name])
-        rows.append((k, name, len(batch), plen, rlen, t, ntoks / t, p))
+        t, c, p = (statistics.median(x[i] for x in got[name]) for i in range(3))
+        rows.append((k, name, len(batch), plen, rlen, t, c, ntoks / t, p))
     return rows
 
 
@@ -208,17 +224,18 @@ def main() -> None:
     print(f"# {platform.machine()}, MLX {mx.__version__}, {mx.default_device()}, {args.model}")
     print(f"# B={args.batch_size} prompts/step, medians of {args.reps} alternated steps")
     print(
-        "| K | side | seqs | prompt tok | resp tok | s/step | tok/s | peak GB | speed-up | peak/today |"
+        "| K | side | seqs | prompt tok | resp tok | s/step | CPU s/step | tok/s | peak GB "
+        "| speed-up (wall) | speed-up (CPU) | peak/today |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for k in args.k:
         mine = {r[1]: r for r in rows if r[0] == k}
-        for _, name, n, pl, rl, t, tps, p in mine.values():
-            up = mine["mlx-lm"][5] / t
-            rel = p / mine["today"][7]
+        for _, name, n, pl, rl, t, c, tps, p in mine.values():
+            up, cup = mine["mlx-lm"][5] / t, mine["mlx-lm"][6] / c
+            rel = p / mine["today"][8]
             print(
-                f"| {k} | {name} | {n} | {pl:.0f} | {rl:.0f} | {t:.2f} | {tps:.0f} | {p:.2f} | "
-                f"{up:.2f}x | {rel:.2f}x |"
+                f"| {k} | {name} | {n} | {pl:.0f} | {rl:.0f} | {t:.2f} | {c:.2f} | {tps:.0f} | "
+                f"{p:.2f} | {up:.2f}x | {cup:.2f}x | {rel:.2f}x |"
             )
 
 
