@@ -63,7 +63,7 @@ def drift_levels(c: dict) -> list:
     if not kls:
         return []
     early, late = max(min(k) for k in kls), min(max(k) for k in kls)
-    return [early, late] if early < late else [late]
+    return [x for x in ([early, late] if early < late else [late]) if x > 0]
 
 
 def interpolate(points: list, key: str, level: float) -> Optional[float]:
@@ -81,10 +81,12 @@ def interpolate(points: list, key: str, level: float) -> Optional[float]:
 
 
 def read_at(c: dict, measures, level: float) -> dict:
-    """Each loss at KL/token = LEVEL: its nearest checkpoint, and interpolated values."""
+    """Each loss at KL/token = LEVEL (> 0): its nearest checkpoint (by ratio), and interpolated
+    values."""
     out = {"kl": level, "losses": {}}
     for loss, pts in c["losses"].items():
-        near = min(pts, key=lambda p: abs((p["kl"] or 0.0) - level))
+        # nearest on a log scale: the checkpoints' drifts span decades
+        near = min(pts, key=lambda p: abs(math.log(max(p["kl"] or 0.0, 1e-12) / level)))
         line = [c["base"], *pts]
         out["losses"][loss] = {
             "nearest": near,
@@ -253,8 +255,8 @@ def _timing_lines(info: dict) -> list:
     )
     lines = [
         f"Wall time: {wall / 60:.1f} min, the steps' times summed ({cpu / 60:.1f} min of CPU "
-        f"time in the `mlx-d2o` processes){again}. Load average {info['load_start']} at start, "
-        f"{info['load_end']} at end (the machine was shared). Machine: {info['machine']}.",
+        f"time in the `mlx-d2o` processes){again}. The machine was shared with other jobs: "
+        f"each step's load average at its start is below. Machine: {info['machine']}.",
         "",
         "Commands (each step through the `mlx-d2o` CLI; wall / CPU seconds, load average at "
         "its start):",
