@@ -219,6 +219,7 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--save-steps", type=_steps, help="Checkpoints evaluated, e.g. 4,8.")
     g.add_argument("--eval-n", type=int, help="Held-out records evaluated.")
     g.add_argument("--eval-benign", type=int, help="Benign prompts for the drift (KL/token).")
+    g.add_argument("--hh-source", help="Task hh: HH-RLHF rows (file or Hub id).")
 
 
 def sweep_settings(a: argparse.Namespace, argv: list[str]):
@@ -234,7 +235,7 @@ def sweep_settings(a: argparse.Namespace, argv: list[str]):
         "learning_rate": a.learning_rate, "num_layers": a.num_layers, "alpha": a.alpha,
         "beta": a.beta, "eval_max_tokens": a.eval_max_tokens, "eval_batch_size": a.eval_batch_size,
         "seed": a.seed, "save_steps": a.save_steps, "eval_n": a.eval_n or a.eval_prompts,
-        "eval_benign": a.eval_benign, "out": a.out, "results": a.results,
+        "eval_benign": a.eval_benign, "hh_source": a.hh_source, "out": a.out, "results": a.results,
     }  # fmt: skip
     s = dataclasses.replace(s, **{k: v for k, v in flags.items() if v is not None})
     if a.losses is not None:

@@ -48,7 +48,7 @@ def describe_data(s, task, files: dict) -> str:
     if task.name == "hh":
         train = [r["id"] for r in read_jsonl(Path(files["train"]))]
         return (
-            f"Data: {HH_SOURCE} converted by `mlx-d2o data convert --from hh-rlhf`; trained on "
+            f"Data: {s.hh_source} converted by `mlx-d2o data convert --from hh-rlhf`; trained on "
             f"{train[0]} … {train[-1]} (the first {len(train)} rows of at most {HH_MAX_CHARS} "
             f"characters among rows 1-{HH_TRAIN_ROWS}), evaluated on {test} (the first "
             f"{len(ids['test'])} such rows from row {HH_TEST_FROM + 1} on, never trained on); "

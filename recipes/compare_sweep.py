@@ -114,6 +114,7 @@ class Settings:
     eval_benign: int = 12  # benign prompts for the drift
     eval_max_tokens: int = 24
     eval_batch_size: int = 48
+    hh_source: str = HH_SOURCE  # task hh: the rows to convert (a file, or a Hub dataset id)
     seed: int = 0
     fresh: bool = False
     command: str = ""
@@ -170,7 +171,13 @@ def prepare_data(s: Settings, task: Task, out: Path) -> dict:
     d = out / "data"
     if task.name == "hh":
         full = d / "hh-rlhf-harmless-base-test.jsonl"
-        argv = ["data", "convert", "--from", "hh-rlhf", HH_SOURCE, str(full)]
+        local = s.hh_source.endswith((".gz", ".jsonl", ".json"))
+        if local and not full.exists() and not Path(s.hh_source).exists():
+            raise SystemExit(
+                f"error: HH-RLHF rows not found: {s.hh_source} (give --hh-source FILE, or a Hub "
+                "dataset org/name[:split] that `mlx-d2o data convert` reads)"
+            )
+        argv = ["data", "convert", "--from", "hh-rlhf", s.hh_source, str(full)]
         d.mkdir(parents=True, exist_ok=True)
         cached_step(s, "convert", argv, d / "convert.done.json", ready=full.exists())
         train, test = split_hh(read_jsonl(full), s.limit, s.eval_n)

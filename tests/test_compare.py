@@ -167,3 +167,12 @@ def test_equal_steps_mode_keeps_its_defaults():
                                      "train ga", "eval"]  # fmt: skip
     assert all("--overwrite" in argv for n, argv in steps if n.startswith("train"))
     assert steps[-1][1][steps[-1][1].index("--judge") + 1] == "keyword"
+
+
+def test_hh_without_its_rows_says_where_they_were_looked_for(tmp_path):
+    a = compare.parse_args(
+        ["--sweep", "--task", "hh", "--hh-source", str(tmp_path / "no.jsonl.gz")]
+    )
+    s = compare.sweep_settings(a, [])
+    with pytest.raises(SystemExit, match="HH-RLHF rows not found: .*no.jsonl.gz"):
+        compare_sweep.prepare_data(s, TASKS["hh"], tmp_path / "out")
