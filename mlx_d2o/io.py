@@ -34,11 +34,13 @@ _PLACE_ERRNOS = {
 }
 
 
-def place_error(e: BaseException, path: str | Path) -> Optional[D2OError]:
+def place_error(e: BaseException, path: str | Path, full_hint: str = "") -> Optional[D2OError]:
     """A one-line D2OError when E says PATH cannot be written there (disk full, read-only,
-    not a directory, ...), else None: other errors are bugs and keep their traceback."""
+    not a directory, ...), else None: other errors are bugs and keep their traceback.
+    FULL_HINT (e.g. how to resume) follows the message when the disk is full."""
     if isinstance(e, OSError) and e.errno in _PLACE_ERRNOS:
-        return D2OError(f"{path}: cannot write here ({e.strerror or e})")
+        hint = f"; {full_hint}" if full_hint and e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        return D2OError(f"{path}: cannot write here ({e.strerror or e}){hint}")
     # MLX's writers raise RuntimeError("[write] Unable to write N bytes...") without an errno
     if isinstance(e, RuntimeError) and str(e).startswith(
         ("[write]", "[save", "[load_safetensors] Failed to open")
@@ -50,12 +52,12 @@ def place_error(e: BaseException, path: str | Path) -> Optional[D2OError]:
 
 
 @contextmanager
-def writing(path: str | Path) -> Iterator[None]:
+def writing(path: str | Path, full_hint: str = "") -> Iterator[None]:
     """Errors of the place written to inside the block become one line naming PATH."""
     try:
         yield
     except (OSError, RuntimeError) as e:
-        err = place_error(e, path)
+        err = place_error(e, path, full_hint)
         if err is None:
             raise
         raise err from None

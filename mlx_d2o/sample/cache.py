@@ -21,16 +21,15 @@ uninterrupted run's.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
 from ..errors import D2OError
 from ..io import place_error, write_text_atomic
+from ..io import writing as io_writing
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -57,25 +56,13 @@ IDENTITY_FIELDS = (
 )
 
 
-def write_error(path, e: BaseException) -> Optional[D2OError]:
-    """`io.place_error` (one line naming PATH for a full disk, a read-only mount, a file where
-    a folder should be; None for anything else, a bug), saying that a rerun resumes."""
-    err = place_error(e, path)
-    if err is not None and getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
-        return D2OError(f"{err}; free space and run the same command again to resume")
-    return err
+# A cache is append-only and resumable: after a full disk, the same command goes on.
+RESUME_HINT = "free space and run the same command again to resume"
 
 
-@contextmanager
-def writing(path) -> Iterator[None]:
-    """Errors of the place written to inside the block become one line naming PATH."""
-    try:
-        yield
-    except (OSError, RuntimeError) as e:
-        err = write_error(path, e)
-        if err is None:
-            raise
-        raise err from None
+def writing(path):
+    """`io.writing` for the cache: one line naming PATH, and how to resume on a full disk."""
+    return io_writing(path, RESUME_HINT)
 
 
 def shard_name(rank: int, size: int) -> str:
@@ -274,7 +261,7 @@ class ShardWriter:
                 os.ftruncate(self._fd, size)  # frees the blocks of the half-written batch
             except OSError:
                 pass  # then resume cuts the torn tail off
-            err = write_error(self.path, e)
+            err = place_error(e, self.path, RESUME_HINT)
             if err is None:
                 raise
             raise err from None
