@@ -11,36 +11,18 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import mlx.core as mx
 import pytest
 from conftest import run_cli, write_jsonl
+from test_sample import CLI, _args  # the same small sample settings
 
 from mlx_d2o.errors import D2OError
 from mlx_d2o.io import RunLock
-from mlx_d2o.sample import SampleArgs, sample
+from mlx_d2o.sample import sample
 from mlx_d2o.sample.cache import MANIFEST, SAMPLES, read_cache
-
-CLI = [sys.executable, "-m", "mlx_d2o.cli"]
-
-
-def _args(model, data, out, **kw) -> SampleArgs:
-    base = dict(
-        model=str(model),
-        data=str(data),
-        output=str(out),
-        num_samples=3,
-        max_tokens=8,
-        temp=1.0,
-        top_p=1.0,
-        batch_size=3,
-        seed=0,
-    )
-    base.update(kw)
-    return SampleArgs(**base)
 
 
 def _flags(model, data, out, *extra) -> list[str]:
