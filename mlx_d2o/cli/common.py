@@ -6,7 +6,9 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Optional, TypeVar
+from typing import Annotated, Optional, TypeVar
+
+import typer
 
 from ..config import merge
 from ..errors import D2OError
@@ -89,3 +91,9 @@ def args_from(
     settings = settings_from(cls, cli, config, section, **defaults_override)
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in settings.items() if k in names})
+
+
+def option(kind, *names: str, help: Optional[str] = None):
+    """A flag of type KIND that defaults to None ("not given"), so that the recipe, then the
+    step's args dataclass, decides: what `args_from` expects of every command's flags."""
+    return Annotated[Optional[kind], typer.Option(*names, help=help)]

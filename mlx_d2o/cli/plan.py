@@ -16,10 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import D2OError
-
-
-def _opt(kind, *names: str, help: Optional[str] = None):
-    return Annotated[Optional[kind], typer.Option(*names, help=help)]
+from .common import option as _opt
 
 
 def mac_limit(ram_gb: float) -> float:

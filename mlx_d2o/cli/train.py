@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import sys
-from typing import Annotated, Optional
+from typing import Optional
 
 import typer
 
 from ..losses import cli_help
 from ..train.args import DEFAULTS
+from .common import option
 
 
 def _opt(kind, *names: str, help: str, default: Optional[str] = None):
@@ -20,7 +21,7 @@ def _opt(kind, *names: str, help: str, default: Optional[str] = None):
     switch."""
     field = names[0].split("/")[0].lstrip("-").replace("-", "_")
     shown = default if default is not None else DEFAULTS[field]
-    return Annotated[Optional[kind], typer.Option(*names, help=f"{help} (default: {shown})")]
+    return option(kind, *names, help=f"{help} (default: {shown})")
 
 
 Model = _opt(
