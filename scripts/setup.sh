@@ -14,9 +14,10 @@ if [ "$(uname -s)" = "Linux" ] && command -v apt-get >/dev/null 2>&1; then
   fi
 fi
 
-if [ ! -x .venv/bin/python ]; then
+# A venv cut short (set-up interrupted while creating it) has python but no pip: make it again.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
   echo "==> creating .venv"
-  "$PY" -m venv .venv
+  "$PY" -m venv --clear .venv
 fi
 stamp=.venv/.mlx-d2o-installed
 want=$(cat pyproject.toml | sha1sum 2>/dev/null || shasum pyproject.toml)
