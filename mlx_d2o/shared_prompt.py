@@ -26,6 +26,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from . import dropout
+
 # mlx-lm architectures whose decoder builds its mask with `cache.make_mask`, applies RoPE at
 # `cache.offset` and reads keys/values through `cache.update_and_fetch`, and whose head is the
 # tied embedding or `lm_head` with nothing after it (no soft-capping, no logit scale).
@@ -189,28 +191,52 @@ def _layer_pair(layer, hp, hc, a: dict, checkpoint: bool):
         if params is not None:
             layer.update(params)
         # masks, positions and indices: the checkpoint's backward must not differentiate them
-        mp, mc, starts, offsets, group = (mx.stop_gradient(a) for a in index)
+        mp, mc, starts, offsets, group, *place = (mx.stop_gradient(a) for a in index)
+        # The dropout masks are placed here, inside: a checkpoint's recomputation draws them
+        # again and must draw the same (`dropout.place`).
+        key = place[0] if place else None
         prompt = PromptCache(-starts, mp)
+        dropout.place(key, *place[1:3])
         hp = _block(layer, hp, mp, prompt)
+        dropout.place(key, *place[3:5])
         hc = _block(layer, hc, mc, ContinuationCache(prompt, offsets, mc, group))
         return hp, hc
 
     args = (hp, hc, a["prompt_mask"], a["mask"], a["starts"], a["offsets"], a["group"])
+    args += a["dropout"]
     if checkpoint:
         return mx.checkpoint(both)(layer.trainable_parameters(), *args)
     return both(None, *args)
 
 
+def _dropout_places(arrays: dict) -> tuple:
+    """(key, prompt rows, prompt positions, continuation rows, continuation positions) for
+    `dropout.place`, or () without a ``dropout_key``. Rows are the batch's (``prompt_ids``,
+    ``row_ids``; default: this pack's own), so a chunk draws the masks of the whole batch."""
+    key = arrays.get("dropout_key")
+    if key is None:
+        return ()
+    P, Lp = arrays["prompts"].shape
+    N, Lc = arrays["inputs"].shape
+    prompts = arrays.get("prompt_ids", mx.arange(P))
+    rows = arrays.get("row_ids", mx.arange(N))
+    ppos = mx.arange(Lp)[None] - arrays["starts"][:, None]
+    cpos = arrays["offsets"][:, None] + mx.arange(Lc)[None]
+    return (key, 2 * prompts, ppos, 2 * rows + 1, cpos)
+
+
 def hidden_states(body, arrays: dict, checkpoint: bool = False) -> mx.array:
     """[N, Lc, D] final hidden states of the continuations of a `pack`; CHECKPOINT: each layer
     keeps only its inputs for the backward pass and recomputes the rest (mlx-lm's
-    grad_checkpoint, done per layer over both passes)."""
+    grad_checkpoint, done per layer over both passes). With a ``dropout_key`` in ARRAYS, LoRA
+    dropout masks are those of `dropout.KeyedDropout` at each token's batch row and position."""
     starts, group = arrays["starts"], arrays["group"]
     Lp, Lc = arrays["prompts"].shape[1], arrays["inputs"].shape[1]
     a = {
         **arrays,
         "prompt_mask": _prompt_mask(starts, Lp),
         "mask": _continuation_mask(starts, group, Lp, Lc),
+        "dropout": _dropout_places(arrays),
     }
     hp, hc = body.embed_tokens(arrays["prompts"]), body.embed_tokens(arrays["inputs"])
     for layer in body.layers:

@@ -241,14 +241,18 @@ class Batch:
         order): SHARED, each prompt once (`shared_prompt.pack`, only the prompts INDEX answers);
         else the full prompt + response sequences (`logprobs.sequence_logps`'s arguments)."""
         index = list(range(len(self))) if index is None else index
+        # row_ids/prompt_ids: each row's place in the whole batch, where dropout masks are
+        # drawn (`dropout.place`), so a chunk draws what the unchunked step would.
+        row_ids = mx.array(index, dtype=mx.int32)
         if shared:
             slot = {g: n for n, g in enumerate(sorted({self.group[i] for i in index}))}
-            return pack(
+            arrays = pack(
                 [self.prompts[g] for g in slot],
                 [self.responses[i] for i in index],
                 [slot[self.group[i]] for i in index],
                 self.pad_id,
             )
+            return {**arrays, "prompt_ids": mx.array(list(slot), dtype=mx.int32), "row_ids": row_ids}
         seqs = [self.prompts[self.group[i]] + self.responses[i] for i in index]
         tokens, lengths = pad(seqs, self.pad_id)
         plens = [len(self.prompts[self.group[i]]) for i in index]
@@ -256,6 +260,7 @@ class Batch:
             "tokens": tokens,
             "prompt_lengths": mx.array(plens, dtype=mx.int32),
             "lengths": lengths,
+            "row_ids": row_ids,
         }
 
     def chunks(self, size: int) -> list:
