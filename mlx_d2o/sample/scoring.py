@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Optional
 
 import mlx.core as mx
+import numpy as np
 
 from ..data import prompt_tokens, response_tokens
 from ..generation import Draw, merge_caches, prefill
@@ -78,13 +79,18 @@ def score_after_prompts(
         # response[t].
         seqs = [[prompts[pairs[j][0]][-1]] + list(pairs[j][1][:-1]) for j in idx]
         # No rounding of the length: nothing is compiled here, and padding is work.
-        tokens, lengths = pad(seqs, 0, multiple=1)
-        targets = pad([list(pairs[j][1]) for j in idx], 0, multiple=1)[0]
+        tokens, _ = pad(seqs, 0, multiple=1)
+        targets = np.zeros(tokens.shape, dtype=np.int32)
+        for row, j in enumerate(idx):
+            targets[row, : len(pairs[j][1])] = pairs[j][1]
         cache = merge_caches([caches[pairs[j][0]] for j in idx])
         logits = model(tokens, cache=cache).astype(mx.float32)
-        picked = mx.take_along_axis(logits, targets[..., None], axis=-1).squeeze(-1)
+        picked = mx.take_along_axis(logits, mx.array(targets)[..., None], axis=-1).squeeze(-1)
         token_logps = picked - mx.logsumexp(logits, axis=-1)
-        mask = mx.arange(tokens.shape[1])[None, :] < lengths[:, None]
+        # Only the response's own tokens count: an empty response (its one input, the prompt's
+        # last token, predicts nothing) scores 0, not log π(padding | prompt).
+        n = mx.array([len(pairs[j][1]) for j in idx])
+        mask = mx.arange(tokens.shape[1])[None, :] < n[:, None]
         lp = (token_logps * mask).sum(axis=-1)
         mx.eval(lp)
         for j, a in zip(idx, lp.tolist()):
