@@ -62,7 +62,9 @@ def keep_mask(shape: tuple, p: float, salt: int) -> mx.array:
     """Bool mask of SHAPE ([B, L, ...], as `place`d): True with probability 1 - P."""
     key, rows, positions = _PLACE
     if tuple(shape[:2]) != tuple(positions.shape):
-        raise ValueError(f"dropout input {shape} does not match its placed tokens {positions.shape}")
+        raise ValueError(
+            f"dropout input {shape} does not match its placed tokens {positions.shape}"
+        )
     base = _mix(_mix(_mix(key + _u32(salt) * _u32(0x9E3779B9)) ^ rows)[:, None] ^ positions)
     rest = shape[2:]
     width = 1

@@ -66,8 +66,42 @@ def split_head(model) -> Optional[Head]:
     return Head(body, model.lm_head, model.lm_head)
 
 
+# RoPE modules (of `rope_utils.initialize_rope`, by class name) that rotate each position by
+# an angle of that position alone, and take an array offset: a continuation at its prompt's
+# offset gets exactly the rotation of the full sequence. Not here: `DynamicNTKScalingRoPE`
+# (its base grows with the sequence length, so a prompt and a continuation pass would each
+# get another base than the full sequence; it also takes no array offset), and any type
+# mlx-lm adds later, until it is checked against a full-sequence forward.
+EXACT_ROPES = ("RoPE", "Llama3RoPE", "YarnRoPE", "SuScaledRoPE", "ProportionalRoPE")
+
+
+def whole_sequence_reason(model) -> Optional[str]:
+    """Why MODEL, an architecture `split_head` knows, must run whole sequences (the RoPE it
+    uses is not one of `EXACT_ROPES`); None when the shared-prompt path computes it exactly."""
+    body = getattr(model, "model", None)
+    for layer in getattr(body, "layers", []):
+        name = type(getattr(getattr(layer, "self_attn", None), "rope", None)).__name__
+        if name not in EXACT_ROPES:
+            scaling = getattr(model.args, "rope_scaling", None) or {}
+            kind = scaling.get("type") or scaling.get("rope_type")
+            what = f"rope_scaling type {kind!r}" if kind else f"RoPE {name}"
+            return f"{what} ({name}) is not computed exactly with shared prompts"
+    return None
+
+
 def supports(model) -> bool:
-    return split_head(model) is not None
+    """Whether `shared_logps` computes MODEL exactly: an architecture `split_head` knows, with
+    a RoPE of `EXACT_ROPES`."""
+    return split_head(model) is not None and whole_sequence_reason(model) is None
+
+
+def fallback_note(model) -> Optional[str]:
+    """The one line to print when MODEL's architecture has a shared-prompt path but its RoPE
+    keeps it on whole sequences (right-padded: a length-dependent RoPE then sees the batch's
+    padded length, as in mlx-lm's own trainer); None otherwise."""
+    if split_head(model) is None or (reason := whole_sequence_reason(model)) is None:
+        return None
+    return f"note: {reason}: training and scoring run whole sequences (no shared prompts)"
 
 
 def _round_up(n: int, multiple: int) -> int:

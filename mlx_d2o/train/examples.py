@@ -252,7 +252,11 @@ class Batch:
                 [slot[self.group[i]] for i in index],
                 self.pad_id,
             )
-            return {**arrays, "prompt_ids": mx.array(list(slot), dtype=mx.int32), "row_ids": row_ids}
+            return {
+                **arrays,
+                "prompt_ids": mx.array(list(slot), dtype=mx.int32),
+                "row_ids": row_ids,
+            }
         seqs = [self.prompts[self.group[i]] + self.responses[i] for i in index]
         tokens, lengths = pad(seqs, self.pad_id)
         plens = [len(self.prompts[self.group[i]]) for i in index]

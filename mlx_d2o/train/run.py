@@ -16,6 +16,7 @@ from .. import losses
 from ..adapters import last_metrics
 from ..distributed import Shard
 from ..models import check_made_for, load
+from ..shared_prompt import fallback_note
 from .args import TrainArgs
 from .checkpoints import (
     SUMMARY_FILE,
@@ -150,6 +151,8 @@ def prepare(args: TrainArgs, shard: Shard, say: Callable[[str], None]) -> Run:
             f"warning: the cache was scored with the model {then}quantized, and it trains "
             f"{now}quantized now: policy and reference differ slightly at step 0"
         )
+    if note := fallback_note(model):
+        say(note)
     examples, to_rescore = build_examples(rows, tokenizer, args, args.samples)
     val_examples = None
     if args.val_samples:
