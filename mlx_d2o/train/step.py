@@ -30,9 +30,9 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_flatten, tree_map, tree_unflatten
+from mlx.utils import tree_flatten, tree_map
 
-from ..adapters import adapters_disabled
+from ..adapters import as_reference
 from ..distributed import Shard
 from ..dropout import KeyedDropout, draw_key
 from ..logprobs import sequence_logps
@@ -210,21 +210,11 @@ def step_seed(seed: int, it: int, rank: int) -> int:
     return (seed * 1_000_003 + it * 131 + rank) % (2**32)
 
 
-@contextmanager
 def reference_model(model, ref_params: Optional[dict] = None):
-    """The model as the frozen reference, in place and without loading it twice: LoRA/DoRA
-    layers swapped for the base layers they wrap (`adapters.adapters_disabled`), or, for full
-    fine-tuning, the saved starting weights REF_PARAMS put back for the duration."""
-    current = None
-    if ref_params:
-        current = dict(tree_flatten(model.trainable_parameters()))
-        model.update(tree_unflatten(list(ref_params.items())))
-    try:
-        with adapters_disabled(model):
-            yield model
-    finally:
-        if current is not None:
-            model.update(tree_unflatten(list(current.items())))
+    """The model as the frozen reference, in place and without loading it twice
+    (`adapters.as_reference`): LoRA/DoRA layers swapped for the base layers they wrap, or, for
+    full fine-tuning, the saved starting weights REF_PARAMS put back for the duration."""
+    return as_reference(model, ref_params)
 
 
 @contextmanager
