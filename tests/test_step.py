@@ -2,7 +2,7 @@
 
 Today's path runs every sequence whole (prompt + response) and takes float32 logits at every
 position; here it is written out independently (`whole_logps`). The step must give the same
-loss and gradients, within 1e-5 relative, for every loss, K = 1, 4, 11, mixed prompt lengths,
+loss and gradients, within 1e-5 (3e-5 for gradients) relative, for every loss, K = 1, 4, 11, mixed prompt lengths,
 multi-turn prompts and responses cut by --max-seq-length, in one pass and in chunks.
 """
 
@@ -30,6 +30,9 @@ from mlx_d2o.train.step import make_loss_fn, make_step
 from mlx_d2o.train.trainable import build_optimizer, checkpointed_layers, setup_trainable
 
 RTOL = 1e-5
+# Gradients against per-sequence forwards: float32 sums over other shapes (the issue's review
+# measured up to 2e-5 relative with its own reference).
+GRAD_RTOL = 3e-5
 MAX_LEN = 80  # cuts the long samples of the multi-turn prompts
 
 
@@ -115,6 +118,20 @@ def trainable(path, fine_tune_type="lora", seed=0, dequantize=None):
     return model, tok, build_optimizer(args, 10)
 
 
+def near_refs(model, batch, seed: int = 0):
+    """BATCH with reference log-probs near the policy's (plain forwards + N(0, 1)): made-up
+    references tens of nats away saturate the sigmoids, and a sequence whose weight in the
+    gradient is ~0 would hide a chunk that is lost."""
+    lp = np.array(whole_logps(model, batch)[0])
+    noise = np.random.default_rng(seed).normal(0, 1, lp.size)
+    refs, at = [], 0
+    for ref in batch.refs:
+        n = ref.size
+        refs.append(mx.array((lp[at : at + n] + noise[at : at + n]).reshape(ref.shape)))
+        at += n
+    return dataclasses.replace(batch, refs=tuple(refs))
+
+
 def reference(model, batch, objective):
     """(loss, grads) of today's path."""
 
@@ -131,7 +148,7 @@ def assert_close(loss, grad, ref_loss, ref_grad):
     assert got.keys() == want.keys()
     for name, g in want.items():
         err = mx.linalg.norm(got[name] - g).item()
-        assert err <= RTOL * max(mx.linalg.norm(g).item(), 1e-6), (name, err)
+        assert err <= GRAD_RTOL * max(mx.linalg.norm(g).item(), 1e-6), (name, err)
 
 
 def step_grad(model, opt, batch, objective, chunk=None, shared=None):
@@ -150,12 +167,16 @@ CASES += [(loss, 4, n) for loss in ("dpo", "npo", "ga") for n in (3, 5)]
 def test_shared_and_chunked_equal_todays_path(tiny_model, loss, k, n):
     model, tok, opt = trainable(tiny_model)
     assert supports(model)
-    batch = make_batch(tok, loss, k, n=n)
+    batch = near_refs(model, make_batch(tok, loss, k, n=n))
     size = len(batch)
     assert size == n * (k + 1 if LOSSES[loss].uses("samples") else len(LOSSES[loss].layout()))
     objective = make_loss_fn(LOSSES[loss], {"alpha": 0.3, "beta": 0.7})
     ref_loss, ref_grad = reference(model, batch, objective)
     assert math.isfinite(ref_loss.item())
+    # every sequence with a response weighs in the gradient, so that losing one shows
+    w = np.abs(np.array(objective.weights(*whole_logps(model, batch), batch.refs)[2]))
+    counts = np.array([len(r) for r in batch.responses])
+    assert w[counts > 0].min() > 1e-2 * w.max(), w
     # every chunk size below the batch's sequences takes the chunked path
     chunks = sorted({size - 1, 2} | ({1} if k == 4 and n == 3 else set()))
     assert all(0 < c < size for c in chunks)
@@ -170,9 +191,9 @@ def test_shared_and_chunked_equal_todays_path(tiny_model, loss, k, n):
 def test_fine_tune_types_and_checkpointing(tiny_model, fine_tune_type, checkpoint):
     model, tok, opt = trainable(tiny_model, fine_tune_type)
     batch = make_batch(tok, "d2o", 4)
-    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
+    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.3, "beta": 0.7})
     ref_loss, ref_grad = reference(model, batch, objective)
-    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1}, checkpoint)
+    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.3, "beta": 0.7}, checkpoint)
     with checkpointed_layers(model, checkpoint):
         for chunk in (None, 4):
             assert_close(*step_grad(model, opt, batch, objective, chunk), ref_loss, ref_grad)
@@ -183,7 +204,7 @@ def test_quantized_model_kept_quantized(tiny_quantized_model):
     model, tok, opt = trainable(tiny_quantized_model, dequantize=False)
     assert "QuantizedEmbedding" in type(model.model.embed_tokens).__name__
     batch = make_batch(tok, "d2o", 4)
-    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
+    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.3, "beta": 0.7})
     ref_loss, ref_grad = reference(model, batch, objective)
     for chunk in (None, 3):
         assert_close(*step_grad(model, opt, batch, objective, chunk), ref_loss, ref_grad)
@@ -196,7 +217,7 @@ def test_accumulated_updates_match(tiny_model):
         model, tok, opt = trainable(tiny_model)
         opt.init(model.trainable_parameters())
         b1, b2 = make_batch(tok, "d2o", 4, seed=1), make_batch(tok, "d2o", 4, n=2, seed=2)
-        objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
+        objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.3, "beta": 0.7})
         step, state = make_step(model, opt, objective, 2, chunk_size=chunk)
         _, _, _, grad = step(b1, None, False)
         mx.eval(state, grad)
@@ -247,7 +268,7 @@ def test_head_in_chunks_equals_whole_logits(tiny_model):
     loss and gradients of the whole logits."""
     model, tok, _ = trainable(tiny_model)
     batch = make_batch(tok, "d2o", 11)
-    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
+    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.3, "beta": 0.7})
     ref_loss, ref_grad = reference(model, batch, objective)
     x = batch.inputs(True)
     assert x["select"].size > 3 * 16
@@ -308,7 +329,7 @@ def test_chunk_peak_memory_does_not_grow_with_k(tiny_model):
     for k in (4, 11):
         model, tok, opt = trainable(tiny_model)
         batch = make_batch(tok, "d2o", k, n=2, mixed=False)
-        objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
+        objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.3, "beta": 0.7})
         step, state = make_step(model, opt, objective, 1, chunk_size=1)
         step(batch, None, False)  # compile
         mx.synchronize()
