@@ -15,7 +15,7 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_map
 from test_sample import _args
 
 from mlx_d2o.data import prompt_tokens, response_tokens
@@ -119,3 +119,46 @@ def test_train_warns_when_the_policy_has_another_precision(bf16_4bit, records_fi
         assert bool(hits) == warned, lines
         if warned:
             assert "4-bit bfloat16, and the policy trains in float32" in hits[0]
+
+
+@pytest.mark.parametrize("kind", ["lora", "full"])
+def test_train_and_eval_references_are_the_kept_quantized_base(bf16_4bit, tmp_path, kind):
+    """Train's `reference_model` (set-up and online refresh) and eval's `Adapter.disabled`
+    both go through `as_reference`: inside it the 4-bit bf16 policy is exactly a freshly
+    loaded kept-quantized base, after it the policy again."""
+    from types import SimpleNamespace
+
+    from mlx_d2o.adapters import Adapter
+    from mlx_d2o.train.step import reference_model
+    from mlx_d2o.train.trainable import setup_trainable
+
+    base, _ = load(str(bf16_4bit), dequantize=False)
+    x = mx.array([[1, 40, 50, 60, 70, 2, 90, 33]])
+    want = np.array(base(x).astype(mx.float32))
+
+    model, _ = load(str(bf16_4bit), dequantize=False)
+    args = SimpleNamespace(fine_tune_type=kind, num_layers=2, lora_parameters=lambda: LORA)
+    setup_trainable(model, args)
+    start = dict(tree_flatten(model.trainable_parameters())) if kind == "full" else None
+    mx.random.seed(1)
+    model.update(
+        tree_map(
+            lambda p: p + (0.2 * mx.random.normal(p.shape)).astype(p.dtype),
+            model.trainable_parameters(),
+        )
+    )
+    trained = np.array(model(x).astype(mx.float32))
+    assert np.abs(trained - want).max() > 1e-2
+    with reference_model(model, start):
+        assert precision(model) == "4-bit bfloat16"
+        assert np.array_equal(np.array(model(x).astype(mx.float32)), want)
+    assert np.array_equal(np.array(model(x).astype(mx.float32)), trained)
+
+    ad = make_adapter(bf16_4bit, tmp_path / "ad", kind)
+    net, _ = load(str(bf16_4bit), dequantize=False)
+    adapter = Adapter(net, ad)
+    adapted = np.array(net(x).astype(mx.float32))
+    assert np.abs(adapted - want).max() > 1e-2
+    with adapter.disabled():
+        assert np.array_equal(np.array(net(x).astype(mx.float32)), want)
+    assert np.array_equal(np.array(net(x).astype(mx.float32)), adapted)
