@@ -13,8 +13,10 @@ its prompt's last token, which it takes as its first input, so every response to
 one too - is predicted inside the continuation pass. The LM head and its log-softmax then run at
 the response positions only (`token_logps`), a bounded number of positions at a time.
 
-The model must be one whose decoder takes mlx-lm's cache objects (`supports`); other models use
-`logprobs.sequence_logps` on full sequences.
+The model must be one whose decoder takes mlx-lm's cache objects and whose RoPE rotates each
+position by an angle of that position alone (`supports`, `EXACT_ROPES`); other models use
+`logprobs.sequence_logps` on full sequences (`fallback_note` says so for a known architecture
+with a length-dependent RoPE).
 """
 
 from __future__ import annotations

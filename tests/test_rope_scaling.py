@@ -116,3 +116,35 @@ def test_each_rope_scaling_shared_or_whole_equals_a_full_forward(name):
         want = [plain_logps(model, prompts[g], r, T) for g, r in pairs]
     got, _ = score_like_training(model, prompts, pairs, batch_size=len(pairs))
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-4, err_msg=name)
+
+
+def test_dynamic_rope_reference_scores_run_whole_in_float32(tmp_path):
+    """The float32 reference scoring (`score_records`: after cached prompts otherwise) takes
+    whole sequences for dynamic NTK too, as training scores them, instead of crashing."""
+    import json
+
+    from mlx_d2o.data import prompt_tokens, response_tokens
+    from mlx_d2o.models import load
+    from mlx_d2o.sample.scoring import score_records
+    from mlx_d2o.testing import make_tiny_model
+
+    path = make_tiny_model(tmp_path / "dyn", context=16)
+    config = json.loads((path / "config.json").read_text())
+    config["rope_scaling"] = {"type": "dynamic", "factor": 4.0}
+    (path / "config.json").write_text(json.dumps(config))
+    model, tok = load(str(path))
+    assert not supports(model)
+    rows = [
+        {
+            "id": "a",
+            "messages": [{"role": "user", "content": "Hi?"}],
+            "rejected": "No.",
+            "samples": ["Yes, sure.", "Maybe later, friend."],
+        },
+    ]
+    out = score_records(model, tok, rows, batch_size=8)[0]["ref_logps"]
+    p = prompt_tokens(tok, rows[0]["messages"])
+    texts = rows[0]["samples"] + [rows[0]["rejected"]]
+    pairs = [(0, response_tokens(tok, rows[0]["messages"], t, p)) for t in texts]
+    want, _ = score_like_training(model, [p], pairs, batch_size=8)
+    np.testing.assert_allclose(out["samples"] + [out["rejected"]], want, rtol=1e-6)

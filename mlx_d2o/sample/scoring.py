@@ -25,7 +25,7 @@ import numpy as np
 from ..data import prompt_tokens, response_tokens
 from ..generation import Draw, merge_caches, prefill
 from ..logprobs import batches_by_tokens, pad, score
-from ..shared_prompt import pack, shared_logps, supports
+from ..shared_prompt import fallback_note, pack, shared_logps, supports
 
 
 def computes_in_float32(model) -> bool:
@@ -160,14 +160,18 @@ def _responses(tokenizer, rows: list[dict]) -> tuple[list, list, list, list]:
 
 def _score_pairs(ref_model, tokenizer, rows, prompts, pairs, batch_size) -> tuple[list, list]:
     """Scores of PAIRS: after shared prompts when every prompt has 2 tokens or more (reusing the
-    generator's prompt caches when every row has one) and the model computes in float32; else
+    generator's prompt caches when every row has one), the model computes in float32 and its
+    RoPE allows it (`shared_prompt.fallback_note`); else
     as whole sequences, through the function training scores the policy with."""
     if not pairs:
         return [], []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     if not computes_in_float32(ref_model):
         return score_like_training(ref_model, prompts, pairs, batch_size, pad_id)
-    if all(len(p) > 1 for p in prompts):
+    # (A RoPE the shared-prompt path cannot reproduce, `fallback_note`, is not run after
+    # cached prompts either: dynamic NTK's base depends on the length, and takes no per-row
+    # offset.)
+    if all(len(p) > 1 for p in prompts) and fallback_note(ref_model) is None:
         used = sorted({i for i, _ in pairs})
         slot = {i: n for n, i in enumerate(used)}
         caches = [rows[i].get("_prompt_cache") for i in used]
