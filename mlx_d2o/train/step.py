@@ -34,7 +34,7 @@ from mlx.utils import tree_flatten, tree_map
 
 from ..adapters import as_reference
 from ..distributed import Shard
-from ..dropout import KeyedDropout, draw_key
+from ..dropout import KeyedDropout, draw_key, place
 from ..logprobs import sequence_logps
 from ..losses import ROWS, Loss
 from ..shared_prompt import shared_logps, supports
@@ -149,9 +149,14 @@ def make_step(
         # One dropout key per step: every pass of it (a checkpoint's recomputation, the weights
         # pass, each chunk) draws the masks of the one unchunked forward (`dropout`).
         key = draw_key() if keyed else None
-        if not size or size >= len(batch):
-            return whole(_keyed(batch.inputs(shared), key), batch.refs, prev_grad, do_update)
-        return chunk(batch, batch.chunks(size), shared, key, prev_grad, do_update)
+        try:
+            if not size or size >= len(batch):
+                return whole(_keyed(batch.inputs(shared), key), batch.refs, prev_grad, do_update)
+            return chunk(batch, batch.chunks(size), shared, key, prev_grad, do_update)
+        finally:
+            # The compiled step has traced its passes, recomputations included: no later call
+            # of the model may see this step's placed (traced) tokens.
+            place(None)
 
     step.chunk_size = chunk_size  # may change between steps: any size gives the same gradient
     return step, state
