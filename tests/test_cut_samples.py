@@ -150,7 +150,7 @@ def _train_args(model_dir, cache, out, **kw):
         model=str(model_dir),
         samples=str(cache),
         adapter_path=str(out),
-        batch_size=2,
+        batch_size=8,  # every prompt, cut and finished, in the first step
         num_layers=2,
         learning_rate=1e-3,
         steps_per_report=1,
