@@ -436,6 +436,16 @@ def test_smollm2_sample(tmp_path):
         assert all(math.isfinite(x) and x < 0 for x in lps)
     # The real model finds its right answer likelier than the wrong one.
     assert rows[0]["ref_logps"]["chosen"] > rows[0]["ref_logps"]["rejected"]
+    # A sample cut at 12 tokens is scored as those 12 generated ids, without end-of-turn.
+    model, tok = load("smollm2-135m")
+    cut = [(r, k) for r in rows for k, f in enumerate(r["sample_finish"]) if f == "length"]
+    assert cut
+    for row, k in cut:
+        ids = row["sample_ids"][k]
+        assert len(ids) == 12 and tok.eos_token_id not in ids
+        want = _independent_logp(model, prompt_tokens(tok, row["messages"]), ids)
+        # float32 rounding over 30 layers: the generator's batched pass against a plain one
+        assert row["ref_logps"]["samples"][k] == pytest.approx(want, abs=5e-3)
 
 
 def test_read_manifest_lenient(tmp_path):
