@@ -252,3 +252,21 @@ def test_rescore_brings_an_older_cache_to_the_prefix_rule(stopping, greedy_cache
             )
     train(_train_args(model_dir, old, tmp_path / "t"), log=lambda s: None)
     assert _first_loss(tmp_path / "t") == pytest.approx(LN2, abs=1e-5)
+
+
+def test_rescore_refuses_another_model_and_an_unfinished_cache(
+    stopping, greedy_cache, tiny_model, tmp_path, capsys
+):
+    old = _make_old(greedy_cache, tmp_path / "old")
+    before = (old / "samples.jsonl").read_bytes()
+    code, _, err = run_cli(["sample", "--rescore", "-o", old, "--model", tiny_model], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "made with another model" in err
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    code, _, err = run_cli(["sample", "--rescore", "-o", old], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "incomplete" in err
+    assert (old / "samples.jsonl").read_bytes() == before  # nothing rewritten
+    code, _, err = run_cli(["sample", "--rescore"], capsys)
+    assert code == 2 and "--output" in err
