@@ -9,13 +9,11 @@
                      "ref_logps": {"samples": [K], "rejected", ["chosen"]},
                      "ref_tokens": {"samples": [K], "rejected", ["chosen"]}}
 
-A sample is scored and trained on the tokens `sample_responses` gives: a finished one ("stop")
-as the chat template writes its text, through end-of-turn; one cut at --max-tokens ("length")
-is a prefix, exactly its `sample_ids` (the generated ids) and nothing after them: D2O raises
-log π of its anchors, and an end-of-turn the model never generated would teach it to stop where
---max-tokens cut it. Format 1 scored cut samples as their text plus end-of-turn and kept no
-ids; it is refused, and `mlx-d2o sample --rescore -o DIR` (`sample.rescore`) brings it to this
-format without generating again.
+Samples are scored and trained as `sample_responses` gives them: a finished one through its
+end-of-turn, one cut at --max-tokens as exactly its generated `sample_ids` (D2O raises log π of
+its anchors: an end-of-turn never generated would teach the model to stop where the cut was).
+Format 1 gave cut samples an end-of-turn; it is refused, and `mlx-d2o sample --rescore -o DIR`
+(`sample.rescore`) brings it to this format without generating again.
 
 Under `mlx.launch` with N ranks, rank r takes records r, r+N, ... and writes
 `samples.rank{r}-of-{N}.jsonl`; `read_cache` interleaves the shards back into data order.
@@ -319,7 +317,8 @@ class ShardWriter:
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
+    """The rows of one samples file; a torn or malformed line is one line naming it."""
     rows = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -335,7 +334,8 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _check_row(row: dict, k: int, path: Path, lineno: int) -> None:
+def check_row(row: dict, k: int, path: Path, lineno: int) -> None:
+    """Refuse a row without its K samples, reference scores, or a cut sample's ids."""
     if (
         not isinstance(row, dict)
         or not isinstance(row.get("samples"), list)
@@ -404,14 +404,14 @@ def read_cache(cache_dir: str | Path, require_complete: bool = True) -> tuple[di
     shards = []
     for r in range(size):
         path = cache_dir / shard_name(r, size)
-        rows = _read_rows(path) if path.exists() else []
+        rows = read_rows(path) if path.exists() else []
         expected = len(shard_indices(n, r, size))
         if require_complete and len(rows) != expected:
             raise D2OError(
                 f"{path}: holds {len(rows)} records, expected {expected}; the cache is incomplete"
             )
         for i, row in enumerate(rows, 1):
-            _check_row(row, k, path, i)
+            check_row(row, k, path, i)
         shards.append(rows)
     # Rank r holds data positions r, r+N, ...: interleave the shards back into data order.
     out = []

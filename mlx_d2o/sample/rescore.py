@@ -55,14 +55,14 @@ def _with_ids(tokenizer, row: dict, eot: set) -> dict:
 
 
 def _rescore_shard(model, tokenizer, path: Path, batch: int, k: int, counts: dict) -> int:
-    rows = C._read_rows(path)
+    rows = C.read_rows(path)
     eot = end_of_turn_ids(tokenizer)
     out = []
     for start in range(0, len(rows), batch):
         chunk = [_with_ids(tokenizer, r, eot) for r in rows[start : start + batch]]
         out += score_records(model, tokenizer, chunk, batch * (k + 2), counts)
     for i, row in enumerate(out, 1):
-        C._check_row(row, k, path, i)
+        C.check_row(row, k, path, i)
     with C.writing(path):
         write_jsonl_atomic(path, out)
     return len(out)
