@@ -41,8 +41,8 @@ class SampleArgs:
         adapter_path: adapter to generate with (π_r = adapted model); scoring always uses the base.
         num_samples: K, responses per prompt (the paper uses 11).
         max_tokens: most tokens of a response before its end-of-turn; longer ones are cut and
-            marked `"length"` (the cached scores then cover the cut text plus end-of-turn, as
-            `train` tokenizes it).
+            marked `"length"` (scored and trained as the prefix generated, without
+            end-of-turn: `cache.sample_responses`).
         temp, top_p: sampling parameters (`mlx_lm.sample_utils.make_sampler`).
         batch_size: prompts per generation batch (batch_size x K sequences decode together).
         seed: same seed and settings give the same samples, resumed or not.

@@ -1,13 +1,14 @@
 """Reference scores of the cache: log π_ref(y|x) of each sample, `rejected` and `chosen`.
 
 Scores are summed log-probabilities of the response tokens given the *training* prompt (the
-record's own messages, without `--system-prompt`), over the tokens that `data.response_tokens`
-gives for the decoded text: exactly the tokens `train` scores with the policy, end-of-turn
-included. Scoring runs each record's prompt once and its responses after it
-(`score_after_prompts`). When the generator is the reference itself (no adapter, no system
-prompt: the paper's offline setting), a sample whose re-tokenization is exactly the generated
-ids keeps the log-probs the generator computed anyway (`known_score`), and the prompt caches are
-reused, so only `rejected`, `chosen` and the rare re-tokenized sample cost a forward pass.
+record's own messages, without `--system-prompt`), over the tokens that `cache.sample_responses`
+gives: exactly the tokens `train` scores with the policy (a finished sample through its
+end-of-turn, a cut one as the prefix it was generated as). Scoring runs each record's prompt
+once and its responses after it (`score_after_prompts`). When the generator is the reference
+itself (no adapter, no system prompt: the paper's offline setting), a sample whose tokens are
+exactly the generated ids (a cut one always) keeps the log-probs the generator computed anyway
+(`known_score`), and the prompt caches are reused, so only `rejected`, `chosen` and the rare
+re-tokenized sample cost a forward pass.
 
 Only for a model that computes in float32, though: in bfloat16 / float16 (Metal's default for
 such models, and QLoRA's), every response is scored by `score_like_training`, the forward pass
@@ -26,6 +27,7 @@ from ..data import prompt_tokens, response_tokens
 from ..generation import Draw, merge_caches, prefill
 from ..logprobs import batches_by_tokens, pad, score
 from ..shared_prompt import fallback_note, pack, shared_logps, supports
+from .cache import sample_responses
 
 
 def computes_in_float32(model) -> bool:
@@ -48,10 +50,13 @@ def computes_in_float32(model) -> bool:
 
 
 def known_score(draw: Optional[Draw], resp: list[int]) -> Optional[float]:
-    """The generator's own score of RESP when RESP is exactly what it generated, else None."""
-    if draw is None or len(resp) != len(draw.ids) + 1 or resp[:-1] != draw.ids:
+    """The generator's own score of RESP when RESP is exactly what it generated (a cut sample's
+    prefix) or that and one end-of-turn id, else None."""
+    if draw is None or resp[: len(draw.ids)] != draw.ids:
         return None
-    if resp[-1] not in draw.end:
+    if len(resp) == len(draw.ids):
+        return sum(draw.logps)
+    if len(resp) != len(draw.ids) + 1 or resp[-1] not in draw.end:
         return None
     return sum(draw.logps) + draw.end[resp[-1]]
 
@@ -143,8 +148,7 @@ def _responses(tokenizer, rows: list[dict]) -> tuple[list, list, list, list]:
         p = prompt_tokens(tokenizer, row["messages"])
         prompts.append(p)
         draws = row.get("_draws") or [None] * len(row["samples"])
-        for j, (text, draw) in enumerate(zip(row["samples"], draws)):
-            resp = response_tokens(tokenizer, row["messages"], text, p)
+        for j, (resp, draw) in enumerate(zip(sample_responses(tokenizer, row, p), draws)):
             lp = known_score(draw, resp)
             if lp is None:
                 pairs.append((i, resp))
@@ -192,13 +196,14 @@ def score_records(
     """Add `ref_logps` and `ref_tokens` to each row: the reference's summed log-probs and token
     counts of its K samples, its `rejected` and (when present) its `chosen`.
 
-    Responses are re-tokenized with `data.response_tokens` after the row's own `messages`, so
-    the tokens are those `train` scores with the policy. REF_MODEL is used as given: pass the
+    Responses are the tokens of `cache.sample_responses` (samples: a cut one is its generated
+    `sample_ids`, no end-of-turn) and `data.response_tokens` (rejected, chosen) after the row's
+    own `messages`, so the tokens are those `train` scores with the policy. REF_MODEL is used as given: pass the
     base model, or wrap the call in `adapters_disabled(model)`.
 
     A row may carry `_draws` and `_prompt_cache` (from `generate_samples(..., return_logps=True)`;
     only when the samples came from REF_MODEL itself on the same prompt): a sample whose
-    re-tokenized response is exactly the generated ids plus end-of-turn then takes the log-probs
+    response is exactly the generated ids (cut) or those plus end-of-turn then takes the log-probs
     the generator already computed (the same numbers up to float rounding), only the others are
     scored again, and the prompt is not run again. Private `_` keys are removed from the rows
     returned; COUNTS, if given, gets `scored` and `reused` added.

@@ -2,7 +2,8 @@
 
 One example is a prompt with the sequences its loss reads (`losses.ROWS`: the K cached samples,
 the human negative, a `chosen` response for DPO), tokenized exactly as the reference scored
-them, with the reference log-probs the cache holds for them.
+them (a sample cut at --max-tokens is the prefix it was generated as, without end-of-turn:
+`sample.cache.sample_responses`), with the reference log-probs the cache holds for them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .. import losses
 from ..errors import D2OError
 from ..logprobs import pad, score
 from ..sample.cache import read_cache as read
+from ..sample.cache import sample_responses
 from ..shared_prompt import pack
 
 
@@ -116,9 +118,10 @@ class _RowReader:
                 "negatives-only data)"
             )
 
-    def tokens(self, rid, msgs, prompt, text, cached_count, what) -> tuple[list, bool]:
-        """Response tokens cut to the room the prompt leaves, and whether they were cut."""
-        ids = D.response_tokens(self.tokenizer, msgs, text, prompt)
+    def tokens(self, rid, msgs, prompt, text, cached_count, what, ids=None) -> tuple[list, bool]:
+        """Response tokens (IDS, else TEXT as the template writes it) cut to the room the prompt
+        leaves, and whether they were cut."""
+        ids = D.response_tokens(self.tokenizer, msgs, text, prompt) if ids is None else ids
         if cached_count is not None and cached_count != len(ids):
             raise D2OError(
                 f"{self.path}: row {rid!r}: field 'ref_tokens.{what}': the reference scored "
@@ -164,8 +167,10 @@ class _RowReader:
                 f"{self.path}: row {rid!r}: field 'samples': {len(texts)} samples, expected "
                 f"K={self.K} like the rows before"
             )
-        for k, (text, n) in enumerate(zip(texts, counts)):
-            ids, cut = self.tokens(rid, ex.messages, ex.prompt, text, n, f"samples[{k}]")
+        # A sample cut at --max-tokens is its generated ids, no end-of-turn (the cache's rule).
+        responses = sample_responses(self.tokenizer, row, ex.prompt)
+        for k, (text, n, resp) in enumerate(zip(texts, counts, responses)):
+            ids, cut = self.tokens(rid, ex.messages, ex.prompt, text, n, f"samples[{k}]", resp)
             ex.samples.append(ids)
             ex.ref_samples.append(float(ref[k]))
             if cut:
