@@ -14,6 +14,7 @@ beside every other M (a sample cut there is counted as cut at every smaller M to
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -67,7 +68,8 @@ def main() -> int:
     by_m = {m: cut_share(lengths, finished, m) for m in GRID if m <= a.cap}
     out = {
         "command": "python benchmarks/sample_lengths.py " + " ".join(sys.argv[1:]),
-        "model": a.model, "data": a.data, "prompts": len(rows), "num_samples": a.num_samples,
+        "model": a.model, "data": a.data, "prompts": len(rows),
+        "data_sha256": hashlib.sha256(Path(a.data).read_bytes()).hexdigest(), "num_samples": a.num_samples,
         "cap": a.cap, "temp": args.temp, "seed": a.seed, "seconds": round(wall, 1),
         "load": "/".join(f"{x:.1f}" for x in (*load0[:1], os.getloadavg()[0])),
         "lengths": lengths, "finished": finished,

@@ -192,6 +192,14 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-n", type=int, help="Held-out records evaluated.")
     g.add_argument("--eval-benign", type=int, help="Benign prompts for the drift (KL/token).")
     g.add_argument("--hh-source", help="Task hh: HH-RLHF rows (file or Hub id).")
+    g.add_argument(
+        "--refresh-every", type=int,
+        help="Also train online D2O (d2o-online), sampling again every N steps (0: not).",
+    )  # fmt: skip
+    g.add_argument(
+        "--k-ablation", type=_steps,
+        help="Also train D2O on the first k samples of each prompt, for each k, e.g. 1,4.",
+    )  # fmt: skip
 
 
 def sweep_settings(a: argparse.Namespace, argv: list[str]):
@@ -213,6 +221,7 @@ def sweep_settings(a: argparse.Namespace, argv: list[str]):
         "beta": a.beta, "eval_max_tokens": a.eval_max_tokens, "eval_batch_size": a.eval_batch_size,
         "seed": a.seed, "save_steps": a.save_steps, "eval_n": a.eval_n or a.eval_prompts,
         "eval_benign": a.eval_benign, "hh_source": a.hh_source, "out": a.out, "results": a.results,
+        "online_refresh_every": a.refresh_every, "k_ablation": a.k_ablation,
     }  # fmt: skip
     s = dataclasses.replace(s, **{k: v for k, v in flags.items() if v is not None})
     if a.losses is not None:
@@ -222,6 +231,8 @@ def sweep_settings(a: argparse.Namespace, argv: list[str]):
     tail = "-quick" if preset == "quick" else ""
     s.out, s.results = s.out or f"runs/{base}{tail}", s.results or f"results/{base}{tail}"
     s.fresh, s.command = a.fresh, "python recipes/compare.py " + shlex.join(argv)
+    if any(k > s.num_samples for k in s.k_ablation):
+        sys.exit(f"error: --k-ablation {s.k_ablation}: each k at most K = {s.num_samples}")
     if max(s.save_steps) > s.iters:
         sys.exit(f"error: --save-steps {s.save_steps} go past --iters {s.iters}")
     return s

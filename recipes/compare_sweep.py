@@ -23,9 +23,14 @@ Tasks (`TASKS`):
           the mean margin (chosen's log-ratio minus rejected's) and the chosen answers'
           log-ratio (should not fall with the negatives'). Drift: data/benign.jsonl.
 
-Writes OUT (default runs/sweep-TASK: data files, sample cache, runs, kept checkpoints, the eval
-report) and RESULTS (default results/sweep-TASK: sweep.png, sweep.md with the tables, commands,
-n and wall time, sweep.json). A rerun reuses the finished cache, runs and report of the same
+Presets (`PRESETS`): default (CPU-sized, K = 2), quick (plumbing only), paper (task secret:
+K = 11, 96 prompts, α = β = 0.1, every loss, online D2O, D2O at K = 1 and 4 on the first k of
+each prompt's 11 samples; `compare_plan` lists the runs and estimates each step's time).
+
+Writes OUT (default runs/sweep-TASK, runs/sweep-paper for the paper preset: data files, sample
+caches, runs, kept checkpoints, the eval report) and RESULTS (default results/sweep-TASK or
+results/sweep-paper: the plots, sweep.md with the tables, commands, n, wall / CPU time and load,
+sweep.json; `compare_results`). A rerun reuses the finished caches, runs and report of the same
 commands (`--fresh` starts over).
 """
 
