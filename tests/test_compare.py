@@ -55,11 +55,13 @@ def test_quick_sweep_on_a_tiny_model(tiny_model, tmp_path, monkeypatch, capsys):
     assert [r["samples"] for r in k1] == [r["samples"][:1] for r in big]
     assert [r["ref_logps"]["samples"] for r in k1] == [r["ref_logps"]["samples"][:1] for r in big]
     assert json.loads((out / "samples-k1/manifest.json").read_text())["num_samples"] == 1
-    assert [p["step"] for p in data["curves"]["losses"].pop("d2o-k1")] == [2]  # last step only
+    assert [p["step"] for p in data["curves"]["losses"]["d2o-k1"]] == [2]  # last step only
     assert "--refresh-every" in (out / "train-d2o-online.done.json").read_text()
     assert set(data["training"]) == set(runs)
     assert data["training"]["d2o"]["loss"]["steps"] == [1, 2]
     for loss, pts in data["curves"]["losses"].items():
+        if loss == "d2o-k1":
+            continue
         assert [p["step"] for p in pts] == [1, 2]
         answers = pts[0]["measures"]["answers.correct_rate"]
         assert answers["n"] == 3 and answers["ci"] is not None  # the benign questions judged
