@@ -71,12 +71,18 @@ def cached_vs(rows, tok, model) -> np.ndarray:
     out = []
     for row in rows:
         p = prompt_tokens(tok, row["messages"])
-        texts = list(zip(row["samples"], row["ref_logps"]["samples"]))
-        texts.append((row["rejected"], row["ref_logps"]["rejected"]))
-        for text, ref in texts:
-            out.append(
-                abs(ref - plain_logp(model, p, response_tokens(tok, row["messages"], text, p)))
-            )
+        # a sample cut at --max-tokens is scored as its generated ids (cache format 2)
+        finish = row.get("sample_finish") or ["stop"] * len(row["samples"])
+        responses = [
+            list(row["sample_ids"][k])
+            if f == "length"
+            else response_tokens(tok, row["messages"], text, p)
+            for k, (text, f) in enumerate(zip(row["samples"], finish))
+        ]
+        responses.append(response_tokens(tok, row["messages"], row["rejected"], p))
+        refs = [*row["ref_logps"]["samples"], row["ref_logps"]["rejected"]]
+        for resp, ref in zip(responses, refs):
+            out.append(abs(ref - plain_logp(model, p, resp)))
     return np.array(out)
 
 
