@@ -11,11 +11,17 @@ at f16 up to rounding), which is how `fuse` measures the file's fidelity.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Optional
 
 from ..errors import D2OError
-from ..models.gguf import _GGUF_BLOCK_NAMES, _GGUF_TOP_NAMES, _gguf_tokenizer
+from ..io import writing
+from ..models.gguf import _GGUF_BLOCK_NAMES, _GGUF_TOP_NAMES, _gguf_tokenizer, convert_gguf
+from .fidelity import FloatView, Probe, kl_per_token
 
 GGUF_TYPES = ("f16", "q8_0")
 # mlx-lm model types whose weights are llama's (mistral is llama with its own name).
@@ -41,6 +47,41 @@ def check_exportable(config: dict) -> None:
     if config.get("rope_scaling") or config.get("attention_bias") or config.get("mlp_bias"):
         what = "rope_scaling" if config.get("rope_scaling") else "attention/MLP biases"
         raise D2OError(f"--export-gguf: this llama has {what}, which the exporter does not write")
+
+
+def check_gguf_args(args) -> None:
+    """`--gguf-type` / `--gguf-path` of `FuseArgs`, before any work."""
+    if args.gguf_type not in GGUF_TYPES:
+        raise D2OError(f"--gguf-type {args.gguf_type!r}: expected one of {', '.join(GGUF_TYPES)}")
+    if args.gguf_path is not None:
+        p = Path(args.gguf_path)
+        if p.name != args.gguf_path or p.suffix != ".gguf" or p.name in ("", ".gguf"):
+            raise D2OError(
+                f"--gguf-path {args.gguf_path!r}: expected a file name ending in .gguf (it is "
+                "written inside --save-path)"
+            )
+    if (args.gguf_path is not None or args.gguf_type != "f16") and not args.export_gguf:
+        raise D2OError("--gguf-type and --gguf-path need --export-gguf")
+
+
+def gguf_file(args) -> str:
+    return args.gguf_path or f"ggml-model-{args.gguf_type}.gguf"
+
+
+@contextlib.contextmanager
+def gguf_stage(out: Path, active: bool):
+    """A temp folder beside OUT for the GGUF until it moves into OUT (None when not ACTIVE):
+    same file system, so the move is a rename; removed whatever happens."""
+    if not active:
+        yield None
+        return
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.gguf-", dir=out.parent))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _gguf_name(hf_name: str) -> str:
@@ -287,3 +328,32 @@ def export_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return Path(path)
+
+
+def gguf_kl(path: Path, probe: Probe) -> float:
+    """KL/token of base + adapter (PROBE) to the GGUF at PATH as readers we did not write see
+    it: MLX's GGUF loader (`mx.load`) under mlx-d2o's import (`convert_gguf`), then mlx-lm."""
+    from mlx_lm import load
+
+    with tempfile.TemporaryDirectory(prefix=".gguf-check-", dir=path.parent) as tmp:
+        net, _ = load(str(convert_gguf(path, Path(tmp) / "model")))
+        view = FloatView()
+        with view(net):
+            return kl_per_token(net, probe)
+
+
+def export_and_measure(
+    net, tokenizer, config: dict, path: Path, gguf_type: str, name: str, probe: Optional[Probe]
+) -> dict:
+    """Write the GGUF (`export_gguf`) and, given PROBE, measure it (`gguf_kl`)."""
+    export_gguf(net, tokenizer, config, path, gguf_type, name)
+    facts = {"file": path.name, "type": gguf_type, "bytes": path.stat().st_size, "warnings": []}
+    if not json.loads(_hf(tokenizer).backend_tokenizer.to_str())["model"].get("merges"):
+        facts["warnings"].append(
+            f"the tokenizer has no BPE merges, so {path.name} has no tokenizer.ggml.merges: "
+            "llama.cpp refuses such a file (MLX and the gguf reader open it)"
+        )
+    if probe is not None:
+        facts["kl_per_token"] = gguf_kl(path, probe)
+        facts["tokens"] = probe.tokens
+    return facts
