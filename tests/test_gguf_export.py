@@ -4,6 +4,7 @@ base + adapter computes (KL/token printed, at most 0.01)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -27,6 +28,8 @@ HF_TO_GGUF = {
     "post_attention_layernorm": "ffn_norm",
 }
 TOP = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
+# Greedy tokens compared between llama.cpp and mlx-lm.
+N_TOKENS = 12
 KL_LINE = r"GGUF {name} \(.*?\): KL/token (\S+) to base \+ adapter"
 
 
@@ -285,6 +288,14 @@ def test_failure_while_measuring_leaves_nothing(merged_model, tmp_path, monkeypa
     assert sorted(os.listdir(tmp_path)) == ["a"], "no OUT, no GGUF or temp folder beside it"
 
 
+def test_dry_run_lists_the_gguf(merged_model, tmp_path, capsys):
+    adapter = make_adapter(merged_model, tmp_path / "a")
+    flags = ["--export-gguf", "--gguf-type", "q8_0", "--dry-run"]
+    code, stdout, _ = fuse_cli(merged_model, adapter, tmp_path / "F", capsys, *flags)
+    assert code == 0 and re.search(r"ggml-model-q8_0.gguf +\d+\.\d KB", stdout)
+    assert sorted(os.listdir(tmp_path)) == ["a"]
+
+
 def test_no_merges_warned(tiny_model, tmp_path, capsys):
     adapter = make_adapter(tiny_model, tmp_path / "a")
     code, _, stderr = fuse_cli(tiny_model, adapter, tmp_path / "F", capsys, "--export-gguf")
@@ -340,3 +351,36 @@ def test_smollm2_export_matches_the_original_gguf(smollm2_fused):
         x = gguf.quants.dequantize(ta[name].data, ta[name].tensor_type).astype(np.float32)
         y = np.asarray(tb[name].data, dtype=np.float32).reshape(x.shape)
         assert np.abs(x - y).max() <= 1e-3 * np.abs(x).max(), name
+
+
+HAVE_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
+
+
+@pytest.mark.real_model
+@needs_smollm2
+@pytest.mark.skipif(not HAVE_LLAMA_CPP, reason="llama-cpp-python not installed")
+def test_llama_cpp_generates_what_mlx_lm_generates(smollm2_fused):
+    """llama.cpp itself (llama-cpp-python) on the exported GGUF: it tokenizes the chat prompt as
+    our tokenizer does, holds the chat template, and its greedy answer starts with the tokens
+    that mlx_lm.generate gives on the fused directory."""
+    from llama_cpp import Llama
+    from mlx_lm import load
+    from mlx_lm.generate import stream_generate
+
+    out, _, _ = smollm2_fused
+    model, tok = load(str(out))
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = tok.encode(text, add_special_tokens=False)
+    want = [r.token for r in stream_generate(model, tok, prompt=ids, max_tokens=N_TOKENS)]
+
+    llm = Llama(str(out / "ggml-model-f16.gguf"), n_ctx=512, verbose=False)
+    assert llm.metadata["tokenizer.chat_template"] == tok.chat_template
+    assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) == ids
+    got = []
+    for t in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
+        if len(got) == len(want):
+            break
+        got.append(t)
+    print(f"llama.cpp: {llm.detokenize(got)!r}; mlx_lm: {tok.decode(want)!r}")
+    assert got == want

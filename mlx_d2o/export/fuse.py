@@ -37,7 +37,14 @@ from .quant import (
     set_quantization,
     store_adapted,
 )
-from .to_gguf import check_exportable, check_gguf_args, export_and_measure, gguf_file, gguf_stage
+from .to_gguf import (
+    check_exportable,
+    check_gguf_args,
+    estimated_size,
+    export_and_measure,
+    gguf_file,
+    gguf_stage,
+)
 
 
 @dataclass
@@ -362,6 +369,8 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
         url = hub_url(args.upload_repo) if args.upload_repo else None
         if args.dry_run:
             files = planned_files(net, tokenizer, config, card)
+            if args.export_gguf:
+                files.append((gguf_file(args), estimated_size(net, args.gguf_type)))
             log_dry_run(args, files, url, log)
             return FuseResult(out, files, quant, url=url, adapted_layers=facts["adapted"])
 

@@ -130,6 +130,20 @@ def float_weights(net):
                     yield f"{path}.{k}", np.array(v.astype(mx.float32))
 
 
+def estimated_size(net, gguf_type: str) -> int:
+    """Bytes of the tensors `export_gguf` would write (for `--dry-run`; metadata aside)."""
+    import mlx.nn as nn
+
+    per = {"f16": 2.0, "q8_0": 34 / 32}[gguf_type]  # Q8_0: 32 int8 and one f16 scale a block
+    total = 0
+    for _, m in net.named_modules():
+        if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+            total += m.scales.size * m.group_size * per
+        elif isinstance(m, (nn.Linear, nn.Embedding, nn.RMSNorm)):
+            total += sum(v.size * (4 if v.ndim == 1 else per) for v in m.parameters().values())
+    return int(total)
+
+
 def _tensor(name: str, w, gguf_type: str):
     """(data, raw_dtype) as the writer takes them; llama.cpp keeps 1-D tensors in float32 and
     quantizes only rows that are whole blocks."""
