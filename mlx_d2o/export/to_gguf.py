@@ -3,8 +3,8 @@
 Written with the `gguf` package, llama.cpp's own writer, in the layout of llama.cpp's
 `convert_hf_to_gguf.py` for llama: tensors under GGUF names, Q/K rows permuted for llama.cpp's
 rotary pairing (`_permute_rope_rows`), 1-D tensors in float32, the rest in `--gguf-type`
-(f16, or Q8_0: blocks of 32 weights with one f16 scale), and the tokenizer (tokens, token types,
-merges, special ids, pre-tokenizer name, chat template) in the metadata. It is the inverse of
+(f16, or Q8_0: blocks of 32 weights with one f16 scale), and the tokenizer with its chat
+template in the metadata (`gguf_vocab`). It is the inverse of
 `models.gguf.convert_gguf`: the import of an exported file gives the fused model back (exactly
 at f16 up to rounding), which is how `fuse` measures the file's fidelity.
 """
@@ -12,7 +12,6 @@ at f16 up to rounding), which is how `fuse` measures the file's fidelity.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,20 +19,13 @@ from typing import Optional
 
 from ..errors import D2OError
 from ..io import writing
-from ..models.gguf import _GGUF_BLOCK_NAMES, _GGUF_TOP_NAMES, _gguf_tokenizer, convert_gguf
+from ..models.gguf import _GGUF_BLOCK_NAMES, _GGUF_TOP_NAMES, convert_gguf
 from .fidelity import FloatView, Probe, kl_per_token
+from .gguf_vocab import add_tokenizer, lacks_merges, tokenizer_meta
 
 GGUF_TYPES = ("f16", "q8_0")
 # mlx-lm model types whose weights are llama's (mistral is llama with its own name).
 EXPORTABLE = ("llama", "mistral")
-# Text whose tokenization must survive the trip through the GGUF metadata: words, digits,
-# contractions, runs of spaces and newlines, accents (byte-level BPE splits these differently
-# under each of llama.cpp's pre-tokenizers).
-CHECK_TEXT = "Hello World! It's 2024: 12345 apples,  3.14\n\n\tdon't Ünïcødé   ok?"
-# llama.cpp's pre-tokenizer names (llama-vocab.cpp) that `models.gguf` also rebuilds.
-PRE_TOKENIZERS = ("gpt-2", "smollm", "llama-bpe")
-# gguf.TokenType: NORMAL 1, CONTROL 3, USER_DEFINED 4, UNUSED 5
-NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 
 
 def check_exportable(config: dict) -> None:
@@ -181,135 +173,6 @@ def _architecture(writer, config: dict, name: str, gguf_type: str) -> None:
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
-def _hf(tokenizer):
-    """The Hugging Face tokenizer under mlx-lm's TokenizerWrapper."""
-    return getattr(tokenizer, "_tokenizer", tokenizer)
-
-
-def _vocab(hf, spec: dict, vocab_size: int) -> tuple[list, list]:
-    """Tokens by id and their GGUF types; ids the embedding has beyond the tokenizer's are
-    `[PADn]` placeholders (llama.cpp wants one token per embedding row, as its converter)."""
-    vocab = hf.backend_tokenizer.get_vocab(with_added_tokens=True)
-    n = max(vocab.values()) + 1
-    if n > vocab_size:
-        raise D2OError(
-            f"--export-gguf: the tokenizer has {n} tokens but the model only {vocab_size} "
-            "embedding rows"
-        )
-    tokens = [None] * vocab_size
-    for t, i in vocab.items():
-        tokens[i] = t
-    added = {a["id"]: a for a in spec.get("added_tokens", [])}
-    types = []
-    for i, t in enumerate(tokens):
-        if t is None:
-            tokens[i] = f"[PAD{i}]"
-            types.append(UNUSED)
-        elif i in added:
-            types.append(CONTROL if added[i].get("special") else USER_DEFINED)
-        else:
-            types.append(NORMAL)
-    return tokens, types
-
-
-def _adds(hf, token_id) -> tuple[bool, bool]:
-    """(adds BOS, adds EOS): what the tokenizer puts around a plain encode, as llama.cpp's
-    `add_bos_token` / `add_eos_token` say."""
-    with_specials = hf("a")["input_ids"]
-    plain = hf("a", add_special_tokens=False)["input_ids"]
-    extra = len(with_specials) > len(plain)
-    bos = extra and token_id("bos") is not None and with_specials[0] == token_id("bos")
-    eos = extra and token_id("eos") is not None and with_specials[-1] == token_id("eos")
-    return bool(bos), bool(eos)
-
-
-def tokenizer_meta(tokenizer, vocab_size: int) -> dict:
-    """The `tokenizer.*` metadata of TOKENIZER (byte-level BPE), keyed as in a GGUF file.
-
-    The pre-tokenizer name is the first of `PRE_TOKENIZERS` under which the tokenizer rebuilt
-    from this metadata (by `models.gguf`, the importer) pre-tokenizes and encodes `CHECK_TEXT`
-    and the special tokens as TOKENIZER does; none: refused, since llama.cpp would split text
-    differently from the model's own tokenizer.
-    """
-    import numpy as np
-
-    hf = _hf(tokenizer)
-    spec = json.loads(hf.backend_tokenizer.to_str())
-    model = spec.get("model", {})
-    if model.get("type") != "BPE" or model.get("byte_fallback"):
-        kind = "sentencepiece-style BPE" if model.get("byte_fallback") else model.get("type")
-        raise D2OError(
-            f"--export-gguf: {kind} tokenizers are not supported yet (byte-level BPE only, "
-            "as GPT-2, SmolLM2 and Llama 3 use)"
-        )
-    tokens, types = _vocab(hf, spec, vocab_size)
-
-    def token_id(kind):
-        return getattr(hf, f"{kind}_token_id", None)
-
-    bos, eos = _adds(hf, token_id)
-    meta = {
-        "tokenizer.ggml.model": "gpt2",
-        "tokenizer.ggml.tokens": tokens,
-        "tokenizer.ggml.token_type": np.array(types, dtype=np.int32),
-        "tokenizer.ggml.merges": [
-            m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])
-        ],
-        "tokenizer.ggml.add_bos_token": bos,
-        "tokenizer.ggml.add_eos_token": eos,
-    }
-    for kind, key in [("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding")]:
-        if token_id(kind) is not None:
-            meta[f"tokenizer.ggml.{key}_token_id"] = int(token_id(kind))
-    if hf.chat_template:
-        meta["tokenizer.chat_template"] = hf.chat_template
-    meta["tokenizer.ggml.pre"] = _pre_tokenizer(hf, meta, tokens, types)
-    return meta
-
-
-def _pre_tokenizer(hf, meta: dict, tokens: list, types: list) -> str:
-    backend = hf.backend_tokenizer
-    specials = [t for t, ty in zip(tokens, types) if ty == CONTROL][:4]
-    text = CHECK_TEXT + "".join(f"{s}x {i}" for i, s in enumerate(specials))
-    want = backend.encode(text, add_special_tokens=False).ids
-    pieces = (
-        [p for p, _ in backend.pre_tokenizer.pre_tokenize_str(CHECK_TEXT)]
-        if backend.pre_tokenizer
-        else None
-    )
-    for pre in PRE_TOKENIZERS:
-        rebuilt = _gguf_tokenizer({**meta, "tokenizer.ggml.pre": pre})
-        got = [p for p, _ in rebuilt.pre_tokenizer.pre_tokenize_str(CHECK_TEXT)]
-        if (pieces is None or got == pieces) and rebuilt.encode(
-            text, add_special_tokens=False
-        ).ids == want:
-            return pre
-    raise D2OError(
-        "--export-gguf: the tokenizer splits text unlike any of llama.cpp's pre-tokenizers the "
-        f"exporter knows ({', '.join(PRE_TOKENIZERS)}); llama.cpp would tokenize differently"
-    )
-
-
-def _add_tokenizer(writer, meta: dict) -> None:
-    writer.add_tokenizer_model(meta["tokenizer.ggml.model"])
-    writer.add_tokenizer_pre(meta["tokenizer.ggml.pre"])
-    writer.add_token_list(meta["tokenizer.ggml.tokens"])
-    writer.add_token_types([int(t) for t in meta["tokenizer.ggml.token_type"]])
-    writer.add_token_merges(meta["tokenizer.ggml.merges"])  # an empty list writes no key
-    for key, add in [
-        ("bos_token_id", writer.add_bos_token_id),
-        ("eos_token_id", writer.add_eos_token_id),
-        ("unknown_token_id", writer.add_unk_token_id),
-        ("padding_token_id", writer.add_pad_token_id),
-    ]:
-        if f"tokenizer.ggml.{key}" in meta:
-            add(meta[f"tokenizer.ggml.{key}"])
-    writer.add_add_bos_token(meta["tokenizer.ggml.add_bos_token"])
-    writer.add_add_eos_token(meta["tokenizer.ggml.add_eos_token"])
-    if "tokenizer.chat_template" in meta:
-        writer.add_chat_template(meta["tokenizer.chat_template"])
-
-
 def export_gguf(
     net, tokenizer, config: dict, path: str | Path, gguf_type: str = "f16", name: str = ""
 ) -> Path:
@@ -330,7 +193,7 @@ def export_gguf(
     writer = gguf.GGUFWriter(str(path), "llama", use_temp_file=True)
     _architecture(writer, config, name, gguf_type)
     writer.add_vocab_size(len(meta["tokenizer.ggml.tokens"]))
-    _add_tokenizer(writer, meta)
+    add_tokenizer(writer, meta)
     for hf_name, w in float_weights(net):
         proj = hf_name.rsplit(".", 2)[-2]
         if permute and proj in rope_heads and ".self_attn." in hf_name:
@@ -362,7 +225,7 @@ def export_and_measure(
     """Write the GGUF (`export_gguf`) and, given PROBE, measure it (`gguf_kl`)."""
     export_gguf(net, tokenizer, config, path, gguf_type, name)
     facts = {"file": path.name, "type": gguf_type, "bytes": path.stat().st_size, "warnings": []}
-    if not json.loads(_hf(tokenizer).backend_tokenizer.to_str())["model"].get("merges"):
+    if lacks_merges(tokenizer):
         facts["warnings"].append(
             f"the tokenizer has no BPE merges, so {path.name} has no tokenizer.ggml.merges: "
             "llama.cpp refuses such a file (MLX and the gguf reader open it)"
