@@ -62,9 +62,10 @@ def make_tiny_model(
     quantize: bool = False,
     context: int = 1024,
     merges: bool = False,
+    tokenizer=None,
 ) -> Path:
     """Write a random llama model directory at PATH that `mlx_lm.load` reads (MERGES: see
-    `tiny_tokenizer`)."""
+    `tiny_tokenizer`; TOKENIZER: a Hugging Face tokenizer instead of it)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.models import llama
@@ -72,7 +73,7 @@ def make_tiny_model(
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tok = tiny_tokenizer(merges)
+    tok = tokenizer if tokenizer is not None else tiny_tokenizer(merges)
     config = {
         "model_type": "llama",
         "hidden_size": hidden_size,

@@ -28,8 +28,9 @@ HF_TO_GGUF = {
     "post_attention_layernorm": "ffn_norm",
 }
 TOP = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
-# Greedy tokens compared between llama.cpp and mlx-lm.
-N_TOKENS = 12
+# Greedy tokens compared between llama.cpp and mlx-lm, on these prompts.
+N_TOKENS = 24
+PROMPTS = ["What is the capital of France?", "Give me three tips for better sleep."]
 KL_LINE = r"GGUF {name} \(.*?\): KL/token (\S+) to base \+ adapter"
 
 
@@ -369,18 +370,19 @@ def test_llama_cpp_generates_what_mlx_lm_generates(smollm2_fused):
 
     out, _, _ = smollm2_fused
     model, tok = load(str(out))
-    messages = [{"role": "user", "content": "What is the capital of France?"}]
-    text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    ids = tok.encode(text, add_special_tokens=False)
-    want = [r.token for r in stream_generate(model, tok, prompt=ids, max_tokens=N_TOKENS)]
-
     llm = Llama(str(out / "ggml-model-f16.gguf"), n_ctx=512, verbose=False)
     assert llm.metadata["tokenizer.chat_template"] == tok.chat_template
-    assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) == ids
-    got = []
-    for t in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
-        if len(got) == len(want):
-            break
-        got.append(t)
-    print(f"llama.cpp: {llm.detokenize(got)!r}; mlx_lm: {tok.decode(want)!r}")
-    assert got == want
+    for question in PROMPTS:
+        messages = [{"role": "user", "content": question}]
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tok.encode(text, add_special_tokens=False)
+        want = [r.token for r in stream_generate(model, tok, prompt=ids, max_tokens=N_TOKENS)]
+        assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) == ids
+        got = []
+        for t in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
+            if len(got) == len(want):
+                break
+            got.append(t)
+        llm.reset()
+        print(f"llama.cpp: {llm.detokenize(got)!r}\nmlx_lm:    {tok.decode(want)!r}")
+        assert got == want
