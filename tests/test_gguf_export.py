@@ -355,11 +355,15 @@ def test_smollm2_export_matches_the_original_gguf(smollm2_fused):
 
 
 HAVE_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
+# llama.cpp itself: `pip install llama-cpp-python` builds it from source (long on 2 cores); CI
+# does not, so these skip there.
+needs_llama_cpp = pytest.mark.skipif(not HAVE_LLAMA_CPP, reason="llama-cpp-python not installed")
 
 
 @pytest.mark.real_model
+@pytest.mark.llama_cpp
 @needs_smollm2
-@pytest.mark.skipif(not HAVE_LLAMA_CPP, reason="llama-cpp-python not installed")
+@needs_llama_cpp
 def test_llama_cpp_generates_what_mlx_lm_generates(smollm2_fused):
     """llama.cpp itself (llama-cpp-python) on the exported GGUF: it tokenizes the chat prompt as
     our tokenizer does, holds the chat template, and its greedy answer starts with the tokens
@@ -386,3 +390,103 @@ def test_llama_cpp_generates_what_mlx_lm_generates(smollm2_fused):
         llm.reset()
         print(f"llama.cpp: {llm.detokenize(got)!r}\nmlx_lm:    {tok.decode(want)!r}")
         assert got == want
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentencepiece-style BPE (Llama 2, Mistral): llama.cpp's `llama` vocabulary
+# ---------------------------------------------------------------------------------------------
+
+SP_PAIRS = [("▁", "t"), ("h", "e"), ("▁t", "he"), ("i", "n"), ("▁", "a"), ("e", "r"), ("o", "r")]
+SP_TEXT = "the other theater is in Paris, 42 ünïcødé  ok"
+
+
+def sentencepiece_tokenizer():
+    """A Llama-2-style tokenizer.json: BPE with byte fallback, '▁' for spaces, BOS added."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    chars = ["▁", *"abcdefghijklmnopqrstuvwxyz"]
+    vocab = [*specials, *(f"<0x{i:02X}>" for i in range(256)), *chars]
+    vocab += [a + b for a, b in SP_PAIRS]
+    bpe = models.BPE(
+        vocab={t: i for i, t in enumerate(vocab)}, merges=SP_PAIRS, unk_token="<unk>",
+        fuse_unk=True, byte_fallback=True,
+    )  # fmt: skip
+    tok = Tokenizer(bpe)
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+         decoders.Strip(content=" ", left=1, right=0)]
+    )  # fmt: skip
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    hf.chat_template = (
+        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] "
+        "{{ m['content'] }} [/INST]{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}"
+        "{% endfor %}"
+    )
+    return hf
+
+
+@pytest.fixture(scope="module")
+def sp_export(tmp_path_factory):
+    from mlx_d2o.export import FuseArgs, fuse
+    from mlx_d2o.testing import make_tiny_model
+
+    tmp = tmp_path_factory.mktemp("sp")
+    base = make_tiny_model(tmp / "m", seed=4, tokenizer=sentencepiece_tokenizer())
+    adapter = make_adapter(base, tmp / "a", seed=7)
+    lines = []
+    args = FuseArgs(
+        model=str(base), adapter_path=str(adapter), save_path=str(tmp / "F"), export_gguf=True
+    )
+    fuse(args, log=lines.append)
+    return tmp / "F", "\n".join(lines)
+
+
+def test_export_gguf_sentencepiece_tokenizer(sp_export, tmp_path):
+    from transformers import AutoTokenizer
+
+    from mlx_d2o.models import convert_gguf
+
+    out, log = sp_export
+    path = out / "ggml-model-f16.gguf"
+    assert printed_kl(log, path.name) <= 0.01
+    fields = reader_fields(path)
+    hf = AutoTokenizer.from_pretrained(str(out))
+    vocab = hf.get_vocab()
+    assert fields["tokenizer.ggml.model"] == "llama"
+    assert fields["tokenizer.ggml.tokens"] == sorted(vocab, key=vocab.get)
+    types = fields["tokenizer.ggml.token_type"]
+    assert [i for i, t in enumerate(types) if t == 6] == list(range(3, 259))  # 6: BYTE
+    assert [i for i, t in enumerate(types) if t == 3] == [0, 1, 2]  # 3: CONTROL
+    assert "tokenizer.ggml.merges" not in fields and "tokenizer.ggml.pre" not in fields
+    scores = fields["tokenizer.ggml.scores"]
+    # sentencepiece merges the best-scored pair first: the merges' order, as scores
+    merged = [vocab[a + b] for a, b in SP_PAIRS]
+    assert [scores[i] for i in merged] == sorted((scores[i] for i in merged), reverse=True)
+    assert max(scores[i] for i in range(259)) < min(scores[i] for i in merged)
+    assert fields["tokenizer.ggml.add_space_prefix"] is True
+    assert fields["tokenizer.ggml.add_bos_token"] is True
+    assert fields["tokenizer.chat_template"] == hf.chat_template
+
+    back = AutoTokenizer.from_pretrained(str(convert_gguf(path, tmp_path / "back")))
+    ids = hf.encode(SP_TEXT, add_special_tokens=False)
+    assert back.encode(SP_TEXT, add_special_tokens=False) == ids
+    assert vocab["▁the"] in ids and vocab["<0x34>"] in ids  # a merge, and a byte ('4')
+
+
+@pytest.mark.llama_cpp
+@needs_llama_cpp
+def test_llama_cpp_tokenizes_the_sentencepiece_export(sp_export):
+    from llama_cpp import Llama
+    from transformers import AutoTokenizer
+
+    out, _ = sp_export
+    hf = AutoTokenizer.from_pretrained(str(out))
+    llm = Llama(str(out / "ggml-model-f16.gguf"), n_ctx=64, verbose=False)
+    assert llm.tokenize(SP_TEXT.encode("utf-8")) == hf.encode(SP_TEXT)  # with BOS, as HF
