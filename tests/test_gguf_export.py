@@ -490,3 +490,24 @@ def test_llama_cpp_tokenizes_the_sentencepiece_export(sp_export):
     hf = AutoTokenizer.from_pretrained(str(out))
     llm = Llama(str(out / "ggml-model-f16.gguf"), n_ctx=64, verbose=False)
     assert llm.tokenize(SP_TEXT.encode("utf-8")) == hf.encode(SP_TEXT)  # with BOS, as HF
+
+
+@pytest.mark.llama_cpp
+@needs_llama_cpp
+def test_llama_cpp_logits_equal_the_fused_model(merged_model, tmp_path, capsys):
+    """llama.cpp's forward pass over the exported file against plain mlx-lm's over the fused
+    directory, on the same tokens: Q/K layout, norms, rotary base and tied/untied head all
+    have to be llama.cpp's for these to agree."""
+    from llama_cpp import Llama
+
+    adapter = make_adapter(merged_model, tmp_path / "a", seed=8)
+    out = tmp_path / "F"
+    code, _, stderr = fuse_cli(merged_model, adapter, out, capsys, "--export-gguf")
+    assert code == 0, stderr
+    tokens = [1, 40, 50, 60, 70, 80, 90, 100, 110, 120, 260, 262, 2, 1, 33, 44]
+    want = logits(out, tokens=[tokens])[0]
+    llm = Llama(str(out / "ggml-model-f16.gguf"), n_ctx=64, logits_all=True, verbose=False)
+    llm.eval(tokens)
+    got = np.array(llm.scores[: len(tokens)])
+    assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
+    assert (got.argmax(-1) == want.argmax(-1)).all()

@@ -8,7 +8,8 @@ stored as `--adapted-layers` says (default: 8 bits, beside the base's own quanti
 rest; `quant.ADAPTED_LAYERS`), because rounding W + ΔW back to 4 bits loses most of a LoRA
 update. What this module adds around it: checks before any work, the fidelity of the result
 measured against base + adapter (`fidelity`), a write that is all-or-nothing, a D2O model card
-(`card`), and an upload whose failure leaves OUT intact (`hub`).
+(`card`), an upload whose failure leaves OUT intact (`hub`), and with `--export-gguf` one GGUF
+file for llama.cpp inside OUT, measured the same way once read back (`to_gguf`).
 """
 
 from __future__ import annotations
