@@ -102,24 +102,29 @@ def _permute_rope_rows(w, n_heads: int):
 def float_weights(net):
     """(Hugging Face name, float32 numpy array) for every weight, one at a time: quantized
     modules dequantized (the fused model over a quantized base is written from the weights it
-    computes with), so that only one float copy is alive at a time."""
+    computes with), so that only one float copy is alive at a time. Every parameter is
+    yielded: one without a GGUF name is refused by `_gguf_name`, not dropped."""
     import mlx.core as mx
     import mlx.nn as nn
     import numpy as np
+    from mlx.utils import tree_flatten
 
-    for path, m in net.named_modules():
-        if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
-            w = mx.dequantize(
+    quantized = {
+        path: m
+        for path, m in net.named_modules()
+        if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))
+    }
+    for name, v in tree_flatten(net.parameters()):
+        path, _, leaf = name.rpartition(".")
+        m = quantized.get(path)
+        if m is not None and leaf in ("scales", "biases"):
+            continue
+        if m is not None and leaf == "weight":
+            v = mx.dequantize(
                 m.weight, m.scales, getattr(m, "biases", None),
                 group_size=m.group_size, bits=m.bits, mode=m.mode,
             )  # fmt: skip
-            yield f"{path}.weight", np.array(w.astype(mx.float32))
-            if "bias" in m:
-                yield f"{path}.bias", np.array(m.bias.astype(mx.float32))
-        elif isinstance(m, (nn.Linear, nn.Embedding, nn.RMSNorm)):
-            for k, v in sorted(m.items()):
-                if isinstance(v, mx.array):
-                    yield f"{path}.{k}", np.array(v.astype(mx.float32))
+        yield name, np.array(v.astype(mx.float32))
 
 
 def estimated_size(net, gguf_type: str) -> int:
