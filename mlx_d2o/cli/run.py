@@ -10,6 +10,8 @@ section leaves out the path of the step before, it is wired in: train's `samples
 from __future__ import annotations
 
 import dataclasses
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -151,11 +153,17 @@ def _sample(args, continuing: bool):
 
 def _train(args, continuing: bool):
     from ..train import train
+    from ..train.checkpoints import TrainInterrupted
     from ..train.output import earlier_run
 
     if continuing and earlier_run(Path(args.adapter_path)):
         args = dataclasses.replace(args, resume=True, overwrite=False)
-    return train(args)
+    try:
+        return train(args)
+    except TrainInterrupted as e:
+        # this same command continues it (train --resumes the run it started)
+        e.resume_command = shlex.join(["mlx-d2o", *sys.argv[1:]])
+        raise
 
 
 def _eval(args, continuing: bool):
