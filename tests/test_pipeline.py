@@ -177,3 +177,16 @@ def test_run_killed_during_train_finishes_with_the_same_report(tiny_model, data,
     assert "continuing" in r.stdout and "resuming" in r.stderr.lower()
     want = numbers(tmp_path / "ref" / "report")
     assert len(want) > 20 and numbers(tmp_path / "killed" / "report") == want
+
+
+def test_recipe_without_a_section_is_one_line(tiny_model, data, tmp_path, capsys):
+    r = recipe(tmp_path, tiny_model, data, "a")
+    text = yaml.safe_load(r.read_text())
+    del text["eval"]
+    r.write_text(yaml.safe_dump(text))
+    code, out, err = run_cli(["run", "-c", r], capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {r}: no eval: section; `mlx-d2o run` needs sample:, train: and eval: "
+        "(and fuse: to fuse)"
+    ]
+    assert not (tmp_path / "a").exists()

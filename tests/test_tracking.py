@@ -153,3 +153,27 @@ def test_unknown_tracker_is_one_line(tiny_model, tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "error: --report-to mlflow: unknown tracker (known: wandb, swanlab, tensorboard)"
     ]
+
+
+def test_tracker_that_cannot_start_is_one_line(tiny_model, tmp_path):
+    """SwanLab without a login and without a TTY (CI) cannot start its run: one line, exit 2,
+    before step 1."""
+    pytest.importorskip("swanlab")
+    cache = make_cache(tiny_model, tmp_path / "cache", n=2)
+    env = {k: v for k, v in _env(tmp_path).items() if not k.startswith("SWANLAB")}
+    home = tmp_path / "home"
+    home.mkdir()
+    cmd = [SCRIPT, "train", "--model", str(tiny_model), "--samples", str(cache)]
+    cmd += ["--adapter-path", str(tmp_path / "a"), "--iters", "2", "--batch-size", "2"]
+    cmd += ["--report-to", "swanlab"]
+    r = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**env, "HOME": str(home)},
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --report-to swanlab: the tracker could not start its run")
+    assert "Traceback" not in r.stderr and not (tmp_path / "a" / "metrics.jsonl").exists()
