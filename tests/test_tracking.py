@@ -177,3 +177,20 @@ def test_tracker_that_cannot_start_is_one_line(tiny_model, tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: --report-to swanlab: the tracker could not start its run")
     assert "Traceback" not in r.stderr and not (tmp_path / "a" / "metrics.jsonl").exists()
+
+
+def test_only_rank_0_reports_under_mlx_launch(tiny_model, tmp_path):
+    """Two real ranks (`mlx.launch --backend ring`): one TensorBoard run, holding metrics.jsonl."""
+    pytest.importorskip("tensorboardX")
+    pytest.importorskip("tensorboard")
+    from test_train_distributed import launch_cmd
+
+    cache = make_cache(tiny_model, tmp_path / "cache")
+    out = tmp_path / "adapters"
+    cmd, env = launch_cmd(tiny_model, cache, out, 2, report_to="tensorboard")
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    tb = _tensorboard_scalars(out / "tensorboard")  # asserts a single run folder
+    want = _metrics(out)
+    assert {s for _, s in want} == {1, 2} and tb.keys() == want.keys()
+    assert all(tb[k] == pytest.approx(v, rel=1e-6) for k, v in want.items())
