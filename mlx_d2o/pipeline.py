@@ -124,15 +124,17 @@ def fused_fp(save_path) -> Optional[str]:
 @dataclass
 class Step:
     """One step: ARGS (its args dataclass), the fingerprints of its INPUTS (called when the
-    steps before it are done), what it writes (OUTPUT, checked by FINGERPRINT), and RUN, given
-    the args and whether it continues a run of the same key cut short."""
+    steps before it are done), what it writes (OUTPUT, checked by FINGERPRINT), and RUN. READY,
+    given the args and whether the step continues a run of the same key cut short, returns the
+    args to run with, or refuses (before the state records the step as started)."""
 
     name: str
     args: object
     inputs: Callable[[], dict]
     output: Path
     fingerprint: Callable[[Path], Optional[str]]
-    run: Callable[[object, bool], object]
+    run: Callable[[object], object]
+    ready: Callable[[object, bool], object] = lambda args, continuing: args
 
     def key(self) -> str:
         settings = {k: v for k, v in dataclasses.asdict(self.args).items() if k not in NOT_IDENTITY}
@@ -173,11 +175,12 @@ def run_steps(steps: list[Step], state_path: Path, echo: Callable[[str], None]) 
             echo(f"{head}  skipped  {step.output} (whole, made from the same inputs)")
             continue
         continuing = entry.get("started") == key
+        args = step.ready(step.args, continuing)
         state.set(step.name, started=key)
         how = "continuing" if continuing else "running"
         echo(f"{head}  {how}  -> {step.output}")
         tic = time.perf_counter()
-        step.run(step.args, continuing)
+        step.run(args)
         seconds = round(time.perf_counter() - tic, 1)
         made = step.fingerprint(step.output)
         if made is None:  # the step returned without its output: a bug, not the user's input

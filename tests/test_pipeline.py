@@ -126,7 +126,13 @@ def test_run_does_every_step_then_skips_every_step(tiny_model, data, tmp_path, c
     after = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
     assert after == before  # nothing was written again
 
-    # A train setting changed: sample is still whole and the same; the rest depends on train.
+    # A train setting changed: without `overwrite: true` the earlier adapters are kept...
+    r = recipe(tmp_path, tiny_model, data, "a", learning_rate=2e-3)
+    code, out, err = run_cli(["run", "-c", r], capsys)
+    assert code == 2 and "`overwrite: true` in the recipe's train: section" in err, err
+    assert after == {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    assert "train" not in step_lines(out)  # refused before it started
+    # ...with it, sample is still whole and the same, and the rest (it depends on train) runs.
     r = recipe(tmp_path, tiny_model, data, "a", learning_rate=2e-3, overwrite=True)
     code, out, err = run_cli(["run", "-c", r], capsys)
     assert code == 0, err

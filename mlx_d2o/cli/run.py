@@ -77,8 +77,8 @@ def build_steps(config: Path, recipe: dict) -> list:
     given = "adapter_path" in recipe or "adapter_path" in recipe["eval"]
     e_args = eval_args({"adapter_path": None if given else [t_args.adapter_path]}, config)
     steps = [
-        Step("sample", s_args, _sample_inputs(s_args), Path(s_args.output), _fp("cache"), _sample),
-        Step("train", t_args, _train_inputs(t_args), Path(t_args.adapter_path), _fp("adapter"), _train),
+        Step("sample", s_args, _sample_inputs(s_args), Path(s_args.output), _fp("cache"), _sample, _sample_ready),
+        Step("train", t_args, _train_inputs(t_args), Path(t_args.adapter_path), _fp("adapter"), _train, _train_ready),
         Step("eval", e_args, _eval_inputs(e_args), Path(e_args.output), _fp("report"), _eval),
     ]  # fmt: skip
     if isinstance(recipe.get("fuse"), dict):
@@ -144,20 +144,36 @@ def _adapter_or_none(path):
     return adapter_fp(path) if path else None
 
 
-def _sample(args, continuing: bool):
+def _sample_ready(args, continuing: bool):
+    # a cache this run started with the same key is continued, never cleared
+    return dataclasses.replace(args, overwrite=False) if continuing else args
+
+
+def _sample(args):
     from ..sample import sample
 
-    # a cache this run started with the same key is continued, never cleared
-    return sample(dataclasses.replace(args, overwrite=False) if continuing else args)
+    return sample(args)
 
 
-def _train(args, continuing: bool):
-    from ..train import train
-    from ..train.checkpoints import TrainInterrupted
+def _train_ready(args, continuing: bool):
     from ..train.output import earlier_run
 
-    if continuing and earlier_run(Path(args.adapter_path)):
-        args = dataclasses.replace(args, resume=True, overwrite=False)
+    earlier = earlier_run(Path(args.adapter_path))
+    if continuing and earlier:
+        return dataclasses.replace(args, resume=True, overwrite=False)
+    if earlier and not (args.overwrite or args.resume):
+        raise D2OError(
+            f"{args.adapter_path}: holds a run ({earlier}) made from other settings or inputs; "
+            "`overwrite: true` in the recipe's train: section replaces it, or give another "
+            "adapter_path"
+        )
+    return args
+
+
+def _train(args):
+    from ..train import train
+    from ..train.checkpoints import TrainInterrupted
+
     try:
         return train(args)
     except TrainInterrupted as e:
@@ -166,7 +182,7 @@ def _train(args, continuing: bool):
         raise
 
 
-def _eval(args, continuing: bool):
+def _eval(args):
     from ..evaluate import evaluate, markdown_table
 
     report = evaluate(args)
@@ -174,7 +190,7 @@ def _eval(args, continuing: bool):
     return report
 
 
-def _fuse(args, continuing: bool):
+def _fuse(args):
     from ..export import fuse
 
     result = fuse(args, log=typer.echo)
