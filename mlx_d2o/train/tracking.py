@@ -3,9 +3,10 @@ experiment trackers users already run, with the run's settings as the run config
 
 Weights & Biases and SwanLab go through mlx-lm's own callbacks (`mlx_lm.tuner.callbacks`,
 built by `get_reporting_callbacks`, as `mlx_lm.lora --report-to` does). TensorBoard goes through
-`tensorboardX`: it writes event files with protobuf alone, where `torch.utils.tensorboard` needs
-torch and the `tensorboard` package ships the viewer and readers, not a writer (it is in the
-`track` extra too, for `tensorboard --logdir`).
+`tensorboardX`: a stable writer that needs protobuf and numpy alone, where
+`torch.utils.tensorboard` needs torch and the `tensorboard` package's own torch-free
+`tensorboard.summary.Writer` is marked experimental, "subject to backwards-incompatible changes
+without notice" (the package is in the `track` extra as the viewer: `tensorboard --logdir`).
 
 Names are TRL's as its trackers show them (the Hugging Face trainer's `rewrite_logs`): a train
 line's metrics under `train/` (`train/loss`, `train/rewards/margins`, ...), a validation line's
