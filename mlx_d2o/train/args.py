@@ -49,6 +49,8 @@ class TrainArgs:
     dequantize: Optional[bool] = None  # None: on the CPU yes (fast float32); False: QLoRA
     memory_limit: Optional[float] = None  # GB a step may use; None: the device's (`train.plan`)
     chunk_size: Optional[int] = None  # sequences back-propagated at once; None: the plan's
+    report_to: Optional[str] = None  # "wandb,swanlab,tensorboard" (mlx_lm.lora's), `tracking`
+    project_name: Optional[str] = None  # the trackers' project; None: "mlx-d2o"
 
     def lora_parameters(self) -> dict:
         return {"rank": self.lora_rank, "scale": self.lora_scale, "dropout": self.lora_dropout}

@@ -27,6 +27,7 @@ from .refresh import refresh_due, refresh_note, refresh_window
 from .report import Reporter, Window
 from .run import Run, prepare
 from .step import evaluate, make_loss_fn, make_step, step_seed
+from .tracking import with_trackers
 from .trainable import checkpointed_layers
 
 
@@ -49,6 +50,7 @@ def train(
     shard = Shard.current()
     say = _speaker(log, shard)
     check_args(args, shard.size)
+    training_callback = with_trackers(args, shard, training_callback)
     with disk_errors(Path(args.adapter_path)), claim_output(args, shard, say):
         run = prepare(args, shard, say)
         args, model, G, iters = run.args, run.model, run.args.grad_accumulation_steps, run.iters

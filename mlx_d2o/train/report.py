@@ -108,6 +108,9 @@ class Reporter(TrainingCallback):
 
     def on_step_start(self, step: int) -> None:
         if self.bar is None:
+            start = getattr(self.wrapped, "open", None)  # the trackers' runs, before step 1
+            if callable(start):
+                start()
             self.say(f"step {step}: compiling the step (the progress bar starts after it)...")
 
     def on_step(self, step: int) -> None:
@@ -141,6 +144,9 @@ class Reporter(TrainingCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        close = getattr(self.wrapped, "close", None)  # the trackers' runs end with the loop's
+        if callable(close):
+            close()
 
     def __enter__(self) -> Reporter:
         return self
