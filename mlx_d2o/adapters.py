@@ -152,8 +152,13 @@ def check_fits(path: str | Path, net, weights: Optional[dict] = None) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+# Metric names older metrics.jsonl files used, and TRL's that replaced them.
+RENAMED_METRICS = {"rewards/margin": "rewards/margins", "accuracy": "rewards/accuracies"}
+
+
 def _metrics_rows(path: Path):
-    """JSON objects of metrics.jsonl; a torn last line (a run killed mid-write) is skipped."""
+    """JSON objects of metrics.jsonl, older names read as the current ones (`RENAMED_METRICS`);
+    a torn last line (a run killed mid-write) is skipped."""
     if not path.is_file():
         return
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -163,7 +168,7 @@ def _metrics_rows(path: Path):
             except json.JSONDecodeError:
                 continue
             if isinstance(row, dict):
-                yield row
+                yield {RENAMED_METRICS.get(k, k): v for k, v in row.items()}
 
 
 def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:

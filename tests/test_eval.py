@@ -459,6 +459,8 @@ def test_training_curves_read_both_val_styles(adapters, tmp_path):
 
     train, val = read_metrics(adapters[0] / "metrics.jsonl")
     assert [r["step"] for r in train] == [5, 10, 15] and val[0]["val_loss"] == 0.6
+    # written under the old name, read under TRL's
+    assert train[0]["rewards/margins"] == pytest.approx(0.1) and val[0]["rewards/margins"] == 0.2
     train, val = read_metrics(adapters[1] / "metrics.jsonl")
     assert len(train) == 1 and val[0]["val_loss"] == 0.68
     empty = write_jsonl(tmp_path / "empty.jsonl", [{"step": 1, "tokens": 5}])

@@ -193,7 +193,7 @@ def test_npo_gradient_tends_to_gradient_ascent_as_beta_vanishes():
 
 def test_metrics_carry_no_gradient():
     args = to_mx(*random_logps(0))
-    g = mx.grad(lambda a: d2o_loss(a, *args[1:])[1]["rewards/margin"])(args[0])
+    g = mx.grad(lambda a: d2o_loss(a, *args[1:])[1]["rewards/margins"])(args[0])
     assert np.all(np.array(g) == 0)
 
 
@@ -206,7 +206,7 @@ def test_d2o_with_one_sample_is_dpo(seed):
     d2o, m_d2o = d2o_loss(*to_mx(ps, pn, rs, rn), beta=beta, alpha=beta)
     dpo, m_dpo = dpo_loss(*to_mx(ps[:, 0], pn, rs[:, 0], rn), beta=beta)
     np.testing.assert_allclose(d2o.item(), dpo.item(), rtol=1e-6)
-    for name in ["rewards/negative", "rewards/margin", "accuracy"]:
+    for name in ["rewards/negative", "rewards/margins", "rewards/accuracies"]:
         np.testing.assert_allclose(m_d2o[name].item(), m_dpo[name].item(), rtol=1e-6)
     np.testing.assert_allclose(
         m_d2o["rewards/samples"].item(), m_dpo["rewards/chosen"].item(), rtol=1e-6
@@ -249,19 +249,19 @@ def test_metrics_on_constructed_example():
     args = to_mx(ps, pn, rs, rn)
 
     _, m = d2o_loss(*args, beta=1.0, alpha=1.0)
-    assert m["accuracy"].item() == pytest.approx(2 / 4)
+    assert m["rewards/accuracies"].item() == pytest.approx(2 / 4)
     z = ps.mean(axis=1) - pn
     assert m["rewards/samples"].item() == pytest.approx(ps.mean(axis=1).mean())
     assert m["rewards/negative"].item() == pytest.approx(pn.mean())
-    assert m["rewards/margin"].item() == pytest.approx(z.mean())
+    assert m["rewards/margins"].item() == pytest.approx(z.mean())
     assert m["logps/samples"].item() == pytest.approx(ps.mean())
     assert m["logps/negative"].item() == pytest.approx(pn.mean())
 
     _, m = d2o_instance_loss(*args, beta=1.0, alpha=1.0)
-    assert m["accuracy"].item() == pytest.approx((1 + 3 + 1 + 0) / 12)
+    assert m["rewards/accuracies"].item() == pytest.approx((1 + 3 + 1 + 0) / 12)
 
     _, m = dpo_loss(*to_mx(ps[:, 0], pn, rs[:, 0], rn), beta=1.0)
-    assert m["accuracy"].item() == pytest.approx(2 / 4)  # 3>0, 2>1, -4<0, 5=5
+    assert m["rewards/accuracies"].item() == pytest.approx(2 / 4)  # 3>0, 2>1, -4<0, 5=5
     assert m["rewards/negative"].item() == m["rewards/rejected"].item()
     assert m["rewards/chosen"].item() == pytest.approx(ps[:, 0].mean())
     assert m["logps/rejected"].item() == pytest.approx(pn.mean())
@@ -274,7 +274,7 @@ def test_metrics_on_constructed_example():
 def test_accuracy_in_unit_interval(seed):
     args = to_mx(*random_logps(seed))
     for fn in (d2o_loss, d2o_instance_loss):
-        acc = fn(*args)[1]["accuracy"].item()
+        acc = fn(*args)[1]["rewards/accuracies"].item()
         assert 0.0 <= acc <= 1.0
 
 
@@ -344,7 +344,13 @@ def test_declaration_derives_layout_metrics_and_help():
         "ga": ("negative",),
     }
     assert LOSSES["dpo"].metric_names() == sorted(
-        ["rewards/chosen", "rewards/rejected", "rewards/negative", "rewards/margin", "accuracy"]
+        [
+            "rewards/chosen",
+            "rewards/rejected",
+            "rewards/negative",
+            "rewards/margins",
+            "rewards/accuracies",
+        ]
         + ["logps/chosen", "logps/rejected"]
     )
     assert LOSSES["ga"].metric_names() == ["logps/negative", "nll/negative"]

@@ -149,8 +149,8 @@ def test_d2o_lowers_negatives_keeps_samples_and_loads_in_mlx_lm(tiny_model, cach
         "loss",
         "rewards/samples",
         "rewards/negative",
-        "rewards/margin",
-        "accuracy",
+        "rewards/margins",
+        "rewards/accuracies",
         "logps/samples",
         "logps/negative",
         "grad_norm",
@@ -304,7 +304,7 @@ def test_qlora_keeps_the_model_quantized(tiny_quantized_model, tmp_path):
         log=lambda s: None,
     )
     lines = metrics(out)
-    assert lines[-1]["rewards/margin"] > lines[0]["rewards/margin"]
+    assert lines[-1]["rewards/margins"] > lines[0]["rewards/margins"]
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["d2o"]["dequantized"] is False
     model, _ = load(str(tiny_quantized_model), adapter_path=str(out), dequantize=False)

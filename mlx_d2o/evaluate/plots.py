@@ -21,7 +21,7 @@ from typing import Optional
 from ..adapters import read_metrics
 
 # Training metrics the curves show, in TRL's names as the trainer writes them.
-CURVES = ("loss", "rewards/margin", "rewards/samples", "rewards/negative")
+CURVES = ("loss", "rewards/margins", "rewards/samples", "rewards/negative")
 
 
 def available() -> bool:

@@ -58,6 +58,7 @@ class _Run:
     SETS = ("harmful", "benign", "overrefusal")  # the generated sets, in generation order
 
     def __init__(self, args: EvalArgs):
+        from .. import logprobs
         from ..models import load
         from .judges import make_judge
 
@@ -67,7 +68,7 @@ class _Run:
         self.judge = make_judge(args.judge, args.judge_threshold, args.batch_size)
         _say(f"loading model {args.model}...")
         self.model, self.tok, self.info = load(args.model, return_info=True)
-        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        self.pad_id = logprobs.pad_id(self.tok)
         # Refuse a mismatched adapter or judge before any long work starts.
         self.configs = []
         for p in args.adapter_paths:

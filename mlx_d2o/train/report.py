@@ -123,7 +123,7 @@ class Reporter(TrainingCallback):
         self._write(train_info)
         if self.wrapped is not None:
             self.wrapped.on_train_loss_report(train_info)
-        margin = train_info.get("rewards/margin", float("nan"))
+        margin = train_info.get("rewards/margins", float("nan"))
         tok_s = f"{train_info['tokens_per_sec']:.0f}"
         if self.bar is not None:
             self.bar.set_postfix(
@@ -134,7 +134,7 @@ class Reporter(TrainingCallback):
         self._write(val_info)
         if self.wrapped is not None:
             self.wrapped.on_val_loss_report(val_info)
-        margin = val_info.get("rewards/margin", float("nan"))
+        margin = val_info.get("rewards/margins", float("nan"))
         self.say(f"step {val_info['step']}: val loss {fmt(val_info['loss'])}, margin {fmt(margin)}")
 
     def close(self) -> None:
