@@ -132,6 +132,9 @@ def main() -> int:
     ap.add_argument("--new", type=Path, default=Path(__file__).resolve().parent.parent)
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--only", action="append", default=None)
+    ap.add_argument(
+        "--reuse-old", action="store_true", help="keep the OLD tree's runs already in --work"
+    )
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="compare-trainers-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -156,12 +159,17 @@ def main() -> int:
         if "LIMIT" in json.dumps(runs) and limit is None:
             # 0.8 of an unchunked step's peak, measured by the OLD tree
             probe = work / "probe"
-            kw = dict(BASE, model=str(model), samples=str(cache), adapter_path=str(probe))
-            run_tree(a.old, [dict(kw, iters=2, overwrite=True)], env)
+            if not (probe / "metrics.jsonl").exists() or not a.reuse_old:
+                kw = dict(BASE, model=str(model), samples=str(cache), adapter_path=str(probe))
+                run_tree(a.old, [dict(kw, iters=2, overwrite=True)], env)
             limit = 0.8 * max(r["peak_memory_gb"] for r in metrics(probe))
         logs = {}
         for tag, tree in (("old", a.old), ("new", a.new)):
             out = work / name / tag
+            saved = work / name / f"{tag}.log.json"
+            if tag == "old" and a.reuse_old and saved.exists():
+                logs[tag] = json.loads(saved.read_text())
+                continue
             filled = []
             for kw in runs:
                 kw = {
@@ -178,6 +186,7 @@ def main() -> int:
                     kw["memory_limit"] = limit
                 filled.append(kw)
             logs[tag] = run_tree(tree, filled, env)
+            saved.write_text(json.dumps(logs[tag]))
         problems = compare(name, work / name / "old", work / name / "new", logs["old"], logs["new"])
         if problems:
             failed[name] = problems

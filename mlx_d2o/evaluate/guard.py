@@ -33,7 +33,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import D2OError
-from .judges import SAFE, UNSAFE
+from .markers import SAFE, UNSAFE
 from .prompts import (
     PAIRWISE_PROMPT,
     SAFETY_CATEGORIES,

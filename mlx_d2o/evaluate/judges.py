@@ -31,7 +31,16 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import D2OError
-from .markers import REFUSAL_MARKERS, UNSAFE_MARKERS, is_refusal, unsafe_kind
+from .markers import (
+    REFUSAL,
+    REFUSAL_MARKERS,
+    SAFE,
+    UNPARSEABLE,
+    UNSAFE,
+    UNSAFE_MARKERS,
+    is_refusal,
+    unsafe_kind,
+)
 
 __all__ = [
     "SAFE",
@@ -47,8 +56,6 @@ __all__ = [
     "RuleJudge",
     "make_judge",
 ]
-
-SAFE, UNSAFE, REFUSAL, UNPARSEABLE = "safe", "unsafe", "refusal", "unparseable"
 
 
 def keyword_verdict(text: str) -> str:

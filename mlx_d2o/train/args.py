@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from .. import losses
@@ -49,6 +49,8 @@ class TrainArgs:
     dequantize: Optional[bool] = None  # None: on the CPU yes (fast float32); False: QLoRA
     memory_limit: Optional[float] = None  # GB a step may use; None: the device's (`train.plan`)
     chunk_size: Optional[int] = None  # sequences back-propagated at once; None: the plan's
+    # Hyperparameters of a loss declared beyond alpha and beta (`losses.Param`), by name.
+    loss_params: dict = field(default_factory=dict)
 
     def lora_parameters(self) -> dict:
         return {"rank": self.lora_rank, "scale": self.lora_scale, "dropout": self.lora_dropout}

@@ -46,8 +46,9 @@ def write_json(path: Path, obj) -> None:
 def adapter_config(args: TrainArgs, d2o_meta: dict) -> dict:
     """mlx-lm's adapter_config.json (what `mlx_lm.load(..., adapter_path=)` reads), plus ours
     under "d2o"."""
-    lora = ("lora_rank", "lora_scale", "lora_dropout")
-    cfg = {k: v for k, v in asdict(args).items() if k not in lora}
+    nested = ("lora_rank", "lora_scale", "lora_dropout", "loss_params")
+    cfg = {k: v for k, v in asdict(args).items() if k not in nested}
+    cfg.update(args.loss_params)  # beside alpha and beta, as recipe keys are
     cfg["lora_parameters"] = args.lora_parameters()
     cfg["d2o"] = d2o_meta
     return cfg
@@ -144,7 +145,7 @@ def find_resumable(out: Path) -> tuple[Path, dict, dict, dict, list]:
 
 
 def resume_identity(args: TrainArgs) -> dict:
-    return {k: getattr(args, k) for k in RESUME_IDENTITY}
+    return {**{k: getattr(args, k) for k in RESUME_IDENTITY}, **args.loss_params}
 
 
 def _check_resumable(ckpt: Path, state: dict, manifest: dict, identity: Optional[dict]) -> None:

@@ -62,8 +62,9 @@ def read_cache(path) -> tuple[dict, list]:
     return manifest, rows
 
 
-def build_examples(rows: list, tokenizer, args, path) -> tuple[list, list]:
-    """Tokenize cache rows; returns (examples, rows_to_rescore).
+def build_examples(rows: list, tokenizer, args, path, say=None) -> tuple[list, list]:
+    """Tokenize cache rows; returns (examples, rows_to_rescore). SAY: where the warning goes
+    (the run's output channel; default stderr).
 
     A sequence longer than --max-seq-length keeps its prompt and loses the end of its response;
     its cached reference score was for the whole response, so it is listed for re-scoring with
@@ -81,14 +82,29 @@ def build_examples(rows: list, tokenizer, args, path) -> tuple[list, list]:
             examples.append(ex)
     if skipped:
         more = "..." if len(skipped) > 5 else ""
-        print(
+        (say or _stderr)(
             f"warning: {len(skipped)} rows skipped: their prompt alone fills --max-seq-length "
-            f"{args.max_seq_length} ({', '.join(skipped[:5])}{more})",
-            file=sys.stderr,
+            f"{args.max_seq_length} ({', '.join(skipped[:5])}{more})"
         )
     if not examples:
         raise D2OError(f"{path}: no row fits --max-seq-length {args.max_seq_length}")
     return examples, to_rescore
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def replace_samples(examples: list, rows: list, tokenizer, max_seq_length: int, path) -> list:
+    """Put each row of ROWS (K new samples with their reference scores, as the cache holds
+    them) into its example of EXAMPLES in place of the old samples, checked as a cache's rows
+    are (PATH names them); returns the samples cut to MAX_SEQ_LENGTH, to `rescore`."""
+    reader, to_rescore = _RowReader(tokenizer, None, max_seq_length, path), []
+    for ex, row in zip(examples, rows):
+        ex.samples, ex.ref_samples = [], []
+        reader.add_samples(ex, row, ex.id, to_rescore)
+        ex.row = {**ex.row, **row}
+    return to_rescore
 
 
 class _RowReader:

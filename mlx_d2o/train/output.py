@@ -94,20 +94,21 @@ def _check_earlier_run(out: Path, args) -> None:
         )
 
 
-def open_output(run) -> tuple[int, int]:
-    """Resume in the adapter folder (--resume) or start afresh there (what an earlier run left
-    is removed: `claim_output` let it through with --overwrite only); returns (start step,
-    tokens trained so far). Rank 0 alone touches the files."""
-    args, out, shard = run.args, run.out, run.shard
+def open_output(args, model, optimizer, manifest: dict, shard, say) -> tuple[int, int]:
+    """Resume in the adapter folder (--resume: MODEL and OPTIMIZER loaded from the newest
+    checkpoint, made from the cache of MANIFEST with ARGS' settings) or start afresh there (what
+    an earlier run left is removed: `claim_output` let it through with --overwrite only);
+    returns (start step, tokens trained so far). Rank 0 alone touches the files."""
+    out = Path(args.adapter_path)
     if args.resume:
         identity = resume_identity(args)
-        state = resume(out, run.model, run.optimizer, run.manifest, shard, run.say, identity)
+        state = resume(out, model, optimizer, manifest, shard, say, identity)
         if shard.rank == 0:
             truncate_metrics(out / METRICS_FILE, state["step"])
         return state["step"], int(state.get("trained_tokens", 0))
     if shard.rank == 0:
         if earlier_run(out):
-            run.say(f"--overwrite: the earlier run in {out} is replaced")
+            say(f"--overwrite: the earlier run in {out} is replaced")
         for name in RUN_FILES:
             p = out / name
             if p.is_dir():
