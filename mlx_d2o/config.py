@@ -1,4 +1,6 @@
-"""Recipes: YAML files of settings, merged with flags. The command line beats the YAML, the YAML
+"""Recipes: YAML settings read, flattened and merged with flags.
+
+Recipes: YAML files of settings, merged with flags. The command line beats the YAML, the YAML
 beats the defaults, as in `mlx_lm.lora -c`. Keys are the flag names with underscores
 (`learning_rate`, `adapter_path`); mlx-lm's nested `lora_parameters: {rank, scale, dropout}` is
 accepted too."""

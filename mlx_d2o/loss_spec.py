@@ -1,4 +1,6 @@
-"""The declaration of a loss (`Loss`: the rows it reads, its inputs, its hyperparameters
+"""The declaration of a loss (`Loss`) and of its hyperparameters (`Param`).
+
+The declaration of a loss (`Loss`: the rows it reads, its inputs, its hyperparameters
 `Param`, its metric aliases), from which the trainer derives everything else; `losses` holds the
 losses themselves and their entries."""
 

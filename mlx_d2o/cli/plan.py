@@ -1,4 +1,6 @@
-"""`mlx-d2o plan`: the predicted peak memory of a training step, from the model's config.json
+"""`mlx-d2o plan`: a training step's predicted peak memory, and the settings that fit.
+
+`mlx-d2o plan`: the predicted peak memory of a training step, from the model's config.json
 alone (no weights loaded), and the settings that make it fit (`train.plan`).
 
 Token lengths come from a sample cache (the step that peaks: its longest prompts), a records

@@ -111,11 +111,13 @@ class _Run:
         """
         from .progress import generate_responses
 
-        a = self.args
+        args = self.args
         prompts = [p for k in self.SETS for p in self.prompts[k]]
-        _say(f"{name}: generating {len(prompts)} responses (at most {a.max_tokens} tokens each)...")
+        _say(
+            f"{name}: generating {len(prompts)} responses (at most {args.max_tokens} tokens each)..."
+        )
         ids = generate_responses(
-            self.model, self.tok, prompts, a.max_tokens, a.temp, a.seed, a.batch_size,
+            self.model, self.tok, prompts, args.max_tokens, args.temp, args.seed, args.batch_size,
             f"{name}: generating",
         )  # fmt: skip
         out, i = {}, 0

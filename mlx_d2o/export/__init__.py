@@ -1,4 +1,6 @@
-"""Export: fuse an adapter into its base (`fuse`), how the fused weights are stored over a
+"""Export: fuse, quantized storage, fidelity, model card, Hub upload.
+
+Export: fuse an adapter into its base (`fuse`), how the fused weights are stored over a
 quantized base (`quant`), how close the result is to base + adapter (`fidelity`), the model card
 (`card`, `describe`) and the Hugging Face Hub upload (`hub`)."""
 

@@ -1,4 +1,6 @@
-"""What `fuse` says about the model it wrote: the model card's facts, the dry-run listing, the
+"""What `fuse` says about the model it wrote: card facts, dry-run listing, warnings.
+
+What `fuse` says about the model it wrote: the model card's facts, the dry-run listing, the
 fidelity line and the warnings."""
 
 from __future__ import annotations
@@ -74,11 +76,13 @@ def fidelity_line(fidelity: dict) -> str:
     )
 
 
-def fuse_warnings(changed: Optional[float], fidelity: Optional[dict], how: Optional[str]) -> list:
+def fuse_warnings(
+    changed: Optional[float], fidelity: Optional[dict], adapted: Optional[str]
+) -> list:
     """Warnings about what the fused model lost: the update rounded away (grid), or a KL to
     base + adapter above `KL_WARN`."""
     out = []
-    if changed is not None and how == "grid" and changed < 0.05:
+    if changed is not None and adapted == "grid" and changed < 0.05:
         out.append(
             f"only {changed:.2%} of the adapted weights changed when rounded to the base's grid: "
             "most of the update is finer than the quantization and is lost; "

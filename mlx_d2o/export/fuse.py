@@ -217,14 +217,14 @@ def _load_full(net, adapter_path: Path, names: set) -> dict:
     return requantize
 
 
-def _fuse_one(module, base, how: Optional[str]):
+def _fuse_one(module, base, adapted: Optional[str]):
     """mlx-lm's `fuse()`: float where HOW is None or the base is float; over a quantized base
     kept quantized, the float W + ΔW stored as HOW says (`quant.store_adapted`)."""
     import mlx.nn as nn
 
-    if how is None or not isinstance(base, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+    if adapted is None or not isinstance(base, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
         return module.fuse(dequantize=True)
-    return store_adapted(module.fuse(dequantize=True), base, how)
+    return store_adapted(module.fuse(dequantize=True), base, adapted)
 
 
 # Fused layers evaluated together. Measured on SmolLM2 (CPU): the same time for 1, 16, 64 or all
@@ -232,7 +232,7 @@ def _fuse_one(module, base, how: Optional[str]):
 EVAL_EVERY = 8
 
 
-def fuse_model(net, how: Optional[str] = None, evaluate: bool = True, progress: bool = True):
+def fuse_model(net, adapted: Optional[str] = None, evaluate: bool = True, progress: bool = True):
     """Replace every adapter layer by its fused layer, stored as HOW says, in place.
 
     Each layer's `fuse()` is mlx-lm's. Unlike mlx-lm's fuse script, which leaves everything lazy
@@ -254,7 +254,7 @@ def fuse_model(net, how: Optional[str] = None, evaluate: bool = True, progress: 
     bar = tqdm(total=n, desc="fusing", unit="layer", file=sys.stderr, disable=not progress or not n)
     for i in range(n):
         name, module, base = layers.pop()
-        fused = _fuse_one(module, base, how)
+        fused = _fuse_one(module, base, adapted)
         if evaluate and getattr(fused, "bits", None) == getattr(base, "bits", 0):
             changed = changed + changed_weights(fused, base)
             stats["weights"] += base.scales.size * base.group_size
@@ -274,7 +274,7 @@ def fuse_model(net, how: Optional[str] = None, evaluate: bool = True, progress: 
 # ---------------------------------------------------------------------------------------------
 
 
-def adapted_how(args: FuseArgs, base_config: dict) -> Optional[str]:
+def effective_adapted_layers(args: FuseArgs, base_config: dict) -> Optional[str]:
     """How the adapted layers are stored: None (float, as every other layer) when the fused
     model is written float or requantized whole, or the base is not quantized."""
     if args.dequantize or args.quantize or not base_config.get("quantization"):
@@ -288,17 +288,17 @@ def fused_net(args: FuseArgs, adapter_config: dict, log: Callable[[str], None]):
     adapter = Path(args.adapter_path)
     full = adapter_config.get("fine_tune_type", "lora") == "full"
     net, tokenizer, info, requantize = load_for_fuse(args.model, adapter, full=full)
-    how = adapted_how(args, info.config)
+    adapted = effective_adapted_layers(args, info.config)
     probe, view = None, FloatView()
     if args.fidelity and not args.dry_run:
         with view(net):  # base + adapter, before fusing
             probe = make_probe(net, tokenizer, args.fidelity_prompts)
         view.forget([*requantize.values(), *(b for _, _, b in adapters.adapter_layers(net))])
-    stats = fuse_model(net, how, evaluate=not args.dry_run, progress=not args.dry_run)
+    stats = fuse_model(net, adapted, evaluate=not args.dry_run, progress=not args.dry_run)
     if not stats["fused"] and not full:
         raise D2OError(f"{adapter}: no adapter layers found in the model after loading the adapter")
-    net, config = set_quantization(net, info.config, args, requantize, how or DEFAULT_ADAPTED)
-    if how is not None:
+    net, config = set_quantization(net, info.config, args, requantize, adapted or DEFAULT_ADAPTED)
+    if adapted is not None:
         modules = dict(net.named_modules())
         config = record_layers(config, {p: modules[p] for p in [*stats["fused"], *requantize]})
     changed = stats["changed"] / stats["weights"] if stats["weights"] else None
@@ -311,7 +311,13 @@ def fused_net(args: FuseArgs, adapter_config: dict, log: Callable[[str], None]):
         view.clear()
         fidelity = {"kl_per_token": kl, "tokens": probe.tokens, "source": probe.source}
         log(fidelity_line(fidelity))
-    return net, tokenizer, info, config, {"changed": changed, "adapted": how, "fidelity": fidelity}
+    return (
+        net,
+        tokenizer,
+        info,
+        config,
+        {"changed": changed, "adapted": adapted, "fidelity": fidelity},
+    )
 
 
 def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:

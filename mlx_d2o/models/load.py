@@ -1,4 +1,6 @@
-"""Loading models: a Hub repo id, an mlx-lm directory, a llama-family GGUF file, or an embedded name.
+"""Loading models: Hub id, mlx-lm directory, llama-family GGUF, or an embedded name.
+
+Loading models: a Hub repo id, an mlx-lm directory, a llama-family GGUF file, or an embedded name.
 
 Every command loads through `load()`, so the same rules hold everywhere:
 - a `.gguf` file is converted once into an mlx-lm directory (`convert_gguf`), cached, and

@@ -1,4 +1,6 @@
-"""What training writes into the adapter folder (its layout is `adapters.py`'s): the adapters
+"""What training writes into the adapter folder: adapters, checkpoints, resume.
+
+What training writes into the adapter folder (its layout is `adapters.py`'s): the adapters
 and their config, checkpoints that resume a run step for step, and metrics.jsonl kept as one run.
 
     checkpoints/NNNNNNN/   adapters + config (itself a loadable adapter folder), optimizer

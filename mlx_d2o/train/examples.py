@@ -15,8 +15,8 @@ from typing import Optional
 import mlx.core as mx
 import numpy as np
 
-from .. import data as D
 from .. import losses
+from ..data import prompt_tokens, response_tokens
 from ..errors import D2OError
 from ..logprobs import pad, score
 from ..sample.cache import read_cache as read
@@ -134,7 +134,7 @@ class _RowReader:
 
     def tokens(self, rid, msgs, prompt, text, cached_count, what) -> tuple[list, bool]:
         """Response tokens cut to the room the prompt leaves, and whether they were cut."""
-        ids = D.response_tokens(self.tokenizer, msgs, text, prompt)
+        ids = response_tokens(self.tokenizer, msgs, text, prompt)
         if cached_count is not None and cached_count != len(ids):
             raise D2OError(
                 f"{self.path}: row {rid!r}: field 'ref_tokens.{what}': the reference scored "
@@ -149,7 +149,7 @@ class _RowReader:
         # The row's own messages: `sample` puts --system-prompt first while generating only,
         # and scores (so we train) on the record's prompt.
         msgs = row["messages"]
-        prompt = D.prompt_tokens(self.tokenizer, msgs)
+        prompt = prompt_tokens(self.tokenizer, msgs)
         if len(prompt) >= self.max_len - 1:
             return None
         ref, counts = row["ref_logps"], row.get("ref_tokens") or {}

@@ -1,4 +1,6 @@
-"""`train(args)`: the training loop, read top to bottom; the parts live beside it (set-up in
+"""`train(args)`: the training loop, in one screen.
+
+`train(args)`: the training loop, read top to bottom; the parts live beside it (set-up in
 `run`, the step in `step`, files in `checkpoints`, reports in `report`, online D2O in
 `refresh`). It follows mlx-lm's tuner/trainer.py `train`, reporting through a callback."""
 
@@ -82,16 +84,16 @@ def train(
                 reporter.on_step_start(it)
                 tic = time.perf_counter()
                 batch, ntoks = collate(run.local_batch(it), run.loss.layout(), run.pad_id)
-                lvalue, metrics, grad_norm, grad = step(batch, grad, it % G == 0, chunk_size)
-                mx.eval(state, lvalue, metrics, grad_norm, grad)
+                loss_value, metrics, grad_norm, grad = step(batch, grad, it % G == 0, chunk_size)
+                mx.eval(state, loss_value, metrics, grad_norm, grad)
                 window.time += time.perf_counter() - tic
                 reporter.on_step(it)
                 # Summed over the ranks, so a NaN on one rank, or a signal to one, stops all alike.
-                flags = mx.stack([lvalue.astype(mx.float32), mx.array(float(stop.requested))])
-                loss_value, stopping = shard.sum(flags).tolist()
-                if not math.isfinite(loss_value):
-                    raise D2OError(nan_message(loss_value, it, run.out))
-                window.add(lvalue, metrics, grad_norm if it % G == 0 else None, ntoks)
+                flags = mx.stack([loss_value.astype(mx.float32), mx.array(float(stop.requested))])
+                loss_total, stopping = shard.sum(flags).tolist()
+                if not math.isfinite(loss_total):
+                    raise D2OError(nan_message(loss_total, it, run.out))
+                window.add(loss_value, metrics, grad_norm if it % G == 0 else None, ntoks)
                 if it % args.steps_per_report == 0 or it == iters:
                     lr = float(optimizer.learning_rate.item())
                     last = window.report(it, shard, lr, trained_tokens)

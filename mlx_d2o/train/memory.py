@@ -1,4 +1,6 @@
-"""How much of a step runs at once: this run's memory plan (`plan`, from the loaded model's
+"""This run's memory plan and the chunk size it trains with.
+
+How much of a step runs at once: this run's memory plan (`plan`, from the loaded model's
 config, the loss's rows and the cache's real lengths), printed at the start, and the chunk size
 it picks under --memory-limit (`step`'s exact chunking makes any size give the same gradient).
 """

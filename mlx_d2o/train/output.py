@@ -1,4 +1,6 @@
-"""The adapter folder before and around a run: one run at a time (`io.RunLock`), an earlier run
+"""The adapter folder around a run: one run at a time, earlier runs kept, leftovers removed.
+
+The adapter folder before and around a run: one run at a time (`io.RunLock`), an earlier run
 kept unless --resume continues it or --overwrite replaces it, the leftovers of writes that a
 kill interrupted removed, and a folder that cannot be written told in one line."""
 
@@ -140,8 +142,8 @@ def _concerns(out: Path, filename) -> bool:
     """True when FILENAME is OUT, inside it, or a folder on the way to it (or not known)."""
     if filename is None:
         return True
-    a, b = os.path.abspath(os.fsdecode(filename)), os.path.abspath(out)
-    return a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep)
+    path, folder = os.path.abspath(os.fsdecode(filename)), os.path.abspath(out)
+    return path == folder or path.startswith(folder + os.sep) or folder.startswith(path + os.sep)
 
 
 def _hint(out: Path) -> str:

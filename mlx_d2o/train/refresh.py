@@ -1,4 +1,6 @@
-"""Online D2O ("variable reference", Duan et al. arXiv:2403.03419): every --refresh-every steps
+"""Online D2O: the current policy samples the coming steps' prompts again.
+
+Online D2O ("variable reference", Duan et al. arXiv:2403.03419): every --refresh-every steps
 the current policy samples the prompts of the coming steps again (π_r := π_θ), through the
 sample step's library functions and the cache's sampling settings; the unchanged reference
 (`step.reference_model`) scores the new samples."""

@@ -1,6 +1,7 @@
-"""One training run's context (`Run`), decided whole by `prepare` before the loop and frozen:
-the resolved settings, the data, the model and its optimizer, the memory plan; and what the
-run writes at its checkpoints and at its end."""
+"""One training run's context (`Run`), decided whole by `prepare` and frozen.
+
+It holds the resolved settings, the data, the model and its optimizer, the memory plan; and
+writes the run's checkpoints and its summary."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import Optional
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from .. import data as D
 from .. import losses
 from ..adapters import CHECKPOINTS_DIR, last_metrics
+from ..data import write_jsonl_atomic
 from ..distributed import Shard
 from ..logprobs import pad_id
 from ..models import check_made_for, load
@@ -102,7 +103,7 @@ class Run:
             args.max_seq_length,
         )  # fmt: skip
         if shard.rank == 0:  # what the policy sampled (rank 0's share under mlx.launch)
-            D.write_jsonl_atomic(self.out / ONLINE_DIR / f"samples-step{it:07d}.jsonl", fresh)
+            write_jsonl_atomic(self.out / ONLINE_DIR / f"samples-step{it:07d}.jsonl", fresh)
 
     def probe(self) -> tuple[list, str]:
         """The prompts whose mean log π(negative) the summary reports before and after: the
