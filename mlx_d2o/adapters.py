@@ -222,6 +222,58 @@ def last_metrics(path: str | Path) -> dict:
     return out
 
 
+def put_full(net, path: str | Path, tuned: dict) -> tuple[list, list, list, list]:
+    """A full fine-tune's TUNED weights (name -> array) put into NET in place, the one way eval,
+    sample and fuse load one. A full fine-tune trains float weights (on the CPU, of the
+    dequantized base), so the quantized modules it replaced are made float first (dequantized,
+    the base's float type); the tuned weights are cast to the type of those they replace, and
+    names and shapes are checked (one line naming PATH). Modules it did not touch keep their
+    weights bit for bit. Returns (tuned, base values of the same names, the float modules put
+    in, the quantized modules they replaced), as (path, value) lists."""
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    modules = dict(net.named_modules())
+    floats, quantized = [], []
+    for name in sorted({n.rsplit(".", 1)[0] for n in tuned}):
+        m = modules.get(name)
+        if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+            floats.append((name, _float_copy(m)))
+            quantized.append((name, m))
+    if floats:
+        net.update_modules(tree_unflatten(floats))
+    params = dict(tree_flatten(net.parameters()))
+    bad = [k for k, v in tuned.items() if k not in params or params[k].shape != v.shape]
+    if bad:
+        if quantized:
+            net.update_modules(tree_unflatten(quantized))
+        raise D2OError(
+            f"{path}: weights {', '.join(bad[:3])} do not fit the model: "
+            "this adapter was made for another base model"
+        )
+    on = [(k, v.astype(params[k].dtype)) for k, v in tuned.items()]
+    off = [(k, params[k]) for k in tuned]
+    net.update(tree_unflatten(on))
+    return on, off, floats, quantized
+
+
+def _float_copy(m):
+    """A float Linear / Embedding holding the dequantized weights of quantized module M."""
+    import mlx.nn as nn
+
+    w = mx.dequantize(
+        m.weight, m.scales, m.biases, group_size=m.group_size, bits=m.bits, mode=m.mode
+    )
+    if isinstance(m, nn.QuantizedLinear):
+        f = nn.Linear(w.shape[1], w.shape[0], bias="bias" in m)
+        if "bias" in m:
+            f.bias = m.bias
+    else:
+        f = nn.Embedding(*w.shape)
+    f.weight = w
+    return f
+
+
 # ---------------------------------------------------------------------------------------------
 # Adapters off and on, on one loaded base
 # ---------------------------------------------------------------------------------------------
@@ -287,17 +339,7 @@ class Adapter:
         model.eval()
 
     def _put_full(self, tuned: dict) -> None:
-        from mlx.utils import tree_flatten
-
-        params = dict(tree_flatten(self.model.parameters()))
-        bad = [k for k, v in tuned.items() if k not in params or params[k].shape != v.shape]
-        if bad:
-            raise D2OError(
-                f"{self.path}: weights {', '.join(bad[:3])} do not fit the model: "
-                "this adapter was made for another base model"
-            )
-        self._on, self._off = list(tuned.items()), [(k, params[k]) for k in tuned]
-        self._set(True)
+        self._on, self._off, self._floats, self._quantized = put_full(self.model, self.path, tuned)
 
     def _put_lora(self) -> None:
         from mlx_lm.utils import load_adapters
@@ -324,10 +366,14 @@ class Adapter:
         from mlx.utils import tree_unflatten
 
         items = self._on if on else self._off
-        if self.full:
-            self.model.update(tree_unflatten(items))
-        else:
+        if not self.full:
             self.model.update_modules(tree_unflatten(items))
+            return
+        if on and self._floats:  # a quantized base: the tuned modules are float ones
+            self.model.update_modules(tree_unflatten(self._floats))
+        self.model.update(tree_unflatten(items))
+        if not on and self._quantized:
+            self.model.update_modules(tree_unflatten(self._quantized))
 
     @contextlib.contextmanager
     def disabled(self):

@@ -161,7 +161,7 @@ def load_for_fuse(model: str, adapter_path: str | Path, full: bool = False):
     adapters.check_base(adapter_path, adapters.read_config(adapter_path), info.fingerprint)
     try:
         if full:
-            return net, tokenizer, info, _load_full(net, Path(adapter_path), set(weights))
+            return net, tokenizer, info, _load_full(net, Path(adapter_path), weights)
         net = load_adapters(net, str(adapter_path))
         net.eval()
         return net, tokenizer, info, {}
@@ -176,45 +176,10 @@ def load_for_fuse(model: str, adapter_path: str | Path, full: bool = False):
         ) from None
 
 
-def _load_full(net, adapter_path: Path, names: set) -> dict:
-    """Put full fine-tuned weights (NAMES) into NET in the base's own format.
-
-    A full fine-tune trains float weights (on the CPU, of the dequantized base), so the modules
-    it replaced are dequantized first, loaded by mlx-lm's `load_adapters` (which checks names and
-    shapes), cast back to the base's float type, and reported for requantizing on their own
-    grid. Modules it did not touch keep their original quantized weights bit for bit.
-    """
-    import mlx.core as mx
-    import mlx.nn as nn
-    from mlx.utils import tree_flatten, tree_unflatten
-    from mlx_lm.utils import load_adapters
-
-    modules = dict(net.named_modules())
-    requantize, swaps = {}, []
-    for path in sorted({n.rsplit(".", 1)[0] for n in names}):
-        m = modules.get(path)
-        if not isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
-            continue
-        w = mx.dequantize(
-            m.weight, m.scales, m.biases, group_size=m.group_size, bits=m.bits, mode=m.mode
-        )
-        if isinstance(m, nn.QuantizedLinear):
-            f = nn.Linear(w.shape[1], w.shape[0], bias="bias" in m)
-            if "bias" in m:
-                f.bias = m.bias
-        else:
-            f = nn.Embedding(*w.shape)
-        f.weight = w
-        swaps.append((path, f))
-        requantize[path] = m
-    if swaps:
-        net.update_modules(tree_unflatten(swaps))
-    params = dict(tree_flatten(net.parameters()))
-    dtypes = {k: params[k].dtype for k in names if k in params}
-    load_adapters(net, str(adapter_path))
-    params = dict(tree_flatten(net.parameters()))
-    net.update(tree_unflatten([(k, params[k].astype(d)) for k, d in dtypes.items()]))
-    return requantize
+def _load_full(net, adapter_path: Path, weights: dict) -> dict:
+    """Put full fine-tuned WEIGHTS into NET in the base's own format (`adapters.put_full`);
+    returns the quantized modules they replaced, by path, for requantizing on their own grid."""
+    return dict(adapters.put_full(net, adapter_path, weights)[3])
 
 
 def _fuse_one(module, base, adapted: Optional[str]):

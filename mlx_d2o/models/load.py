@@ -192,7 +192,10 @@ def load(
     did = prepare_for_device(net, dequantize)
     if adapter_path is not None:
         adapters.check_fits(adapter_path, net)
-        net = load_adapters(net, str(adapter_path))
+        if adapters.read_config(adapter_path).get("fine_tune_type") == "full":
+            adapters.put_full(net, adapter_path, adapters.load_weights(adapter_path))
+        else:
+            net = load_adapters(net, str(adapter_path))
         net.eval()
     if return_info:
         return net, tokenizer, LoadedModel(model, path, model_fingerprint(path), config, did)
