@@ -111,8 +111,10 @@ def _settings(cli: dict, config: Optional[str]) -> dict:
     """Flags > the recipe's train section > `mlx-d2o train`'s defaults (plan's own keys too)."""
     from ..config import load_recipe, merge
     from ..train import DEFAULTS
+    from .train import extra_params
 
     own = {k: None for k in ("k", "q_bits", "dtype", "chunk_size", "memory_limit", "ram")}
+    own.update({n: None for n in extra_params()})  # a loss's own hyperparameters: train's keys
     own.update(step="shared", data=None, prompt_tokens=None, response_tokens=None)
     s = merge(cli, config, {**DEFAULTS, **own, "tokenizer": None}, section="train")
     sample = load_recipe(config).get("sample") if config else None
