@@ -3,6 +3,9 @@
 
     python scripts/compare_trainers.py --old /work/main --new . [--work DIR] [--only NAME]
 
+When main has moved on since the branch point, compare against the branch point itself:
+`git archive BASE | tar -x -C /tmp/base` and `--old /tmp/base`.
+
 Each set-up runs in a fresh process per tree (PYTHONPATH=<tree>) on the same tiny random llama
 and the same sample cache (built once, by the NEW tree's test helper). Compared:
 - metrics.jsonl line by line: every key except the timings (tokens_per_sec, val_time) and the
