@@ -224,12 +224,9 @@ def last_metrics(path: str | Path) -> dict:
 
 def put_full(net, path: str | Path, tuned: dict) -> tuple[list, list, list, list]:
     """A full fine-tune's TUNED weights (name -> array) put into NET in place, the one way eval,
-    sample and fuse load one. A full fine-tune trains float weights (on the CPU, of the
-    dequantized base), so the quantized modules it replaced are made float first (dequantized,
-    the base's float type); the tuned weights are cast to the type of those they replace, and
-    names and shapes are checked (one line naming PATH). Modules it did not touch keep their
-    weights bit for bit. Returns (tuned, base values of the same names, the float modules put
-    in, the quantized modules they replaced), as (path, value) lists."""
+    sample and fuse load one: the quantized modules it replaced made float (it trains float
+    weights), cast to the types they replace, checked (one line naming PATH); other modules
+    untouched. Returns (tuned, base values, float modules in, quantized ones out) lists."""
     import mlx.nn as nn
     from mlx.utils import tree_flatten, tree_unflatten
 
@@ -247,10 +244,8 @@ def put_full(net, path: str | Path, tuned: dict) -> tuple[list, list, list, list
     if bad:
         if quantized:
             net.update_modules(tree_unflatten(quantized))
-        raise D2OError(
-            f"{path}: weights {', '.join(bad[:3])} do not fit the model: "
-            "this adapter was made for another base model"
-        )
+        fit = f"weights {', '.join(bad[:3])} do not fit the model"
+        raise D2OError(f"{path}: {fit}: this adapter was made for another base model")
     on = [(k, v.astype(params[k].dtype)) for k, v in tuned.items()]
     off = [(k, params[k]) for k in tuned]
     net.update(tree_unflatten(on))
@@ -261,15 +256,11 @@ def _float_copy(m):
     """A float Linear / Embedding holding the dequantized weights of quantized module M."""
     import mlx.nn as nn
 
-    w = mx.dequantize(
-        m.weight, m.scales, m.biases, group_size=m.group_size, bits=m.bits, mode=m.mode
-    )
-    if isinstance(m, nn.QuantizedLinear):
-        f = nn.Linear(w.shape[1], w.shape[0], bias="bias" in m)
-        if "bias" in m:
-            f.bias = m.bias
-    else:
-        f = nn.Embedding(*w.shape)
+    w = mx.dequantize(m.weight, m.scales, m.biases, m.group_size, m.bits, mode=m.mode)
+    linear = isinstance(m, nn.QuantizedLinear)
+    f = nn.Linear(w.shape[1], w.shape[0], bias="bias" in m) if linear else nn.Embedding(*w.shape)
+    if linear and "bias" in m:
+        f.bias = m.bias
     f.weight = w
     return f
 
@@ -311,6 +302,31 @@ def adapters_disabled(model):
         yield model
     finally:
         model.update_modules(tree_unflatten([(n, wrapper) for n, wrapper, _ in layers]))
+
+
+@contextlib.contextmanager
+def as_reference(model, base_params: Optional[dict] = None):
+    """The reference π_ref of the policy MODEL, in place, for the duration of the block: the
+    one way sample, train (set-up and online refresh) and eval get it.
+
+    LoRA/DoRA: each wrapper swapped for the layer it wraps (`adapters_disabled`). A full
+    fine-tune has no base layer to swap back: BASE_PARAMS (flat names -> the starting values of
+    the tuned parameters) are put in for the block and the tuned ones back after it. Either way
+    the reference is the policy's own loaded weights, so it has the policy's precision (the
+    same --dequantize / keep-quantized choice), and no second copy of the model is loaded.
+    """
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    current = None
+    if base_params:
+        current = [(k, v) for k, v in tree_flatten(model.parameters()) if k in base_params]
+        model.update(tree_unflatten(list(base_params.items())))
+    try:
+        with adapters_disabled(model):
+            yield model
+    finally:
+        if current is not None:
+            model.update(tree_unflatten(current))
 
 
 class Adapter:
@@ -375,14 +391,9 @@ class Adapter:
         if not on and self._quantized:
             self.model.update_modules(tree_unflatten(self._quantized))
 
-    @contextlib.contextmanager
     def disabled(self):
-        """The base model (π_ref) inside the block, the adapted one after it."""
-        self._set(False)
-        try:
-            yield self.model
-        finally:
-            self._set(True)
+        """The base model (π_ref, `as_reference`) inside the block, the adapted one after it."""
+        return as_reference(self.model, dict(self._off) if self.full else None)
 
     def remove(self):
         self._set(False)

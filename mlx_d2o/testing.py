@@ -17,15 +17,23 @@ CHATML_TEMPLATE = (
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def tiny_tokenizer():
+# A few GPT-2-style merges (Ġ is the byte-level space), for a tokenizer that exercises BPE
+# merging: llama.cpp refuses a byte-level BPE vocabulary without merges (`fuse --export-gguf`).
+TINY_MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("e", "r"), ("Ġ", "a")]
+
+
+def tiny_tokenizer(merges: bool = False):
+    """The byte-level ChatML tokenizer; MERGES: with `TINY_MERGES` (their tokens come after the
+    bytes, so the first 259 ids are the same either way)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     from .models.gguf import _bytes_to_unicode
 
     alphabet = [c for _, c in sorted(_bytes_to_unicode().items())]
-    vocab = {t: i for i, t in enumerate(SPECIALS + alphabet)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    pairs = TINY_MERGES if merges else []
+    vocab = {t: i for i, t in enumerate(SPECIALS + alphabet + [a + b for a, b in pairs])}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS])
@@ -53,8 +61,14 @@ def make_tiny_model(
     tie_word_embeddings: bool = False,
     quantize: bool = False,
     context: int = 1024,
+    dtype: str = "float32",
+    merges: bool = False,
+    tokenizer=None,
 ) -> Path:
-    """Write a random llama model directory at PATH that `mlx_lm.load` reads."""
+    """Write a random llama model directory at PATH that `mlx_lm.load` reads; DTYPE: the
+    floating weights' (with QUANTIZE, the scales' and biases' too: 'bfloat16' gives the 4-bit
+    bf16-scales layout of mlx-community's models); MERGES: see `tiny_tokenizer`; TOKENIZER: a
+    Hugging Face tokenizer instead of it."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.models import llama
@@ -62,7 +76,7 @@ def make_tiny_model(
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tok = tiny_tokenizer()
+    tok = tokenizer if tokenizer is not None else tiny_tokenizer(merges)
     config = {
         "model_type": "llama",
         "hidden_size": hidden_size,
@@ -80,6 +94,7 @@ def make_tiny_model(
     }
     mx.random.seed(seed)
     model = llama.Model(llama.ModelArgs.from_dict(config))
+    model.set_dtype(getattr(mx, dtype))
     mx.eval(model.parameters())
     if quantize:
         model, config = quantize_model(model, config, group_size=32, bits=4)

@@ -90,6 +90,25 @@ Report = Annotated[
         "adapter)."
     ),
 ]
+ExportGguf = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--export-gguf/--no-export-gguf",
+        help="Also write the fused model as one GGUF file (llama.cpp, Ollama, LM Studio) inside "
+        "--save-path, with its tokenizer and chat template; its KL/token to base + adapter is "
+        "printed and on the card. Llama-family models.",
+    ),
+]
+GgufType = Annotated[
+    Optional[str],
+    typer.Option(help="GGUF weight type for --export-gguf: f16 (default) or q8_0."),
+]
+GgufPath = Annotated[
+    Optional[str],
+    typer.Option(
+        help="File name of the GGUF inside --save-path (default: ggml-model-<gguf-type>.gguf)."
+    ),
+]
 Config = Annotated[
     Optional[Path],
     typer.Option("--config", "-c", help="YAML recipe (its `fuse:` section or top-level keys)."),
@@ -112,6 +131,9 @@ def command(
     dry_run: DryRun = None,
     overwrite: Overwrite = None,
     report: Report = None,
+    export_gguf: ExportGguf = None,
+    gguf_type: GgufType = None,
+    gguf_path: GgufPath = None,
     config: Config = None,
 ):
     """Fuse a LoRA/DoRA adapter into its base model (mlx-lm format, with a model card); \
@@ -132,5 +154,7 @@ upload to the Hub."""
     total = sum(s for _, s in result.files)
     files = len(result.files)
     typer.echo(f"wrote {result.save_path} ({kind}, {files} files, {total / 2**20:.1f} MB)")
+    if result.gguf:
+        typer.echo(f"wrote {result.save_path / result.gguf['file']} (GGUF, {result.gguf['type']})")
     if result.uploaded:
         typer.echo(f"uploaded to {result.url}")

@@ -2,7 +2,8 @@
 
 Export: fuse an adapter into its base (`fuse`), how the fused weights are stored over a
 quantized base (`quant`), how close the result is to base + adapter (`fidelity`), the model card
-(`card`, `describe`) and the Hugging Face Hub upload (`hub`)."""
+(`card`, `describe`), the Hugging Face Hub upload (`hub`) and the GGUF export for llama.cpp
+(`to_gguf`, `gguf_vocab`)."""
 
 from .fidelity import FloatView, kl_per_token, make_probe
 from .fuse import FuseArgs, FuseResult, fuse, fuse_model, load_for_fuse
@@ -15,6 +16,7 @@ from .quant import (
     store_adapted,
     unpack_codes,
 )
+from .to_gguf import GGUF_TYPES, export_gguf
 
 __all__ = [
     "ADAPTED_LAYERS",
@@ -22,6 +24,8 @@ __all__ = [
     "FuseArgs",
     "FuseResult",
     "FloatView",
+    "GGUF_TYPES",
+    "export_gguf",
     "changed_weights",
     "fuse",
     "fuse_model",

@@ -216,7 +216,29 @@ def _weights_lines(quantization, dtype: str, facts: dict, fingerprints: dict) ->
             f"- adapted weights whose quantized value the update moved: {changed:.2%}"
             + (" (the rest of the update was finer than the grid)" if changed < 0.05 else "")
         )
+    gguf = facts.get("gguf")
+    if gguf:
+        line = f"- GGUF for llama.cpp, Ollama and LM Studio: `{gguf['file']}` ({gguf['type']})"
+        if "kl_per_token" in gguf:
+            line += (
+                f"; KL(base + adapter ‖ the GGUF) = {gguf['kl_per_token']:.2g} nats per token on "
+                "the same tokens, the file loaded back through MLX's GGUF reader"
+            )
+        lines.append(line)
     return lines + [f"- {k}: `{v}`" for k, v in fingerprints.items()]
+
+
+def _llama_cpp_lines(gguf: Optional[dict]) -> list:
+    if not gguf:
+        return []
+    return [
+        "## Use with llama.cpp",
+        "",
+        "```bash",
+        f"llama-cli -m {gguf['file']} -cnv",
+        "```",
+        "",
+    ]
 
 
 def _usage_lines(name: str) -> list:
@@ -256,9 +278,10 @@ def model_card(
     manifest: Optional[dict] = None,
     fidelity: Optional[dict] = None,
     adapted: Optional[str] = None,
+    gguf: Optional[dict] = None,
 ) -> str:
     """README.md: Hub front matter (YAML) and Markdown with the training settings, eval results
-    and how the weights are stored (CHANGED, FIDELITY, ADAPTED: as `fuse` measured them)."""
+    and how the weights are stored (CHANGED, FIDELITY, ADAPTED, GGUF: as `fuse` measured them)."""
     import yaml
 
     manifest = manifest or {}
@@ -291,7 +314,7 @@ def model_card(
             "",
             eval_table,
         ]
-    facts = {"changed": changed, "fidelity": fidelity, "adapted": adapted}
+    facts = {"changed": changed, "fidelity": fidelity, "adapted": adapted, "gguf": gguf}
     lines += _weights_lines(quantization, dtype, facts, fingerprints)
-    lines += _usage_lines(name)
+    lines += _usage_lines(name) + _llama_cpp_lines(gguf)
     return "\n".join(lines)

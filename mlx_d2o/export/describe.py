@@ -76,11 +76,23 @@ def fidelity_line(fidelity: dict) -> str:
     )
 
 
+def gguf_line(gguf: dict, fidelity: Optional[dict]) -> str:
+    """One line: the GGUF written and its KL per token (on the same tokens as `fidelity_line`)."""
+    line = f"GGUF {gguf['file']} ({gguf['type']}, {human_size(gguf['bytes'])})"
+    if "kl_per_token" not in gguf:
+        return f"{line}: fidelity not measured (--no-fidelity)"
+    return (
+        f"{line}: KL/token {gguf['kl_per_token']:.2g} to base + adapter, loaded back through "
+        f"MLX's GGUF reader ({gguf['tokens']} response tokens"
+        + (f" of {fidelity['source']})" if fidelity else ")")
+    )
+
+
 def fuse_warnings(
-    changed: Optional[float], fidelity: Optional[dict], adapted: Optional[str]
+    changed: Optional[float], fidelity: Optional[dict], adapted: Optional[str], gguf=None
 ) -> list:
     """Warnings about what the fused model lost: the update rounded away (grid), or a KL to
-    base + adapter above `KL_WARN`."""
+    base + adapter above `KL_WARN` (of the fused directory, or of the GGUF)."""
     out = []
     if changed is not None and adapted == "grid" and changed < 0.05:
         out.append(
@@ -93,5 +105,11 @@ def fuse_warnings(
             f"the fused model is {fidelity['kl_per_token']:.2g} nats/token (KL) away from base + "
             f"adapter, above {KL_WARN}: it does not behave like the adapter; "
             "--adapted-layers 8bit or float, or --dequantize, stays closer"
+        )
+    out += (gguf or {}).get("warnings", [])
+    if gguf and gguf.get("kl_per_token", 0) > KL_WARN:
+        out.append(
+            f"the GGUF {gguf['file']} is {gguf['kl_per_token']:.2g} nats/token (KL) away from "
+            f"base + adapter, above {KL_WARN}: --gguf-type f16 stays closer"
         )
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -21,19 +22,23 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
         raise D2OError(f"{out} exists and is not empty (use --overwrite to replace it)")
 
 
-def write_model(out: Path, overwrite: bool, base: Path, net, tokenizer, config, card: str) -> list:
+def write_model(
+    out: Path, overwrite: bool, base: Path, net, tokenizer, config, card: str, extra=()
+) -> list:
     """Write the fused model to OUT, all or nothing; [(file name, bytes)] of what was written.
 
     mlx-lm's save writes the shards, index, config (quantization included), tokenizer with its
     chat template and generation_config.json, and a bare model card, which ours replaces. All of
     it goes to a temp folder beside OUT first: a failure midway leaves no OUT (and, with
-    --overwrite, the old OUT untouched).
+    --overwrite, the old OUT untouched). EXTRA: files already written (the GGUF), moved in.
     """
     from mlx_lm.utils import save
 
     with atomic_dir(out) as tmp:
         save(tmp, str(base), net, tokenizer, config, donate_model=False)
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        for f in extra:
+            os.replace(f, tmp / Path(f).name)
         check_out_dir(out, overwrite)  # again: something may have appeared while we worked
     return sorted((p.name, p.stat().st_size) for p in out.iterdir() if p.is_file())
 

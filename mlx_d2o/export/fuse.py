@@ -8,7 +8,8 @@ stored as `--adapted-layers` says (default: 8 bits, beside the base's own quanti
 rest; `quant.ADAPTED_LAYERS`), because rounding W + ΔW back to 4 bits loses most of a LoRA
 update. What this module adds around it: checks before any work, the fidelity of the result
 measured against base + adapter (`fidelity`), a write that is all-or-nothing, a D2O model card
-(`card`), and an upload whose failure leaves OUT intact (`hub`).
+(`card`), an upload whose failure leaves OUT intact (`hub`), and with `--export-gguf` one GGUF
+file for llama.cpp inside OUT, measured the same way once read back (`to_gguf`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Optional
 from .. import adapters
 from ..errors import D2OError
 from ..models import DEFAULT_MODEL
-from .describe import fidelity_line, fuse_warnings, log_dry_run, make_card
+from .describe import fidelity_line, fuse_warnings, gguf_line, log_dry_run, make_card
 from .fidelity import FloatView, kl_per_token, make_probe
 from .files import check_out_dir, planned_files, write_model
 from .hub import HUB_ID, hub_token, hub_url, upload
@@ -36,6 +37,14 @@ from .quant import (
     record_layers,
     set_quantization,
     store_adapted,
+)
+from .to_gguf import (
+    check_exportable,
+    check_gguf_args,
+    estimated_size,
+    export_and_measure,
+    gguf_file,
+    gguf_stage,
 )
 
 
@@ -62,6 +71,11 @@ class FuseArgs:
         dry_run: Print what would be written and uploaded; write and upload nothing.
         overwrite: Replace OUT if it exists and is not empty.
         report: Directory of an `mlx-d2o eval` report (default: look beside the adapter).
+        export_gguf: Also write the fused model as one GGUF file for llama.cpp, Ollama and
+            LM Studio, inside OUT (`to_gguf`), with its KL/token to base + adapter.
+        gguf_type: How the GGUF stores its matrices: a key of `to_gguf.GGUF_TYPES`.
+        gguf_path: The GGUF's file name inside OUT (None: `ggml-model-<gguf_type>.gguf`, as
+            `mlx_lm.fuse` names it).
     """
 
     model: Optional[str] = None
@@ -79,6 +93,9 @@ class FuseArgs:
     dry_run: bool = False
     overwrite: bool = False
     report: Optional[str] = None
+    export_gguf: bool = False
+    gguf_type: str = "f16"
+    gguf_path: Optional[str] = None
 
 
 @dataclass
@@ -92,6 +109,7 @@ class FuseResult:
     changed: Optional[float] = None  # on the base's bits: share of adapted weights that moved
     adapted_layers: Optional[str] = None  # how the adapted layers were stored (None: as the rest)
     fidelity: Optional[dict] = None  # {"kl_per_token", "tokens", "source"}
+    gguf: Optional[dict] = None  # {"file", "type", "bytes", "kl_per_token"} with --export-gguf
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,6 +142,7 @@ def check_args(args: FuseArgs) -> None:
     for name in (adapters.CONFIG_FILE, adapters.ADAPTERS_FILE):
         if not (adapter / name).is_file():
             raise D2OError(f"{adapter}: not an adapter directory ({name} is missing)")
+    check_gguf_args(args)
     check_out_dir(Path(args.save_path), args.overwrite)
 
 
@@ -247,12 +266,17 @@ def effective_adapted_layers(args: FuseArgs, base_config: dict) -> Optional[str]
     return args.adapted_layers or DEFAULT_ADAPTED
 
 
-def fused_net(args: FuseArgs, adapter_config: dict, log: Callable[[str], None]):
+def fused_net(
+    args: FuseArgs, adapter_config: dict, log: Callable[[str], None], gguf_to: Optional[Path] = None
+):
     """Load, fuse and measure: `(net, tokenizer, info, config, facts)`, FACTS being what the card
-    and the result report (`changed`, `adapted`, `fidelity`)."""
+    and the result report (`changed`, `adapted`, `fidelity`, and with GGUF_TO, the GGUF written
+    there and its own fidelity: `gguf`)."""
     adapter = Path(args.adapter_path)
     full = adapter_config.get("fine_tune_type", "lora") == "full"
     net, tokenizer, info, requantize = load_for_fuse(args.model, adapter, full=full)
+    if args.export_gguf:
+        check_exportable(info.config)
     adapted = effective_adapted_layers(args, info.config)
     probe, view = None, FloatView()
     if args.fidelity and not args.dry_run:
@@ -276,13 +300,14 @@ def fused_net(args: FuseArgs, adapter_config: dict, log: Callable[[str], None]):
         view.clear()
         fidelity = {"kl_per_token": kl, "tokens": probe.tokens, "source": probe.source}
         log(fidelity_line(fidelity))
-    return (
-        net,
-        tokenizer,
-        info,
-        config,
-        {"changed": changed, "adapted": adapted, "fidelity": fidelity},
-    )
+    facts = {"changed": changed, "adapted": adapted, "fidelity": fidelity}
+    if gguf_to is not None:
+        name = args.upload_repo or Path(args.save_path).name
+        facts["gguf"] = export_and_measure(
+            net, tokenizer, config, gguf_to, args.gguf_type, name, probe
+        )
+        log(gguf_line(facts["gguf"], fidelity))
+    return net, tokenizer, info, config, facts
 
 
 def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
@@ -301,21 +326,28 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
     adapter_config = adapters.read_config(adapter)
     report_dir = find_report(adapter, args.report)
     args = with_base_model(args, adapter_config, log)
-    net, tokenizer, info, config, facts = fused_net(args, adapter_config, log)
-    quant = quantization_of(config)
-    card = make_card(args, adapter_config, info, net, quant, report_dir, **facts)
+    with gguf_stage(out, args.export_gguf and not args.dry_run) as stage:
+        gguf_to = stage / gguf_file(args) if stage else None
+        net, tokenizer, info, config, facts = fused_net(args, adapter_config, log, gguf_to)
+        quant = quantization_of(config)
+        card = make_card(args, adapter_config, info, net, quant, report_dir, **facts)
 
-    url = hub_url(args.upload_repo) if args.upload_repo else None
-    if args.dry_run:
-        files = planned_files(net, tokenizer, config, card)
-        log_dry_run(args, files, url, log)
-        return FuseResult(out, files, quant, url=url, adapted_layers=facts["adapted"])
+        url = hub_url(args.upload_repo) if args.upload_repo else None
+        if args.dry_run:
+            files = planned_files(net, tokenizer, config, card)
+            if args.export_gguf:
+                files.append((gguf_file(args), estimated_size(net, args.gguf_type)))
+            log_dry_run(args, files, url, log)
+            return FuseResult(out, files, quant, url=url, adapted_layers=facts["adapted"])
 
-    files = write_model(out, args.overwrite, info.path, net, tokenizer, config, card)
-    warnings = fuse_warnings(facts["changed"], facts["fidelity"], facts["adapted"])
+        extra = [gguf_to] if gguf_to else []
+        files = write_model(out, args.overwrite, info.path, net, tokenizer, config, card, extra)
+    warnings = fuse_warnings(
+        facts["changed"], facts["fidelity"], facts["adapted"], facts.get("gguf")
+    )
     result = FuseResult(
         out, files, quant, url=url, warnings=warnings, changed=facts["changed"],
-        adapted_layers=facts["adapted"], fidelity=facts["fidelity"],
+        adapted_layers=facts["adapted"], fidelity=facts["fidelity"], gguf=facts.get("gguf"),
     )  # fmt: skip
     if args.upload_repo:
         log(f"wrote {out}; uploading it to {url} ({'private' if args.private else 'public'})")

@@ -19,8 +19,8 @@ from ..adapters import CHECKPOINTS_DIR, last_metrics
 from ..data import write_jsonl_atomic
 from ..distributed import Shard
 from ..logprobs import pad_id
-from ..models import check_made_for, load
-from ..shared_prompt import supports
+from ..models import check_made_for, load, precision
+from ..shared_prompt import fallback_note, supports
 from .args import TrainArgs
 from .checkpoints import (
     SUMMARY_FILE,
@@ -190,13 +190,9 @@ def prepare(args: TrainArgs, shard: Shard, say: Callable[[str], None]) -> Run:
     manifest, rows = read_cache(args.samples)
     model, tokenizer, info = load(args.model, dequantize=args.dequantize, return_info=True)
     check_made_for(args.samples, manifest, info.fingerprint, "this cache")
-    if manifest.get("dequantized") is not None and manifest["dequantized"] != info.dequantized:
-        then = "de" if manifest["dequantized"] else "kept "
-        now = "de" if info.dequantized else "kept "
-        say(
-            f"warning: the cache was scored with the model {then}quantized, and it trains "
-            f"{now}quantized now: policy and reference differ slightly at step 0"
-        )
+    _check_precision(manifest, model, info, say)
+    if note := fallback_note(model):
+        say(note)
     examples, val_examples = _examples(args, model, tokenizer, info, rows, say)
     args = _fit_layers(args, len(model.layers), say)
     batches = make_batches(examples, args.batch_size)
@@ -240,6 +236,28 @@ def _examples(args: TrainArgs, model, tokenizer, info, rows: list, say) -> tuple
         )
         rescore(model, to_rescore)
     return examples, val_examples
+
+
+def _check_precision(manifest: dict, model, info, say: Callable[[str], None]) -> None:
+    """Warn when the cache's reference was scored in another precision than the policy trains
+    in (`reference_precision`, or for older caches the generator's `dequantized` flag)."""
+    ref = manifest.get("reference_precision")
+    if ref is not None:
+        now = precision(model)
+        if ref != now:
+            say(
+                f"warning: the cache's reference was scored in {ref}, and the policy trains in "
+                f"{now} now: policy and reference differ at step 0 (sample and train with the "
+                "same --dequantize / --keep-quantized)"
+            )
+        return
+    if manifest.get("dequantized") is not None and manifest["dequantized"] != info.dequantized:
+        then = "de" if manifest["dequantized"] else "kept "
+        now = "de" if info.dequantized else "kept "
+        say(
+            f"warning: the cache was scored with the model {then}quantized, and it trains "
+            f"{now}quantized now: policy and reference differ slightly at step 0"
+        )
 
 
 def _fit_layers(args: TrainArgs, n_layers: int, say: Callable[[str], None]) -> TrainArgs:
