@@ -21,6 +21,7 @@ from typing import Optional
 import mlx.core as mx
 
 from .errors import D2OError
+from .full_weights import put_full
 from .io import atomic_path, write_text_atomic
 
 ADAPTERS_FILE = "adapters.safetensors"
@@ -152,8 +153,13 @@ def check_fits(path: str | Path, net, weights: Optional[dict] = None) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+# Metric names older metrics.jsonl files used, and TRL's that replaced them.
+RENAMED_METRICS = {"rewards/margin": "rewards/margins", "accuracy": "rewards/accuracies"}
+
+
 def _metrics_rows(path: Path):
-    """JSON objects of metrics.jsonl; a torn last line (a run killed mid-write) is skipped."""
+    """JSON objects of metrics.jsonl, older names read as the current ones (`RENAMED_METRICS`);
+    a torn last line (a run killed mid-write) is skipped."""
     if not path.is_file():
         return
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -163,7 +169,7 @@ def _metrics_rows(path: Path):
             except json.JSONDecodeError:
                 continue
             if isinstance(row, dict):
-                yield row
+                yield {RENAMED_METRICS.get(k, k): v for k, v in row.items()}
 
 
 def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
@@ -307,17 +313,7 @@ class Adapter:
         model.eval()
 
     def _put_full(self, tuned: dict) -> None:
-        from mlx.utils import tree_flatten
-
-        params = dict(tree_flatten(self.model.parameters()))
-        bad = [k for k, v in tuned.items() if k not in params or params[k].shape != v.shape]
-        if bad:
-            raise D2OError(
-                f"{self.path}: weights {', '.join(bad[:3])} do not fit the model: "
-                "this adapter was made for another base model"
-            )
-        self._on, self._off = list(tuned.items()), [(k, params[k]) for k in tuned]
-        self._set(True)
+        self._on, self._off, self._floats, self._quantized = put_full(self.model, self.path, tuned)
 
     def _put_lora(self) -> None:
         from mlx_lm.utils import load_adapters
@@ -344,14 +340,29 @@ class Adapter:
         from mlx.utils import tree_unflatten
 
         items = self._on if on else self._off
-        if self.full:
-            self.model.update(tree_unflatten(items))
-        else:
+        if not self.full:
             self.model.update_modules(tree_unflatten(items))
+            return
+        if on and self._floats:  # a quantized base: the tuned modules are float ones
+            self.model.update_modules(tree_unflatten(self._floats))
+        self.model.update(tree_unflatten(items))
+        if not on and self._quantized:
+            self.model.update_modules(tree_unflatten(self._quantized))
 
     def disabled(self):
-        """The base model (π_ref, `as_reference`) inside the block, the adapted one after it."""
+        """The base model (π_ref, `as_reference`) inside the block, the adapted one after it; a
+        full fine-tune of a base kept quantized puts the quantized modules back (exact)."""
+        if self.full and self._quantized:
+            return self._switched_off()
         return as_reference(self.model, dict(self._off) if self.full else None)
+
+    @contextlib.contextmanager
+    def _switched_off(self):
+        self._set(False)
+        try:
+            yield self.model
+        finally:
+            self._set(True)
 
     def remove(self):
         self._set(False)

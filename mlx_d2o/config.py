@@ -1,4 +1,6 @@
-"""Recipes: YAML files of settings, merged with flags. The command line beats the YAML, the YAML
+"""Recipes: YAML settings read, flattened and merged with flags.
+
+Recipes: YAML files of settings, merged with flags. The command line beats the YAML, the YAML
 beats the defaults, as in `mlx_lm.lora -c`. Keys are the flag names with underscores
 (`learning_rate`, `adapter_path`); mlx-lm's nested `lora_parameters: {rank, scale, dropout}` is
 accepted too."""
@@ -32,14 +34,21 @@ def load_recipe(path: Optional[str | Path]) -> dict:
         raise D2OError(f"{path}{line}: malformed YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
         raise D2OError(f"{path}: a recipe must be a mapping of settings")
+    return flatten(data, path)
+
+
+def flatten(settings: dict, path, where: str = "") -> dict:
+    """SETTINGS with flag-style keys (`learning-rate` -> `learning_rate`) and mlx-lm's nested
+    blocks made flat (`lora_parameters.rank` -> `lora_rank`); WHERE prefixes the field a
+    message names (a section: "train.")."""
     flat = {}
-    for k, v in data.items():
+    for k, v in settings.items():
         k = str(k).replace("-", "_")
         if k in _NESTED and isinstance(v, dict):
             for nk, nv in v.items():
                 if nk not in _NESTED[k]:
                     raise D2OError(
-                        f"{path}: field '{k}.{nk}': unknown setting (known: {', '.join(_NESTED[k])})"
+                        f"{path}: field '{where}{k}.{nk}': unknown setting (known: {', '.join(_NESTED[k])})"
                     )
                 flat[_NESTED[k][nk]] = nv
         else:
@@ -78,18 +87,8 @@ def merge(
     recipe = {
         k: v for k, v in recipe.items() if k not in SECTIONS and (k in known or not sectioned)
     }
-    if isinstance(own, dict):
-        for k, v in own.items():
-            k = str(k).replace("-", "_")
-            if k in _NESTED and isinstance(v, dict):  # lora_parameters inside a section, too
-                for nk, nv in v.items():
-                    if nk not in _NESTED[k]:
-                        raise D2OError(
-                            f"{recipe_path}: field '{section}.{k}.{nk}': unknown setting (known: {', '.join(_NESTED[k])})"
-                        )
-                    recipe[_NESTED[k][nk]] = nv
-            else:
-                recipe[k] = v
+    if isinstance(own, dict):  # lora_parameters inside a section, too
+        recipe.update(flatten(own, recipe_path, f"{section}."))
     for k in recipe:
         if k not in known and k != "config":
             raise D2OError(

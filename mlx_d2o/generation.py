@@ -1,5 +1,6 @@
-"""One generation core over mlx-lm's `BatchGenerator` (continuous batching), for sample, eval
-and judges.
+"""One generation core over mlx-lm's `BatchGenerator`, for sample, eval and judges.
+
+mlx-lm's `BatchGenerator` does continuous batching.
 
     generate(model, tokenizer, prompts, max_tokens, sampler, *, num_samples=1, batch_size=None,
              prefill_batch_size=None, share_prompts=False, logprobs=False, on_step=None)

@@ -1,4 +1,6 @@
-"""Writing files so that a failure at any moment leaves either the old file or the new one,
+"""Atomic writes (old file or new, never half), run locks and place errors.
+
+Writing files so that a failure at any moment leaves either the old file or the new one,
 never half of one: write beside the target, then rename (atomic on POSIX and APFS).
 
 Temp files and folders come from `tempfile`, which makes them private (0600 / 0700); what we

@@ -19,6 +19,13 @@ from . import dropout
 from .shared_prompt import split_head, token_logps
 
 
+def pad_id(tokenizer) -> int:
+    """The token a batch is padded with: the tokenizer's pad token, else 0 (padding is masked
+    out, so any id does)."""
+    pad = tokenizer.pad_token_id
+    return pad if pad is not None else 0
+
+
 def pad(
     seqs: Sequence[Sequence[int]], pad_id: int = 0, multiple: int = 8
 ) -> tuple[mx.array, mx.array]:

@@ -22,17 +22,13 @@ with respect to ``loss``; ``metrics`` are wrapped in ``mx.stop_gradient``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Optional
-
 import mlx.core as mx
 import mlx.nn as nn
 
 from .errors import D2OError
+from .loss_spec import ROWS, Loss, LossOutput, Metrics, Param
 
-Metrics = dict[str, mx.array]
-LossOutput = tuple[mx.array, Metrics]
+__all__ = ["LOSSES", "PARAMS", "ROWS", "Loss", "Param", "get", "register", "settings"]
 
 
 def _detached(metrics: Metrics) -> Metrics:
@@ -79,8 +75,8 @@ def d2o_loss(
 
     Returns:
         ``(loss, metrics)`` with metrics ``rewards/samples``,
-        ``rewards/negative``, ``rewards/margin``, ``accuracy`` (share of
-        prompts with z > 0), ``logps/samples``, ``logps/negative``.
+        ``rewards/negative``, ``rewards/margins``, ``rewards/accuracies``
+        (share of prompts with z > 0), ``logps/samples``, ``logps/negative``.
     """
     samples_rewards = beta * mx.mean(policy_samples_logps - ref_samples_logps, axis=-1)
     negative_rewards = alpha * (policy_negative_logps - ref_negative_logps)
@@ -89,8 +85,8 @@ def d2o_loss(
     metrics = {
         "rewards/samples": mx.mean(samples_rewards),
         "rewards/negative": mx.mean(negative_rewards),
-        "rewards/margin": mx.mean(margins),
-        "accuracy": _positive_share(margins),
+        "rewards/margins": mx.mean(margins),
+        "rewards/accuracies": _positive_share(margins),
         "logps/samples": mx.mean(policy_samples_logps),
         "logps/negative": mx.mean(policy_negative_logps),
     }
@@ -117,7 +113,7 @@ def d2o_instance_loss(
     -log sigmoid is convex, so by Jensen ``d2o_loss <= d2o_instance_loss``.
 
     Arguments are those of :func:`d2o_loss`. Metrics are the same names;
-    ``accuracy`` is the share of (prompt, sample) pairs with z_k > 0.
+    ``rewards/accuracies`` is the share of (prompt, sample) pairs with z_k > 0.
     """
     samples_rewards = beta * (policy_samples_logps - ref_samples_logps)
     negative_rewards = alpha * (policy_negative_logps - ref_negative_logps)
@@ -126,8 +122,8 @@ def d2o_instance_loss(
     metrics = {
         "rewards/samples": mx.mean(samples_rewards),
         "rewards/negative": mx.mean(negative_rewards),
-        "rewards/margin": mx.mean(margins),
-        "accuracy": _positive_share(margins),
+        "rewards/margins": mx.mean(margins),
+        "rewards/accuracies": _positive_share(margins),
         "logps/samples": mx.mean(policy_samples_logps),
         "logps/negative": mx.mean(policy_negative_logps),
     }
@@ -152,7 +148,7 @@ def dpo_loss(
             - \log\frac{\pi_\theta(y_l|x)}{\pi_{ref}(y_l|x)}\big]\Big)
 
     All inputs are ``[B]``. Metrics: ``rewards/chosen``, ``rewards/rejected``,
-    ``rewards/margin``, ``accuracy``, ``logps/chosen``, ``logps/rejected``,
+    ``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``, ``logps/rejected``,
     and ``rewards/negative`` (= ``rewards/rejected``) so that every loss
     reports the negative's reward under one name.
     """
@@ -164,8 +160,8 @@ def dpo_loss(
         "rewards/chosen": mx.mean(chosen_rewards),
         "rewards/rejected": mx.mean(rejected_rewards),
         "rewards/negative": mx.mean(rejected_rewards),
-        "rewards/margin": mx.mean(margins),
-        "accuracy": _positive_share(margins),
+        "rewards/margins": mx.mean(margins),
+        "rewards/accuracies": _positive_share(margins),
         "logps/chosen": mx.mean(policy_chosen_logps),
         "logps/rejected": mx.mean(policy_rejected_logps),
     }
@@ -235,90 +231,41 @@ def ga_loss(policy_negative_logps: mx.array, negative_tokens: mx.array) -> LossO
 # the `--loss` help from these entries, so a new loss is one function and one entry here.
 # ---------------------------------------------------------------------------------------------
 
-ROWS = ("samples", "negative", "chosen")
-"""The sequences a loss can read, in the order of the rows of one forward pass: the K samples
-of each prompt (``[B, K]``), the human negative (``[B]``), a human ``chosen`` response (``[B]``)."""
+PARAMS: dict[str, Param] = {}
+"""Every loss hyperparameter by name; `register` adds a loss's own (`Loss.params`)."""
 
-
-@dataclass(frozen=True)
-class Loss:
-    """One entry of `LOSSES`: a loss function and what the trainer must give it.
-
-    Attributes:
-        name: the value of ``--loss``.
-        fn: the loss function, returning ``(loss, metrics)``.
-        rows: the sequences it needs, from `ROWS` (any order; the forward pass uses ROWS's).
-        params: the settings it takes as keywords (``"alpha"``, ``"beta"``).
-        help: one line for ``--loss``'s help.
-        inputs: names of FN's positional arrays: ``policy_<row>`` (summed log-probs of the
-            policy, with gradient), ``ref_<row>`` (the reference's, from the cache) or
-            ``tokens_<row>`` (response token counts). Default: the policy's for each row
-            of `rows`, then the reference's, in the order of `rows`.
-        aliases: metrics FN reports under a second name ``{copy: original}``; the copy is
-            dropped inside the compiled step and put back after it (`with_aliases`).
-
-    FN runs inside ``mx.compile(value_and_grad(...))``. There (MLX 0.32.4) an output that is a
-    node of another output crashes with "_Map_base::at": two equal metrics, or a metric equal
-    to an intermediate of the loss (loss ``-mean(z)`` with metric ``mean(z)``). Declare the
-    first case in `aliases`; avoid the second (``ga_loss`` reports ``-loss``, which is fine).
-    """
-
-    name: str
-    fn: Callable[..., LossOutput]
-    rows: tuple[str, ...]
-    params: tuple[str, ...] = ()
-    help: str = ""
-    inputs: Optional[tuple[str, ...]] = None
-    aliases: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self):
-        unknown = [r for r in self.rows if r not in ROWS]
-        if unknown or not self.rows:
-            raise ValueError(f"loss {self.name!r}: rows must come from {ROWS}, got {self.rows}")
-
-    def uses(self, row: str) -> bool:
-        return row in self.rows
-
-    def layout(self) -> tuple[str, ...]:
-        """The rows of one forward pass over a batch for this loss, in `ROWS` order."""
-        return tuple(r for r in ROWS if r in self.rows)
-
-    def arguments(self) -> tuple[str, ...]:
-        if self.inputs is not None:
-            return self.inputs
-        return tuple(f"policy_{r}" for r in self.rows) + tuple(f"ref_{r}" for r in self.rows)
-
-    def __call__(self, arrays: Mapping[str, mx.array], **settings) -> LossOutput:
-        """FN on the arrays named by `arguments`, with its `params` taken from SETTINGS; the
-        `aliases` left out (two equal outputs that compile's simplification merges into one
-        crash ``mx.compile``, MLX 0.32.4, "_Map_base::at")."""
-        value, metrics = self.fn(
-            *(arrays[n] for n in self.arguments()), **{p: settings[p] for p in self.params}
-        )
-        return value, {k: v for k, v in metrics.items() if k not in self.aliases}
-
-    def with_aliases(self, metrics: Mapping) -> dict:
-        """METRICS with the `aliases` put back (outside the compiled step)."""
-        return {**metrics, **{a: metrics[o] for a, o in self.aliases.items() if o in metrics}}
-
-    def metric_names(self) -> list:
-        """The names of the metrics the loss reports (aliases included), from one call of FN
-        on one-element inputs."""
-        one = mx.zeros((1,))
-        arrays = {f"{kind}_{r}": one for kind in ("policy", "ref", "tokens") for r in ROWS}
-        arrays.update({f"{kind}_samples": one[:, None] for kind in ("policy", "ref", "tokens")})
-        _, metrics = self(arrays, **{p: 0.1 for p in self.params})
-        return sorted(self.with_aliases(metrics))
-
+BETA = Param("beta", 0.1, "Weight of the samples' log-ratio (D2O), DPO/NPO temperature.")
+ALPHA = Param("alpha", 0.1, "Weight of the negative's log-ratio (D2O).")
 
 LOSSES: dict[str, Loss] = {}
 """Every loss `mlx-d2o train --loss` knows, by name, in the order the help lists them."""
 
 
 def register(loss: Loss) -> Loss:
-    """Add LOSS to `LOSSES` (replacing an entry of the same name)."""
+    """Add LOSS to `LOSSES` (replacing an entry of the same name), its own `Param`s to `PARAMS`."""
     LOSSES[loss.name] = loss
+    PARAMS.update({p.name: p for p in loss.params if isinstance(p, Param)})
     return loss
+
+
+def params() -> dict[str, Param]:
+    """Every declared hyperparameter, those of losses put into `LOSSES` directly included."""
+    out = dict(PARAMS)
+    for loss in LOSSES.values():
+        out.update({p.name: p for p in loss.params if isinstance(p, Param)})
+    return out
+
+
+def settings(loss: Loss, values) -> dict:
+    """{name: value} of LOSS's hyperparameters, each checked: VALUES' attribute of that name
+    (a `TrainArgs`' alpha, beta) or its ``loss_params`` entry, else the declared default."""
+    declared, extra = params(), getattr(values, "loss_params", None) or {}
+    out = {}
+    for name in loss.param_names():
+        value = getattr(values, name, None)
+        value = extra.get(name, declared[name].default) if value is None else value
+        out[name] = declared[name].check(value)
+    return out
 
 
 def get(name: str) -> Loss:
@@ -338,7 +285,7 @@ register(
         "d2o",
         d2o_loss,
         rows=("samples", "negative"),
-        params=("beta", "alpha"),
+        params=(BETA, ALPHA),
         help="the K samples' mean against the negative",
     )
 )
@@ -347,7 +294,7 @@ register(
         "d2o-instance",
         d2o_instance_loss,
         rows=("samples", "negative"),
-        params=("beta", "alpha"),
+        params=(BETA, ALPHA),
         help="K pairwise losses (the ablation)",
     )
 )
@@ -356,7 +303,7 @@ register(
         "dpo",
         dpo_loss,
         rows=("chosen", "negative"),
-        params=("beta",),
+        params=(BETA,),
         help="needs a 'chosen' response",
         # dpo_loss reports the negative's reward under both names (see its docstring).
         aliases={"rewards/negative": "rewards/rejected"},
@@ -367,7 +314,7 @@ register(
         "npo",
         npo_loss,
         rows=("negative",),
-        params=("beta",),
+        params=(BETA,),
         help="the negative only",
     )
 )

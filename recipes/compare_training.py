@@ -4,7 +4,7 @@ run, and how steady they were.
 The paper (Duan et al., 2024) claims D2O trains more steadily than NPO or gradient ascent. The
 measure here is the step-to-step standard deviation of a curve: sd of x_t - x_(t-1) over the
 logged steps (each step's batch differs, so it mixes batch noise and instability; the runs share
-the batches, so it compares them). `rewards/margin` is β-scaled for D2O and DPO, and is the
+the batches, so it compares them). `rewards/margins` is β-scaled for D2O and DPO, and is the
 negative's reward for NPO and GA: compare a loss's sd with its own curve's span, not across
 differently scaled losses.
 """
@@ -18,7 +18,7 @@ from typing import Optional
 
 from mlx_d2o.adapters import read_metrics
 
-CURVES = ("loss", "rewards/margin", "rewards/samples", "rewards/negative")
+CURVES = ("loss", "rewards/margins", "rewards/samples", "rewards/negative")
 
 
 def _series(rows: list, key: str) -> tuple[list, list]:

@@ -272,6 +272,36 @@ def test_adapter_switch_dora_and_full(tiny_model, tmp_path, kind):
     assert np.array_equal(np.array(base(x)), before)
 
 
+def test_full_fine_tune_switches_on_a_base_kept_quantized(tiny_quantized_model, tmp_path):
+    """Found: eval on a base kept quantized (the Mac's default) refused a full fine-tune, which
+    trains float weights of the dequantized base, as "made for another base model". Now the
+    replaced modules are made float while the adapter is on, and the base is put back whole."""
+    import mlx.core as mx
+    from mlx_lm import load as mlx_lm_load
+    from mlx_lm.utils import dequantize_model
+    from test_fuse import TOKENS, make_full_adapter
+
+    from mlx_d2o.adapters import Adapter
+    from mlx_d2o.models import load
+
+    adapter = make_full_adapter(tiny_quantized_model, tmp_path / "full")
+    x = mx.array(TOKENS)
+    ref, _ = mlx_lm_load(str(tiny_quantized_model))  # plain mlx-lm: dequantized + the weights
+    dequantize_model(ref)
+    ref.load_weights(str(adapter / "adapters.safetensors"), strict=False)
+    want = np.array(ref(x).astype(mx.float32))
+    net, _ = load(str(tiny_quantized_model), dequantize=False)
+    before = np.array(net(x).astype(mx.float32))
+    assert np.abs(want - before).max() > 0.1  # the adapter changes the model
+    ad = Adapter(net, adapter)
+    assert np.allclose(np.array(net(x).astype(mx.float32)), want, atol=1e-5)
+    with ad.disabled():
+        assert np.array_equal(np.array(net(x).astype(mx.float32)), before)
+    ad.remove()
+    assert np.array_equal(np.array(net(x).astype(mx.float32)), before)
+    assert type(net.layers[-1].self_attn.q_proj).__name__ == "QuantizedLinear"
+
+
 def test_generation_bar_has_no_eta_before_the_first_batch():
     """Found: eval's first bar showed a 38-minute ETA (tqdm's, from the first finished
     responses). The ETA now waits for a batch's worth of finished responses; tokens/s shows from
@@ -460,6 +490,8 @@ def test_training_curves_read_both_val_styles(adapters, tmp_path):
 
     train, val = read_metrics(adapters[0] / "metrics.jsonl")
     assert [r["step"] for r in train] == [5, 10, 15] and val[0]["val_loss"] == 0.6
+    # written under the old name, read under TRL's
+    assert train[0]["rewards/margins"] == pytest.approx(0.1) and val[0]["rewards/margins"] == 0.2
     train, val = read_metrics(adapters[1] / "metrics.jsonl")
     assert len(train) == 1 and val[0]["val_loss"] == 0.68
     empty = write_jsonl(tmp_path / "empty.jsonl", [{"step": 1, "tokens": 5}])

@@ -194,7 +194,7 @@ def test_npo_gradient_tends_to_gradient_ascent_as_beta_vanishes():
 
 def test_metrics_carry_no_gradient():
     args = to_mx(*random_logps(0))
-    g = mx.grad(lambda a: d2o_loss(a, *args[1:])[1]["rewards/margin"])(args[0])
+    g = mx.grad(lambda a: d2o_loss(a, *args[1:])[1]["rewards/margins"])(args[0])
     assert np.all(np.array(g) == 0)
 
 
@@ -207,7 +207,7 @@ def test_d2o_with_one_sample_is_dpo(seed):
     d2o, m_d2o = d2o_loss(*to_mx(ps, pn, rs, rn), beta=beta, alpha=beta)
     dpo, m_dpo = dpo_loss(*to_mx(ps[:, 0], pn, rs[:, 0], rn), beta=beta)
     np.testing.assert_allclose(d2o.item(), dpo.item(), rtol=1e-6)
-    for name in ["rewards/negative", "rewards/margin", "accuracy"]:
+    for name in ["rewards/negative", "rewards/margins", "rewards/accuracies"]:
         np.testing.assert_allclose(m_d2o[name].item(), m_dpo[name].item(), rtol=1e-6)
     np.testing.assert_allclose(
         m_d2o["rewards/samples"].item(), m_dpo["rewards/chosen"].item(), rtol=1e-6
@@ -258,24 +258,26 @@ def test_metrics_on_constructed_example():
 
     _, m = d2o_loss(*args, beta=beta, alpha=alpha)
     assert (z > 0).tolist() == [True, True, False, False]
-    assert m["accuracy"].item() == pytest.approx(2 / 4)
+    assert m["rewards/accuracies"].item() == pytest.approx(2 / 4)
     assert m["rewards/samples"].item() == pytest.approx(reward_s.mean())
     assert m["rewards/negative"].item() == pytest.approx(reward_n.mean())
-    assert m["rewards/margin"].item() == pytest.approx(z.mean())
+    assert m["rewards/margins"].item() == pytest.approx(z.mean())
     assert m["logps/samples"].item() == pytest.approx(ps.mean())
     assert m["logps/negative"].item() == pytest.approx(pn.mean())
 
     _, m = d2o_instance_loss(*args, beta=beta, alpha=alpha)
     pairs = reward_s - reward_n[:, None]
     assert (pairs > 0).sum() == 1 + 3 + 1 + 0
-    assert m["accuracy"].item() == pytest.approx(5 / 12)
-    assert m["rewards/margin"].item() == pytest.approx(pairs.mean())
+    assert m["rewards/accuracies"].item() == pytest.approx(5 / 12)
+    assert m["rewards/margins"].item() == pytest.approx(pairs.mean())
     assert m["rewards/samples"].item() == pytest.approx(reward_s.mean())
     assert m["rewards/negative"].item() == pytest.approx(reward_n.mean())
 
     _, m = dpo_loss(*to_mx(ps[:, 0], pn, rs[:, 0], rn), beta=beta)
     margin = beta * ((ps[:, 0] - rs[:, 0]) - (pn - rn))
-    assert m["accuracy"].item() == pytest.approx((margin > 0).mean())  # 3>0, 2>1, -4<0, 1<5
+    assert m["rewards/accuracies"].item() == pytest.approx(
+        (margin > 0).mean()
+    )  # 3>0, 2>1, -4<0, 1<5
     assert m["rewards/negative"].item() == m["rewards/rejected"].item()
     assert m["rewards/chosen"].item() == pytest.approx(beta * (ps[:, 0] - rs[:, 0]).mean())
     assert m["rewards/rejected"].item() == pytest.approx(beta * (pn - rn).mean())
@@ -297,12 +299,12 @@ def test_accuracy_is_the_share_of_positive_margins(seed, beta, alpha):
     z = beta * (ps - rs).mean(axis=1) - alpha * (pn - rn)
     zk = beta * (ps - rs) - alpha * (pn - rn)[:, None]
     args = to_mx(ps, pn, rs, rn)
-    acc = d2o_loss(*args, beta=beta, alpha=alpha)[1]["accuracy"].item()
-    acc_k = d2o_instance_loss(*args, beta=beta, alpha=alpha)[1]["accuracy"].item()
+    acc = d2o_loss(*args, beta=beta, alpha=alpha)[1]["rewards/accuracies"].item()
+    acc_k = d2o_instance_loss(*args, beta=beta, alpha=alpha)[1]["rewards/accuracies"].item()
     assert acc == pytest.approx((z > 0).mean())
     assert acc_k == pytest.approx((zk > 0).mean())
     swapped = alpha * (ps - rs).mean(axis=1) - beta * (pn - rn)
-    margin = d2o_loss(*args, beta=beta, alpha=alpha)[1]["rewards/margin"].item()
+    margin = d2o_loss(*args, beta=beta, alpha=alpha)[1]["rewards/margins"].item()
     assert margin == pytest.approx(z.mean(), rel=1e-5)
     assert abs(margin - swapped.mean()) > 1e-3
 
@@ -384,7 +386,13 @@ def test_declaration_derives_layout_metrics_and_help():
         "ga": ("negative",),
     }
     assert LOSSES["dpo"].metric_names() == sorted(
-        ["rewards/chosen", "rewards/rejected", "rewards/negative", "rewards/margin", "accuracy"]
+        [
+            "rewards/chosen",
+            "rewards/rejected",
+            "rewards/negative",
+            "rewards/margins",
+            "rewards/accuracies",
+        ]
         + ["logps/chosen", "logps/rejected"]
     )
     assert LOSSES["ga"].metric_names() == ["logps/negative", "nll/negative"]

@@ -152,8 +152,8 @@ def assert_close(loss, grad, ref_loss, ref_grad):
 
 
 def step_grad(model, opt, batch, objective, chunk=None, shared=None):
-    step, state = make_step(model, opt, objective, 1, chunk_size=chunk, shared=shared)
-    loss, metrics, _, grad = step(batch, None, False)
+    step, state = make_step(model, opt, objective, 1, shared=shared)
+    loss, metrics, _, grad = step(batch, None, False, chunk)  # as the loop passes it
     mx.eval(loss, metrics, grad)
     return loss, grad
 
@@ -330,13 +330,13 @@ def test_chunk_peak_memory_does_not_grow_with_k(tiny_model):
         model, tok, opt = trainable(tiny_model)
         batch = make_batch(tok, "d2o", k, n=2, mixed=False)
         objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.3, "beta": 0.7})
-        step, state = make_step(model, opt, objective, 1, chunk_size=1)
-        step(batch, None, False)  # compile
+        step, state = make_step(model, opt, objective, 1)
+        step(batch, None, False, 1)  # compile
         mx.synchronize()
         mx.clear_cache()
         mx.reset_peak_memory()
         base = mx.get_active_memory()
-        _, _, _, grad = step(batch, None, False)
+        _, _, _, grad = step(batch, None, False, 1)  # the chunk size is the call's
         mx.eval(grad)
         peaks.append(mx.get_peak_memory() - base)
     assert peaks[1] < 1.3 * peaks[0], peaks

@@ -15,7 +15,7 @@ from mlx.utils import tree_flatten
 from mlx_d2o import data as D
 from mlx_d2o.errors import D2OError
 from mlx_d2o.logprobs import score
-from mlx_d2o.losses import LOSSES, Loss
+from mlx_d2o.losses import LOSSES, Loss, Param
 from mlx_d2o.models import load, model_fingerprint
 from mlx_d2o.sample.cache import FORMAT_VERSION, write_manifest
 from mlx_d2o.train import TrainArgs, reference_model, setup_trainable, train
@@ -149,8 +149,8 @@ def test_d2o_lowers_negatives_keeps_samples_and_loads_in_mlx_lm(tiny_model, cach
         "loss",
         "rewards/samples",
         "rewards/negative",
-        "rewards/margin",
-        "accuracy",
+        "rewards/margins",
+        "rewards/accuracies",
         "logps/samples",
         "logps/negative",
         "grad_norm",
@@ -191,16 +191,23 @@ def test_every_loss_trains(tiny_model, cache, tmp_path, loss):
 def test_a_loss_added_through_the_declaration_alone_trains(
     tiny_model, cache, tmp_path, monkeypatch
 ):
-    # A toy loss: a hinge on D2O's logit, with a parameter of its own and a token count. Nothing
-    # but this entry tells the trainer about it: rows, inputs, parameters, metric names.
+    # A toy loss: a hinge on D2O's logit with a margin GAMMA, a hyperparameter no other loss has,
+    # and a token count. Nothing but this entry tells the trainer about it: rows, inputs,
+    # parameters (flag, recipe key, adapter_config.json), metric names.
     def toy_loss(
-        policy_samples, policy_negative, ref_samples, ref_negative, samples_tokens, beta=0.1
+        policy_samples,
+        policy_negative,
+        ref_samples,
+        ref_negative,
+        samples_tokens,
+        beta=0.1,
+        gamma=1.0,
     ):
         z = beta * (
             mx.mean(policy_samples - ref_samples, axis=-1) - (policy_negative - ref_negative)
         )
         metrics = {"toy/z": mx.mean(z), "toy/tokens": mx.mean(samples_tokens.astype(mx.float32))}
-        return mx.mean(mx.maximum(1.0 - z, 0.0)), {
+        return mx.mean(mx.maximum(gamma - z, 0.0)), {
             k: mx.stop_gradient(v) for k, v in metrics.items()
         }
 
@@ -211,7 +218,7 @@ def test_a_loss_added_through_the_declaration_alone_trains(
             "toy",
             toy_loss,
             rows=("negative", "samples"),
-            params=("beta",),
+            params=("beta", Param("gamma", 1.0, "The toy's hinge margin.")),
             help="a toy",
             inputs=(
                 "policy_samples",
@@ -234,6 +241,27 @@ def test_a_loss_added_through_the_declaration_alone_trains(
         out, "val"
     )[0]
     assert json.loads((out / "adapter_config.json").read_text())["d2o"]["K"] == K
+
+    # GAMMA as a flag, then as a recipe key (the flag wins over it): at step 1 the loss is it.
+    from mlx_d2o import cli
+
+    def run(name, *flags):
+        argv = ["train", "--model", tiny_model, "--samples", cache, "--adapter-path"]
+        argv += [tmp_path / name, "--loss", "toy", "--iters", "1", "--num-layers", "1", *flags]
+        assert cli.app(list(map(str, argv)), standalone_mode=False) in (None, 0)
+        cfg = json.loads((tmp_path / name / "adapter_config.json").read_text())
+        return metrics(tmp_path / name)[0]["loss"], cfg["gamma"], cfg["d2o"]["gamma"]
+
+    assert run("flag", "--gamma", "0.5") == (pytest.approx(0.5, abs=1e-5), 0.5, 0.5)
+    recipe = tmp_path / "toy.yaml"
+    recipe.write_text(yaml.safe_dump({"model": str(tiny_model), "train": {"gamma": 0.25}}))
+    assert run("recipe", "-c", recipe) == (pytest.approx(0.25, abs=1e-5), 0.25, 0.25)
+    assert run("both", "-c", recipe, "--gamma=2") == (pytest.approx(2.0, abs=1e-5), 2.0, 2.0)
+    with pytest.raises(D2OError, match=r"^--gamma -1.0: must be a number above 0$"):
+        run("bad", "--gamma", "-1")
+    with pytest.raises(Exception, match="No such option: --gama") as e:  # still a typo
+        run("typo", "--gama", "1")
+    assert type(e.value).__name__ == "NoSuchOption" and e.value.exit_code == 2
 
 
 def test_resume_repeats_the_uninterrupted_run(tiny_model, cache, tmp_path):
@@ -304,7 +332,7 @@ def test_qlora_keeps_the_model_quantized(tiny_quantized_model, tmp_path):
         log=lambda s: None,
     )
     lines = metrics(out)
-    assert lines[-1]["rewards/margin"] > lines[0]["rewards/margin"]
+    assert lines[-1]["rewards/margins"] > lines[0]["rewards/margins"]
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["d2o"]["dequantized"] is False
     model, _ = load(str(tiny_quantized_model), adapter_path=str(out), dequantize=False)

@@ -1,4 +1,6 @@
-"""`mlx-d2o`: a thin Typer layer. Each command parses, merges its recipe into the step's args
+"""The `mlx-d2o` command: its subcommands, and bad input as one line with exit code 2.
+
+`mlx-d2o`: a thin Typer layer. Each command parses, merges its recipe into the step's args
 dataclass (`cli.common.args_from`), calls one library function, and prints. Errors from bad
 input (`D2OError`) print one line and exit with code 2.
 
@@ -46,7 +48,8 @@ app.command()(tools.generate)
 app.add_typer(data.app, name="data")
 app.command("sample")(sample.command)
 app.command("plan")(plan.command)
-app.command("train")(train.command)
+# Words train does not know may be the flags of a loss's own hyperparameters (`losses.Param`).
+app.command("train", context_settings=train.CONTEXT)(train.command)
 app.command("eval")(eval.command)
 app.command("fuse")(fuse.command)
 app.command("run")(run.command)

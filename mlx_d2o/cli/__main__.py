@@ -1,3 +1,5 @@
+"""`python -m mlx_d2o.cli`: the console script."""
+
 from . import main
 
 main()

@@ -47,10 +47,11 @@ def _every_setting() -> frozenset:
     """Every command's setting names: a top-level recipe key may belong to any of them."""
     from ..evaluate import EvalArgs
     from ..export import FuseArgs
+    from ..losses import params
     from ..sample import SampleArgs
     from ..train import TrainArgs
 
-    names = {"adapter_path", "model", "lora_parameters"}
+    names = {"adapter_path", "model", "lora_parameters", *params()}
     for cls in (SampleArgs, TrainArgs, EvalArgs, FuseArgs):
         names.update(f.name for f in dataclasses.fields(cls))
     return frozenset(names)

@@ -1,4 +1,6 @@
-"""`mlx-d2o plan`: the predicted peak memory of a training step, from the model's config.json
+"""`mlx-d2o plan`: a training step's predicted peak memory, and the settings that fit.
+
+`mlx-d2o plan`: the predicted peak memory of a training step, from the model's config.json
 alone (no weights loaded), and the settings that make it fit (`train.plan`).
 
 Token lengths come from a sample cache (the step that peaks: its longest prompts), a records
@@ -109,8 +111,10 @@ def _settings(cli: dict, config: Optional[str]) -> dict:
     """Flags > the recipe's train section > `mlx-d2o train`'s defaults (plan's own keys too)."""
     from ..config import load_recipe, merge
     from ..train import DEFAULTS
+    from .train import extra_params
 
     own = {k: None for k in ("k", "q_bits", "dtype", "chunk_size", "memory_limit", "ram")}
+    own.update({n: None for n in extra_params()})  # a loss's own hyperparameters: train's keys
     own.update(step="shared", data=None, prompt_tokens=None, response_tokens=None)
     s = merge(cli, config, {**DEFAULTS, **own, "tokenizer": None}, section="train")
     sample = load_recipe(config).get("sample") if config else None
@@ -150,26 +154,15 @@ def _lengths(s: dict) -> tuple[int, int, Optional[str], Optional[int]]:
 def build_plan(s: dict):
     """The `train.plan.Plan` of merged settings S, and a line on where its lengths came from."""
     from ..losses import get as get_loss
-    from ..train.plan import PlanInputs, load_shape, plan
+    from ..train.memory import plan_inputs
+    from ..train.plan import load_shape, plan
 
     shape = load_shape(s["model"], s["q_bits"], s["dtype"])
     prompt, response, where, cache_k = _lengths(s)
     k = int(s["k"] or cache_k or 11)
     layout = get_loss(s["loss"]).layout()
-    inputs = PlanInputs(
-        shape,
-        k=k,
-        batch_size=int(s["batch_size"]),
-        prompt_tokens=int(prompt),
-        response_tokens=int(response),
-        rows=sum(k if r == "samples" else 1 for r in layout),
-        fine_tune_type=s["fine_tune_type"],
-        lora_rank=int(s["lora_rank"]),
-        num_layers=int(s["num_layers"]),
-        grad_checkpoint=bool(s["grad_checkpoint"]),
-        chunk_size=s["chunk_size"],
-        step=s["step"],
-        grad_accumulation_steps=int(s["grad_accumulation_steps"]),
+    inputs = plan_inputs(
+        shape, layout, k, s, prompt, response, s["chunk_size"], s["step"], int(s["batch_size"])
     )
     limit = s["memory_limit"] * 1e9 if s["memory_limit"] else None
     if s["ram"]:

@@ -1,16 +1,20 @@
-"""`mlx-d2o train`: flags as in `mlx_lm.lora`, merged with a recipe (`-c`) into `TrainArgs`,
+"""`mlx-d2o train`: flags (a loss's own hyperparameters too) + recipe -> `TrainArgs`.
+
+`mlx-d2o train`: flags as in `mlx_lm.lora`, merged with a recipe (`-c`) into `TrainArgs`,
 then `train.train`."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib
 import shlex
 import sys
 from typing import Optional
 
 import typer
 
-from ..losses import cli_help
+from ..losses import PARAMS, cli_help
 from ..train.args import DEFAULTS
 from .common import option
 
@@ -37,8 +41,8 @@ AdapterPath = _opt(
     str, "--adapter-path", help="Output directory: adapters, checkpoints, metrics.jsonl."
 )
 Loss = _opt(str, "--loss", help=cli_help())
-Alpha = _opt(float, "--alpha", help="Weight of the negative's log-ratio (D2O).")
-Beta = _opt(float, "--beta", help="Weight of the samples' log-ratio (D2O), DPO/NPO temperature.")
+Alpha = _opt(float, "--alpha", help=PARAMS["alpha"].help.rstrip("."))
+Beta = _opt(float, "--beta", help=PARAMS["beta"].help.rstrip("."))
 Iters = _opt(int, "--iters", help="Batches to train on.", default="one epoch")
 Epochs = _opt(float, "--epochs", help="Passes over the cache (instead of --iters).", default="1")
 BatchSize = _opt(
@@ -143,7 +147,11 @@ Config = _opt(
 )
 
 
+CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
 def command(
+    ctx: typer.Context,
     model: Model = None,
     samples: Samples = None,
     adapter_path: AdapterPath = None,
@@ -181,12 +189,11 @@ def command(
     config: Config = None,
 ):
     """Train LoRA/DoRA/full adapters from a sample cache with D2O (or d2o-instance, dpo, npo, ga)."""
-    cli = {k: v for k, v in locals().items() if k != "config"}
+    cli = {k: v for k, v in locals().items() if k not in ("config", "ctx")}
     from ..train import TrainArgs, train
     from ..train.checkpoints import TrainInterrupted
-    from .common import args_from
 
-    args = _iters_or_epochs(args_from(TrainArgs, cli, config, "train"), cli)
+    args = _iters_or_epochs(_train_args(TrainArgs, cli, loss_flags(ctx), config), cli)
     try:
         summary = train(args)
     except TrainInterrupted as e:
@@ -216,3 +223,55 @@ def _resume_command() -> str:
     """This command line, to continue a stopped run: the same flags, with --resume."""
     drop = {"--resume", "--no-resume", "--overwrite"}
     return shlex.join(["mlx-d2o", *(a for a in sys.argv[1:] if a not in drop), "--resume"])
+
+
+def extra_params() -> dict:
+    """The hyperparameters losses declare beyond `TrainArgs`' own fields (alpha, beta): each is
+    a flag --NAME and a recipe key NAME of this command (`losses.Param`)."""
+    from ..losses import params
+    from ..train.args import DEFAULTS
+
+    return {n: p for n, p in params().items() if n not in DEFAULTS}
+
+
+def loss_flags(ctx: typer.Context) -> dict:
+    """{name: value} of the --NAME VALUE pairs among the words the command did not know,
+    for the `extra_params`; any other word is refused as click refuses an unknown option."""
+    # The click typer runs on (typer 0.2x vendors its own): its usage errors print as such.
+    click = importlib.import_module(type(ctx).__module__.rsplit(".", 1)[0] + ".exceptions")
+    known, words, out = extra_params(), list(ctx.args), {}
+    while words:
+        word = words.pop(0)
+        name = word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
+        if name not in known:
+            if word.startswith("-"):
+                opts = [o for p in ctx.command.params for o in p.opts if o.startswith("--")]
+                opts += [f"--{n.replace('_', '-')}" for n in known]
+                opt = word.split("=")[0]
+                near = difflib.get_close_matches(opt, opts)
+                raise click.NoSuchOption(opt, possibilities=near, ctx=ctx)
+            rest = " ".join([word, *words])
+            raise click.UsageError(f"Got unexpected extra argument(s) ({rest})", ctx=ctx)
+        value = word.split("=", 1)[1] if "=" in word else (words.pop(0) if words else None)
+        if value is None:
+            raise click.UsageError(
+                f"Option '--{name.replace('_', '-')}' requires an argument.", ctx
+            )
+        try:
+            out[name] = float(value)
+        except ValueError:
+            known[name].check(value)  # the one-line D2OError of a non-number
+    return out
+
+
+def _train_args(cls, cli: dict, flags: dict, config):
+    """TrainArgs from flags > recipe > defaults; the `extra_params` go to `loss_params`."""
+    from .common import settings_from
+
+    extra = extra_params()
+    s = settings_from(cls, {**cli, **{n: flags.get(n) for n in extra}}, config, "train",
+                      **{n: None for n in extra})  # fmt: skip
+    fields = {f.name for f in dataclasses.fields(cls)}
+    loss_params = {n: s[n] for n in extra if s.get(n) is not None}
+    given = {k: v for k, v in s.items() if k in fields and k != "loss_params"}
+    return cls(**given, loss_params=loss_params)

@@ -1,4 +1,6 @@
-"""Negatives-only records: the schema and loading (records), converters from public sets
+"""Negatives-only records: schema, converters, chat rendering, `data check`.
+
+Negatives-only records: the schema and loading (records), converters from public sets
 (convert), chat rendering (chat) and `data check` (check)."""
 
 from .chat import (

@@ -1,4 +1,6 @@
-"""The settings of `mlx-d2o eval` (`EvalArgs`) and every check made before any work: numbers in
+"""The settings of `mlx-d2o eval` (`EvalArgs`) and the checks before any work.
+
+The settings of `mlx-d2o eval` (`EvalArgs`) and every check made before any work: numbers in
 range, input files readable, adapters present, the output folder writable."""
 
 from __future__ import annotations

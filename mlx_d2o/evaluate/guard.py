@@ -33,7 +33,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import D2OError
-from .judges import SAFE, UNSAFE
+from .markers import SAFE, UNSAFE
 from .prompts import (
     PAIRWISE_PROMPT,
     SAFETY_CATEGORIES,
@@ -148,9 +148,10 @@ def first_token_scores(
     one) is fed back, up to SKIP times, before the verdict is read (one cached step each)."""
     from tqdm import tqdm
 
+    from .. import logprobs
     from ..logprobs import batches_by_tokens
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = logprobs.pad_id(tokenizer)
     eos = set(tokenizer.eos_token_ids)
     p_yes, mass = [0.0] * len(prompts), [0.0] * len(prompts)
     yes_a, no_a = mx.array(list(yes)), mx.array(list(no))

@@ -38,7 +38,16 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import D2OError
-from .markers import REFUSAL_MARKERS, UNSAFE_MARKERS, is_refusal, unsafe_kind
+from .markers import (
+    REFUSAL,
+    REFUSAL_MARKERS,
+    SAFE,
+    UNPARSEABLE,
+    UNSAFE,
+    UNSAFE_MARKERS,
+    is_refusal,
+    unsafe_kind,
+)
 
 __all__ = [
     "SAFE",
@@ -59,8 +68,6 @@ __all__ = [
 ]
 
 ANSWER_FIELD = "answer_regex"  # a benign record's pattern of a right answer
-
-SAFE, UNSAFE, REFUSAL, UNPARSEABLE = "safe", "unsafe", "refusal", "unparseable"
 
 
 def keyword_verdict(text: str) -> str:

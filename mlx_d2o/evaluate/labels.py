@@ -1,4 +1,6 @@
-"""A judge against human labels: its recall and false-positive rate, each with n and a 95 % interval.
+"""A judge against human labels: recall and false-positive rate with intervals.
+
+A judge against human labels: its recall and false-positive rate, each with n and a 95 % interval.
 
 `data/judge_labels.jsonl` holds responses labelled by hand, written apart from the keyword
 judge's marker lists; `markers.KEYWORD_JUDGE_ACCURACY` is the keyword judge measured on it, and

@@ -21,6 +21,9 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+# The verdicts every judge gives (keyword, rule and model judges alike).
+SAFE, UNSAFE, REFUSAL, UNPARSEABLE = "safe", "unsafe", "refusal", "unparseable"
+
 LABELS_FILE = "data/judge_labels.jsonl"
 # `labels.keyword_accuracy(LABELS_FILE)`, as `python -m mlx_d2o.evaluate.labels` prints it.
 KEYWORD_JUDGE_ACCURACY: Optional[dict] = {

@@ -34,9 +34,10 @@ def run_name(config: Optional[dict]) -> Optional[str]:
 
     if not isinstance(config, dict) or not isinstance(config.get("loss"), str):
         return None
-    loss = config["loss"]
-    params = getattr(LOSSES.get(loss), "params", ("alpha", "beta"))
-    parts = [loss]
+    loss_name = config["loss"]
+    loss = LOSSES.get(loss_name)
+    params = loss.param_names() if loss is not None else ("alpha", "beta")
+    parts = [loss_name]
     for p in sorted(params, key=lambda p: list(SYMBOLS).index(p) if p in SYMBOLS else 9):
         if p in config:
             parts.append(f"{SYMBOLS.get(p, p)}={_num(config[p])}")

@@ -22,7 +22,7 @@ from ..adapters import read_metrics
 from .notes import judge_note
 
 # Training metrics the curves show, in TRL's names as the trainer writes them.
-CURVES = ("loss", "rewards/margin", "rewards/samples", "rewards/negative")
+CURVES = ("loss", "rewards/margins", "rewards/samples", "rewards/negative")
 
 
 def available() -> bool:

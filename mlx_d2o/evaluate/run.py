@@ -58,6 +58,7 @@ class _Run:
     SETS = ("harmful", "benign", "overrefusal")  # the generated sets, in generation order
 
     def __init__(self, args: EvalArgs):
+        from .. import logprobs
         from ..models import load
         from .judges import make_judge
 
@@ -68,7 +69,7 @@ class _Run:
         self.judge = make_judge(args.judge, args.judge_threshold, args.batch_size)
         _say(f"loading model {args.model}...")
         self.model, self.tok, self.info = load(args.model, return_info=True)
-        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        self.pad_id = logprobs.pad_id(self.tok)
         # Refuse a mismatched adapter or judge before any long work starts.
         self.configs = []
         for p in args.adapter_paths:
@@ -111,11 +112,13 @@ class _Run:
         """
         from .progress import generate_responses
 
-        a = self.args
+        args = self.args
         prompts = [p for k in self.SETS for p in self.prompts[k]]
-        _say(f"{name}: generating {len(prompts)} responses (at most {a.max_tokens} tokens each)...")
+        _say(
+            f"{name}: generating {len(prompts)} responses (at most {args.max_tokens} tokens each)..."
+        )
         ids = generate_responses(
-            self.model, self.tok, prompts, a.max_tokens, a.temp, a.seed, a.batch_size,
+            self.model, self.tok, prompts, args.max_tokens, args.temp, args.seed, args.batch_size,
             f"{name}: generating",
         )  # fmt: skip
         out, i = {}, 0

@@ -1,4 +1,6 @@
-"""Export: fuse an adapter into its base (`fuse`), how the fused weights are stored over a
+"""Export: fuse, quantized storage, fidelity, model card, Hub upload.
+
+Export: fuse an adapter into its base (`fuse`), how the fused weights are stored over a
 quantized base (`quant`), how close the result is to base + adapter (`fidelity`), the model card
 (`card`, `describe`), the Hugging Face Hub upload (`hub`) and the GGUF export for llama.cpp
 (`to_gguf`, `gguf_vocab`)."""

@@ -1,4 +1,6 @@
-"""The fused model's card (README.md): Hub front matter (YAML), then what the model is, how it
+"""The fused model's card (README.md): front matter, training, eval, weights, use.
+
+The fused model's card (README.md): Hub front matter (YAML), then what the model is, how it
 was trained, how it did in `mlx-d2o eval`, how its weights are stored and how to load it.
 
 `model_card` only formats: the facts come in as arguments (see `provenance` for where they are

@@ -1,4 +1,6 @@
-"""What `fuse` says about the model it wrote: the model card's facts, the dry-run listing, the
+"""What `fuse` says about the model it wrote: card facts, dry-run listing, warnings.
+
+What `fuse` says about the model it wrote: the model card's facts, the dry-run listing, the
 fidelity line and the warnings."""
 
 from __future__ import annotations
@@ -87,12 +89,12 @@ def gguf_line(gguf: dict, fidelity: Optional[dict]) -> str:
 
 
 def fuse_warnings(
-    changed: Optional[float], fidelity: Optional[dict], how: Optional[str], gguf=None
+    changed: Optional[float], fidelity: Optional[dict], adapted: Optional[str], gguf=None
 ) -> list:
     """Warnings about what the fused model lost: the update rounded away (grid), or a KL to
     base + adapter above `KL_WARN` (of the fused directory, or of the GGUF)."""
     out = []
-    if changed is not None and how == "grid" and changed < 0.05:
+    if changed is not None and adapted == "grid" and changed < 0.05:
         out.append(
             f"only {changed:.2%} of the adapted weights changed when rounded to the base's grid: "
             "most of the update is finer than the quantization and is lost; "

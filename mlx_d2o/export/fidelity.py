@@ -110,10 +110,11 @@ def make_probe(net, tokenizer, prompts_file: Optional[str] = None) -> Probe:
     """Base + adapter's side of the measurement: NET is the adapted model, before fusing."""
     import mlx.core as mx
 
+    from .. import logprobs
     from ..logprobs import batches_by_tokens
 
     pairs, source = _pairs(tokenizer, net, prompts_file)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = logprobs.pad_id(tokenizer)
     probe = Probe(pairs, source, pad_id)
     lengths = [len(p) + len(r) for p, r in pairs]
     for idx in batches_by_tokens(lengths, MAX_TOKENS_PER_BATCH, 8):

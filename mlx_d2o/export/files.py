@@ -1,4 +1,6 @@
-"""The fused model's directory: written all-or-nothing, or (dry run) listed with the sizes it
+"""The fused model's directory, written all-or-nothing (or listed, in a dry run).
+
+The fused model's directory: written all-or-nothing, or (dry run) listed with the sizes it
 would have, without writing it."""
 
 from __future__ import annotations

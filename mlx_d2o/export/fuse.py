@@ -180,7 +180,7 @@ def load_for_fuse(model: str, adapter_path: str | Path, full: bool = False):
     adapters.check_base(adapter_path, adapters.read_config(adapter_path), info.fingerprint)
     try:
         if full:
-            return net, tokenizer, info, _load_full(net, Path(adapter_path), set(weights))
+            return net, tokenizer, info, _load_full(net, Path(adapter_path), weights)
         net = load_adapters(net, str(adapter_path))
         net.eval()
         return net, tokenizer, info, {}
@@ -195,55 +195,20 @@ def load_for_fuse(model: str, adapter_path: str | Path, full: bool = False):
         ) from None
 
 
-def _load_full(net, adapter_path: Path, names: set) -> dict:
-    """Put full fine-tuned weights (NAMES) into NET in the base's own format.
-
-    A full fine-tune trains float weights (on the CPU, of the dequantized base), so the modules
-    it replaced are dequantized first, loaded by mlx-lm's `load_adapters` (which checks names and
-    shapes), cast back to the base's float type, and reported for requantizing on their own
-    grid. Modules it did not touch keep their original quantized weights bit for bit.
-    """
-    import mlx.core as mx
-    import mlx.nn as nn
-    from mlx.utils import tree_flatten, tree_unflatten
-    from mlx_lm.utils import load_adapters
-
-    modules = dict(net.named_modules())
-    requantize, swaps = {}, []
-    for path in sorted({n.rsplit(".", 1)[0] for n in names}):
-        m = modules.get(path)
-        if not isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
-            continue
-        w = mx.dequantize(
-            m.weight, m.scales, m.biases, group_size=m.group_size, bits=m.bits, mode=m.mode
-        )
-        if isinstance(m, nn.QuantizedLinear):
-            f = nn.Linear(w.shape[1], w.shape[0], bias="bias" in m)
-            if "bias" in m:
-                f.bias = m.bias
-        else:
-            f = nn.Embedding(*w.shape)
-        f.weight = w
-        swaps.append((path, f))
-        requantize[path] = m
-    if swaps:
-        net.update_modules(tree_unflatten(swaps))
-    params = dict(tree_flatten(net.parameters()))
-    dtypes = {k: params[k].dtype for k in names if k in params}
-    load_adapters(net, str(adapter_path))
-    params = dict(tree_flatten(net.parameters()))
-    net.update(tree_unflatten([(k, params[k].astype(d)) for k, d in dtypes.items()]))
-    return requantize
+def _load_full(net, adapter_path: Path, weights: dict) -> dict:
+    """Put full fine-tuned WEIGHTS into NET in the base's own format (`adapters.put_full`);
+    returns the quantized modules they replaced, by path, for requantizing on their own grid."""
+    return dict(adapters.put_full(net, adapter_path, weights)[3])
 
 
-def _fuse_one(module, base, how: Optional[str]):
+def _fuse_one(module, base, adapted: Optional[str]):
     """mlx-lm's `fuse()`: float where HOW is None or the base is float; over a quantized base
     kept quantized, the float W + ΔW stored as HOW says (`quant.store_adapted`)."""
     import mlx.nn as nn
 
-    if how is None or not isinstance(base, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+    if adapted is None or not isinstance(base, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
         return module.fuse(dequantize=True)
-    return store_adapted(module.fuse(dequantize=True), base, how)
+    return store_adapted(module.fuse(dequantize=True), base, adapted)
 
 
 # Fused layers evaluated together. Measured on SmolLM2 (CPU): the same time for 1, 16, 64 or all
@@ -251,7 +216,7 @@ def _fuse_one(module, base, how: Optional[str]):
 EVAL_EVERY = 8
 
 
-def fuse_model(net, how: Optional[str] = None, evaluate: bool = True, progress: bool = True):
+def fuse_model(net, adapted: Optional[str] = None, evaluate: bool = True, progress: bool = True):
     """Replace every adapter layer by its fused layer, stored as HOW says, in place.
 
     Each layer's `fuse()` is mlx-lm's. Unlike mlx-lm's fuse script, which leaves everything lazy
@@ -273,7 +238,7 @@ def fuse_model(net, how: Optional[str] = None, evaluate: bool = True, progress: 
     bar = tqdm(total=n, desc="fusing", unit="layer", file=sys.stderr, disable=not progress or not n)
     for i in range(n):
         name, module, base = layers.pop()
-        fused = _fuse_one(module, base, how)
+        fused = _fuse_one(module, base, adapted)
         if evaluate and getattr(fused, "bits", None) == getattr(base, "bits", 0):
             changed = changed + changed_weights(fused, base)
             stats["weights"] += base.scales.size * base.group_size
@@ -293,7 +258,7 @@ def fuse_model(net, how: Optional[str] = None, evaluate: bool = True, progress: 
 # ---------------------------------------------------------------------------------------------
 
 
-def adapted_how(args: FuseArgs, base_config: dict) -> Optional[str]:
+def effective_adapted_layers(args: FuseArgs, base_config: dict) -> Optional[str]:
     """How the adapted layers are stored: None (float, as every other layer) when the fused
     model is written float or requantized whole, or the base is not quantized."""
     if args.dequantize or args.quantize or not base_config.get("quantization"):
@@ -312,17 +277,17 @@ def fused_net(
     net, tokenizer, info, requantize = load_for_fuse(args.model, adapter, full=full)
     if args.export_gguf:
         check_exportable(info.config)
-    how = adapted_how(args, info.config)
+    adapted = effective_adapted_layers(args, info.config)
     probe, view = None, FloatView()
     if args.fidelity and not args.dry_run:
         with view(net):  # base + adapter, before fusing
             probe = make_probe(net, tokenizer, args.fidelity_prompts)
         view.forget([*requantize.values(), *(b for _, _, b in adapters.adapter_layers(net))])
-    stats = fuse_model(net, how, evaluate=not args.dry_run, progress=not args.dry_run)
+    stats = fuse_model(net, adapted, evaluate=not args.dry_run, progress=not args.dry_run)
     if not stats["fused"] and not full:
         raise D2OError(f"{adapter}: no adapter layers found in the model after loading the adapter")
-    net, config = set_quantization(net, info.config, args, requantize, how or DEFAULT_ADAPTED)
-    if how is not None:
+    net, config = set_quantization(net, info.config, args, requantize, adapted or DEFAULT_ADAPTED)
+    if adapted is not None:
         modules = dict(net.named_modules())
         config = record_layers(config, {p: modules[p] for p in [*stats["fused"], *requantize]})
     changed = stats["changed"] / stats["weights"] if stats["weights"] else None
@@ -335,7 +300,7 @@ def fused_net(
         view.clear()
         fidelity = {"kl_per_token": kl, "tokens": probe.tokens, "source": probe.source}
         log(fidelity_line(fidelity))
-    facts = {"changed": changed, "adapted": how, "fidelity": fidelity}
+    facts = {"changed": changed, "adapted": adapted, "fidelity": fidelity}
     if gguf_to is not None:
         name = args.upload_repo or Path(args.save_path).name
         facts["gguf"] = export_and_measure(

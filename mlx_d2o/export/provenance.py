@@ -1,4 +1,6 @@
-"""Where the model card's facts come from: the base model (its Hub id, how to name it, its
+"""Where the model card's facts come from: base model, sample cache, eval report.
+
+Where the model card's facts come from: the base model (its Hub id, how to name it, its
 licence), the sample cache the adapter was trained from, and the `mlx-d2o eval` report.
 
 Each file is read through its owner where it has one (the cache's manifest reader, eval's report

@@ -154,7 +154,7 @@ def changed_weights(fused, base):
     return mx.sum(mx.where(same_grid, moved.sum(-1), gs))
 
 
-def store_adapted(fused, base, how: str):
+def store_adapted(fused, base, adapted: str):
     """FUSED, a float module holding W + ΔW, stored as HOW (an `ADAPTED_LAYERS` key) says; BASE
     is the quantized module W came from (its bits, group size and grid).
 
@@ -162,16 +162,18 @@ def store_adapted(fused, base, how: str):
     8bit: a fresh 8-bit grid, 16x finer steps than 4 bits, so the update survives; the group
     size stays the base's (affine takes 32, 64, 128; other modes' sizes fall back to 64).
     """
-    if how == "float":
+    if adapted == "float":
         return fused
-    if how == "grid":
+    if adapted == "grid":
         return requantize_like(fused, base)
-    if how == "requant":
+    if adapted == "requant":
         return fused.to_quantized(
             group_size=base.group_size, bits=base.bits, mode=getattr(base, "mode", "affine")
         )
-    if how != "8bit":
-        raise ValueError(f"unknown way to store adapted layers: {how!r}")
+    if adapted != "8bit":
+        raise D2OError(
+            f"--adapted-layers {adapted}: unknown (expected float, grid, requant or 8bit)"
+        )
     gs = base.group_size if base.group_size in (32, 64, 128) else 64
     if fused.weight.shape[-1] % gs:
         return fused  # no 8-bit grid fits this width: float, which is exact
@@ -207,7 +209,7 @@ def record_layers(config: dict, modules: dict) -> dict:
     return config
 
 
-def set_quantization(net, config: dict, args, requantize: dict, how: str = DEFAULT_ADAPTED):
+def set_quantization(net, config: dict, args, requantize: dict, adapted: str = DEFAULT_ADAPTED):
     """The fused model's weights as ARGS (a `FuseArgs`) ask: as the base with the adapted layers
     stored as HOW says (default), float (`dequantize`) or (re)quantized (`quantize`, `q_bits`,
     `q_group_size`). REQUANTIZE maps the modules a full fine-tune replaced to the base's
@@ -219,7 +221,7 @@ def set_quantization(net, config: dict, args, requantize: dict, how: str = DEFAU
     if not (args.dequantize or args.quantize):
         if requantize:  # a full fine-tune's modules, stored like any adapted layer
             modules = dict(net.named_modules())
-            back = [(p, store_adapted(modules[p], like, how)) for p, like in requantize.items()]
+            back = [(p, store_adapted(modules[p], like, adapted)) for p, like in requantize.items()]
             net.update_modules(tree_unflatten(back))
         return net, config
     dequantize_model(net)

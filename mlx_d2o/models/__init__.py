@@ -1,4 +1,6 @@
-"""Models: load (embedded name, Hub id, mlx-lm dir, GGUF), GGUF import, fingerprints, and the
+"""Models: load, GGUF import, fingerprints, device set-up.
+
+Models: load (embedded name, Hub id, mlx-lm dir, GGUF), GGUF import, fingerprints, and the
 device set-up (BLAS, float32 on the CPU).
 
 Every command loads through `load()`, so the same rules hold everywhere:

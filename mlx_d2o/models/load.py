@@ -1,4 +1,6 @@
-"""Loading models: a Hub repo id, an mlx-lm directory, a llama-family GGUF file, or an embedded name.
+"""Loading models: Hub id, mlx-lm directory, llama-family GGUF, or an embedded name.
+
+Loading models: a Hub repo id, an mlx-lm directory, a llama-family GGUF file, or an embedded name.
 
 Every command loads through `load()`, so the same rules hold everywhere:
 - a `.gguf` file is converted once into an mlx-lm directory (`convert_gguf`), cached, and
@@ -211,7 +213,10 @@ def load(
     did = prepare_for_device(net, dequantize)
     if adapter_path is not None:
         adapters.check_fits(adapter_path, net)
-        net = load_adapters(net, str(adapter_path))
+        if adapters.read_config(adapter_path).get("fine_tune_type") == "full":
+            adapters.put_full(net, adapter_path, adapters.load_weights(adapter_path))
+        else:
+            net = load_adapters(net, str(adapter_path))
         net.eval()
     if return_info:
         return net, tokenizer, LoadedModel(model, path, model_fingerprint(path), config, did)

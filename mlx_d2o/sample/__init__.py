@@ -1,4 +1,6 @@
-"""`mlx-d2o sample`: K self-generated responses per prompt (D2O's π_r anchors), scored by the
+"""`mlx-d2o sample`: K self-samples per prompt with reference scores, cached.
+
+`mlx-d2o sample`: K self-generated responses per prompt (D2O's π_r anchors), scored by the
 reference model, cached to disk so that training never runs a reference forward pass.
 
     generate.py   K samples per prompt through `generation.generate` (keyed sampler per batch)

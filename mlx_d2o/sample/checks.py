@@ -1,4 +1,6 @@
-"""What `mlx-d2o sample` refuses before any work: settings out of range, an --output it cannot
+"""What `mlx-d2o sample` refuses before any work.
+
+What `mlx-d2o sample` refuses before any work: settings out of range, an --output it cannot
 write, prompts that leave no room for --max-tokens within the model's context.
 
 Each refusal is one line (`D2OError`) naming the flag, the path or the record's `file:line`.

@@ -134,7 +134,7 @@ def _records(args: SampleArgs) -> list[Record]:
     return records if args.limit is None else records[: int(args.limit)]
 
 
-def _open_cache(args: SampleArgs, out_dir: Path, manifest: dict, ranks: Shard) -> None:
+def _open_cache(args: SampleArgs, out_dir: Path, manifest: dict, shard: Shard) -> None:
     """Every rank checks the existing cache before anyone writes, and all agree to go on; rank 0
     then clears it (--overwrite) or writes the manifest of a new one. A finished cache keeps
     `complete` in MANIFEST."""
@@ -146,14 +146,14 @@ def _open_cache(args: SampleArgs, out_dir: Path, manifest: dict, ranks: Shard) -
                 manifest["complete"] = True
         except D2OError as e:
             error = e
-    if not ranks.all_ok(error is None):
+    if not shard.all_ok(error is None):
         raise error or D2OError(f"{out_dir}: another rank refused this cache (see its message)")
-    if ranks.rank == 0:
+    if shard.rank == 0:
         if args.overwrite:
             sample_cache.clear_cache(out_dir)
         if not (out_dir / sample_cache.MANIFEST).exists():
             sample_cache.write_manifest(out_dir, manifest)
-    ranks.all_ok(True)  # nobody opens a shard before the manifest is there (and old files are gone)
+    shard.all_ok(True)  # nobody opens a shard before the manifest is there (and old files are gone)
 
 
 def _reference(adapter: Optional[Adapter], model):
@@ -241,27 +241,27 @@ def _finish(out_dir: Path, manifest: dict, t0: float, stats: dict) -> dict:
     return out
 
 
-def _lock(stack: ExitStack, out_dir: Path, ranks: Shard) -> None:
+def _lock(stack: ExitStack, out_dir: Path, shard: Shard) -> None:
     """Make the cache folder and, on rank 0, hold its lock for the run (a second run on the
     same cache is refused at once, naming the first); every rank learns of a refusal."""
     error = None
     try:
         make_output(out_dir)
-        if ranks.rank == 0:
+        if shard.rank == 0:
             with sample_cache.writing(out_dir / RunLock.NAME):
                 stack.enter_context(RunLock(out_dir, "sample run"))
     except D2OError as e:
         error = e
-    if not ranks.all_ok(error is None):
+    if not shard.all_ok(error is None):
         raise error or D2OError(
             f"{out_dir}: another rank could not open this cache (see its message)"
         )
 
 
-def _bar(total: int, initial: int, ranks: Shard, progress: bool):
+def _bar(total: int, initial: int, shard: Shard, progress: bool):
     from tqdm import tqdm
 
-    rank, size = ranks.rank, ranks.size
+    rank, size = shard.rank, shard.size
     return tqdm(
         total=total,
         initial=initial,
@@ -286,12 +286,12 @@ def sample(args: SampleArgs, progress: bool = True) -> dict:
     check_args(args)
     t0 = time.perf_counter()
     records = _records(args)
-    ranks = Shard.current()
+    shard = Shard.current()
     out_dir = Path(args.output)
     with ExitStack() as stack:
-        _lock(stack, out_dir, ranks)
+        _lock(stack, out_dir, shard)
         stop = stack.enter_context(graceful_stop())
-        return _run(args, records, ranks, out_dir, stop, progress, t0)
+        return _run(args, records, shard, out_dir, stop, progress, t0)
 
 
 def _load(args: SampleArgs, records: list[Record], size: int):
@@ -316,20 +316,20 @@ def _load(args: SampleArgs, records: list[Record], size: int):
     return model, adapter, tokenizer, manifest, kept
 
 
-def _run(args, records, ranks: Shard, out_dir: Path, stop: Stop, progress: bool, t0) -> dict:
-    rank, size = ranks.rank, ranks.size
+def _run(args, records, shard: Shard, out_dir: Path, stop: Stop, progress: bool, t0) -> dict:
+    rank, size = shard.rank, shard.size
     model, adapter, tokenizer, manifest, records = _load(args, records, size)
-    _open_cache(args, out_dir, manifest, ranks)
+    _open_cache(args, out_dir, manifest, shard)
 
     bs = int(args.batch_size)
     mine = [records[i] for i in sample_cache.shard_indices(len(records), rank, size)]
     batches = [mine[i : i + bs] for i in range(0, len(mine), bs)]
-    shard = out_dir / sample_cache.shard_name(rank, size)
-    done, dropped = sample_cache.resume_shard(shard, [[r.id for r in b] for b in batches])
-    bar = _bar(len(mine), sum(len(b) for b in batches[:done]), ranks, progress)
+    shard_file = out_dir / sample_cache.shard_name(rank, size)
+    done, dropped = sample_cache.resume_shard(shard_file, [[r.id for r in b] for b in batches])
+    bar = _bar(len(mine), sum(len(b) for b in batches[:done]), shard, progress)
     try:
         prog = Progress(bar, int(args.num_samples), int(args.max_tokens))
-        stats = _fill_shard(args, model, adapter, tokenizer, batches, done, shard, prog, stop)
+        stats = _fill_shard(args, model, adapter, tokenizer, batches, done, shard_file, prog, stop)
     finally:
         bar.close()
     if stats["batches"] < len(batches):
@@ -340,11 +340,11 @@ def _run(args, records, ranks: Shard, out_dir: Path, stop: Stop, progress: bool,
             f"{dropped_batch}; run the same command again to resume"
         )
 
-    ranks.all_ok(True)  # every shard is finished before rank 0 reads them
+    shard.all_ok(True)  # every shard is finished before rank 0 reads them
     summary = {"output": str(out_dir), "rank": rank, "world_size": size, "resumed_batches": done}
     summary.update(dropped_lines=dropped, skipped_long=manifest["skipped_long"])
     if rank == 0:
         summary.update(_finish(out_dir, manifest, t0, stats))
         sample_cache.write_summary(out_dir, summary)
-    ranks.all_ok(True)
+    shard.all_ok(True)
     return summary

@@ -23,6 +23,7 @@ from typing import Optional
 import mlx.core as mx
 import numpy as np
 
+from .. import logprobs
 from ..data import prompt_tokens, response_tokens
 from ..generation import Draw, merge_caches, prefill
 from ..logprobs import batches_by_tokens, pad, score
@@ -169,7 +170,7 @@ def _score_pairs(ref_model, tokenizer, rows, prompts, pairs, batch_size) -> tupl
     as whole sequences, through the function training scores the policy with."""
     if not pairs:
         return [], []
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = logprobs.pad_id(tokenizer)
     if not computes_in_float32(ref_model):
         return score_like_training(ref_model, prompts, pairs, batch_size, pad_id)
     # (A RoPE the shared-prompt path cannot reproduce, `fallback_note`, is not run after

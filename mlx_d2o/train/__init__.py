@@ -1,4 +1,6 @@
-"""`mlx-d2o train`: LoRA / DoRA / full fine-tuning from a sample cache with D2O and its baselines,
+"""`mlx-d2o train`: LoRA / DoRA / full fine-tuning with D2O and its baselines.
+
+`mlx-d2o train`: LoRA / DoRA / full fine-tuning from a sample cache with D2O and its baselines,
 split the way mlx-lm's tuner/ is:
 
     args.py         TrainArgs (flags as in mlx_lm.lora), DEFAULTS, the checks before any work
@@ -10,7 +12,9 @@ split the way mlx-lm's tuner/ is:
     output.py       the adapter folder: one run at a time, earlier runs kept, leftovers removed
     report.py       report windows and the TrainingCallback that writes metrics.jsonl
     refresh.py      online D2O: the policy samples again through the sample step's code
-    run.py          one run's context, set up before the loop
+    plan.py         the memory plan of a step, from config.json alone (also `mlx-d2o plan`)
+    memory.py       this run's memory plan and the chunk size it trains with (measured)
+    run.py          one run's context (`Run`), decided whole and frozen before the loop
     loop.py         train(args): the loop
 
 Under `mlx.launch` each rank takes its share of every global batch (`distributed.Shard`).

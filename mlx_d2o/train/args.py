@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from .. import losses
@@ -51,6 +51,8 @@ class TrainArgs:
     chunk_size: Optional[int] = None  # sequences back-propagated at once; None: the plan's
     report_to: Optional[str] = None  # "wandb,swanlab,tensorboard" (mlx_lm.lora's), `tracking`
     project_name: Optional[str] = None  # the trackers' project; None: "mlx-d2o"
+    # Hyperparameters of a loss declared beyond alpha and beta (`losses.Param`), by name.
+    loss_params: dict = field(default_factory=dict)
 
     def lora_parameters(self) -> dict:
         return {"rank": self.lora_rank, "scale": self.lora_scale, "dropout": self.lora_dropout}

@@ -1,4 +1,6 @@
-"""What training writes into the adapter folder (its layout is `adapters.py`'s): the adapters
+"""What training writes into the adapter folder: adapters, checkpoints, resume.
+
+What training writes into the adapter folder (its layout is `adapters.py`'s): the adapters
 and their config, checkpoints that resume a run step for step, and metrics.jsonl kept as one run.
 
     checkpoints/NNNNNNN/   adapters + config (itself a loadable adapter folder), optimizer
@@ -46,8 +48,9 @@ def write_json(path: Path, obj) -> None:
 def adapter_config(args: TrainArgs, d2o_meta: dict) -> dict:
     """mlx-lm's adapter_config.json (what `mlx_lm.load(..., adapter_path=)` reads), plus ours
     under "d2o"."""
-    lora = ("lora_rank", "lora_scale", "lora_dropout")
-    cfg = {k: v for k, v in asdict(args).items() if k not in lora}
+    nested = ("lora_rank", "lora_scale", "lora_dropout", "loss_params")
+    cfg = {k: v for k, v in asdict(args).items() if k not in nested}
+    cfg.update(args.loss_params)  # beside alpha and beta, as recipe keys are
     cfg["lora_parameters"] = args.lora_parameters()
     cfg["d2o"] = d2o_meta
     return cfg
@@ -144,7 +147,7 @@ def find_resumable(out: Path) -> tuple[Path, dict, dict, dict, list]:
 
 
 def resume_identity(args: TrainArgs) -> dict:
-    return {k: getattr(args, k) for k in RESUME_IDENTITY}
+    return {**{k: getattr(args, k) for k in RESUME_IDENTITY}, **args.loss_params}
 
 
 def _check_resumable(ckpt: Path, state: dict, manifest: dict, identity: Optional[dict]) -> None:

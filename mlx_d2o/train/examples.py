@@ -16,8 +16,8 @@ from typing import Optional
 import mlx.core as mx
 import numpy as np
 
-from .. import data as D
 from .. import losses
+from ..data import prompt_tokens, response_tokens
 from ..errors import D2OError
 from ..logprobs import pad, score
 from ..sample.cache import read_cache as read
@@ -64,8 +64,9 @@ def read_cache(path) -> tuple[dict, list]:
     return manifest, rows
 
 
-def build_examples(rows: list, tokenizer, args, path) -> tuple[list, list]:
-    """Tokenize cache rows; returns (examples, rows_to_rescore).
+def build_examples(rows: list, tokenizer, args, path, say=None) -> tuple[list, list]:
+    """Tokenize cache rows; returns (examples, rows_to_rescore). SAY: where the warning goes
+    (the run's output channel; default stderr).
 
     A sequence longer than --max-seq-length keeps its prompt and loses the end of its response;
     its cached reference score was for the whole response, so it is listed for re-scoring with
@@ -83,14 +84,29 @@ def build_examples(rows: list, tokenizer, args, path) -> tuple[list, list]:
             examples.append(ex)
     if skipped:
         more = "..." if len(skipped) > 5 else ""
-        print(
+        (say or _stderr)(
             f"warning: {len(skipped)} rows skipped: their prompt alone fills --max-seq-length "
-            f"{args.max_seq_length} ({', '.join(skipped[:5])}{more})",
-            file=sys.stderr,
+            f"{args.max_seq_length} ({', '.join(skipped[:5])}{more})"
         )
     if not examples:
         raise D2OError(f"{path}: no row fits --max-seq-length {args.max_seq_length}")
     return examples, to_rescore
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def replace_samples(examples: list, rows: list, tokenizer, max_seq_length: int, path) -> list:
+    """Put each row of ROWS (K new samples with their reference scores, as the cache holds
+    them) into its example of EXAMPLES in place of the old samples, checked as a cache's rows
+    are (PATH names them); returns the samples cut to MAX_SEQ_LENGTH, to `rescore`."""
+    reader, to_rescore = _RowReader(tokenizer, None, max_seq_length, path), []
+    for ex, row in zip(examples, rows):
+        ex.samples, ex.ref_samples = [], []
+        reader.add_samples(ex, row, ex.id, to_rescore)
+        ex.row = {**ex.row, **row}
+    return to_rescore
 
 
 class _RowReader:
@@ -121,7 +137,7 @@ class _RowReader:
     def tokens(self, rid, msgs, prompt, text, cached_count, what, ids=None) -> tuple[list, bool]:
         """Response tokens (IDS, else TEXT as the template writes it) cut to the room the prompt
         leaves, and whether they were cut."""
-        ids = D.response_tokens(self.tokenizer, msgs, text, prompt) if ids is None else ids
+        ids = response_tokens(self.tokenizer, msgs, text, prompt) if ids is None else ids
         if cached_count is not None and cached_count != len(ids):
             raise D2OError(
                 f"{self.path}: row {rid!r}: field 'ref_tokens.{what}': the reference scored "
@@ -136,7 +152,7 @@ class _RowReader:
         # The row's own messages: `sample` puts --system-prompt first while generating only,
         # and scores (so we train) on the record's prompt.
         msgs = row["messages"]
-        prompt = D.prompt_tokens(self.tokenizer, msgs)
+        prompt = prompt_tokens(self.tokenizer, msgs)
         if len(prompt) >= self.max_len - 1:
             return None
         ref, counts = row["ref_logps"], row.get("ref_tokens") or {}

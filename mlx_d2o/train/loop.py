@@ -1,4 +1,6 @@
-"""`train(args)`: the training loop, read top to bottom; the parts live beside it (set-up in
+"""`train(args)`: the training loop, in one screen.
+
+`train(args)`: the training loop, read top to bottom; the parts live beside it (set-up in
 `run`, the step in `step`, files in `checkpoints`, reports in `report`, online D2O in
 `refresh`). It follows mlx-lm's tuner/trainer.py `train`, reporting through a callback."""
 
@@ -14,19 +16,19 @@ from typing import Optional
 import mlx.core as mx
 from mlx_lm.tuner.callbacks import TrainingCallback
 
-from ..adapters import CHECKPOINTS_DIR, METRICS_FILE
+from ..adapters import METRICS_FILE
 from ..distributed import Shard, peer_exit
 from ..errors import D2OError
 from ..signals import graceful_stop
 from .args import TrainArgs, check_args
-from .checkpoints import TrainInterrupted, nan_message, stopped_message
+from .checkpoints import nan_message, stopped_message
 from .examples import collate
 from .memory import fit_memory
 from .output import claim_output, disk_errors, open_output
-from .refresh import refresh_due, refresh_note, refresh_window
+from .refresh import refresh_due, refresh_note
 from .report import Reporter, Window
-from .run import Run, prepare
-from .step import evaluate, make_loss_fn, make_step, step_seed
+from .run import prepare
+from .step import make_loss_fn, make_step, step_seed
 from .tracking import with_trackers
 from .trainable import checkpointed_layers
 
@@ -53,12 +55,13 @@ def train(
     training_callback = with_trackers(args, shard, training_callback)
     with disk_errors(Path(args.adapter_path)), claim_output(args, shard, say):
         run = prepare(args, shard, say)
-        args, model, G, iters = run.args, run.model, run.args.grad_accumulation_steps, run.iters
-        start, trained_tokens = open_output(run)
+        args, model, optimizer, iters = run.args, run.model, run.optimizer, run.iters  # resolved
+        G = args.grad_accumulation_steps
+        start, trained_tokens = open_output(args, model, optimizer, run.manifest, shard, say)
         if start >= iters:
             return run.already_finished(start)
         loss_fn = make_loss_fn(run.loss, run.settings, args.grad_checkpoint)
-        step, state = make_step(model, run.optimizer, loss_fn, G, run.memory.chunk_size)
+        step, state = make_step(model, optimizer, loss_fn, G)
         model.train()
         mx.reset_peak_memory()
         refresh_note(args.refresh_every, start, say)
@@ -72,37 +75,39 @@ def train(
             graceful_stop() as stop,  # outside peer_exit: under mlx.launch SIGTERM is a lost peer
             peer_exit(shard, stopped),
         ):
-            fit_memory(run, step)  # a measured step on the batch that peaks, when tight
+            # The plan's chunk size, checked by a measured step on the batch that peaks.
+            chunk_size = fit_memory(step, run.peak_batch, run.memory, say)
             if start == 0 and args.steps_per_eval and run.val_examples:
-                validate(run, 0, reporter)
+                validate(run.validation, 0, reporter)
             for it in range(start + 1, iters + 1):
                 if refresh_due(args.refresh_every, it, start):
-                    refresh_window(run, it)
+                    run.refresh(it)
                 mx.random.seed(step_seed(args.seed, it, shard.rank))
                 reporter.on_step_start(it)
                 tic = time.perf_counter()
                 batch, ntoks = collate(run.local_batch(it), run.loss.layout(), run.pad_id)
-                lvalue, metrics, grad_norm, grad = step(batch, grad, it % G == 0)
-                mx.eval(state, lvalue, metrics, grad_norm, grad)
+                loss_value, metrics, grad_norm, grad = step(batch, grad, it % G == 0, chunk_size)
+                mx.eval(state, loss_value, metrics, grad_norm, grad)
                 window.time += time.perf_counter() - tic
                 reporter.on_step(it)
                 # Summed over the ranks, so a NaN on one rank, or a signal to one, stops all alike.
-                flags = mx.stack([lvalue.astype(mx.float32), mx.array(float(stop.requested))])
-                loss_value, stopping = shard.sum(flags).tolist()
-                if not math.isfinite(loss_value):
-                    raise D2OError(nan_message(loss_value, it, run.out))
-                window.add(lvalue, metrics, grad_norm if it % G == 0 else None, ntoks)
+                flags = mx.stack([loss_value.astype(mx.float32), mx.array(float(stop.requested))])
+                loss_total, stopping = shard.sum(flags).tolist()
+                if not math.isfinite(loss_total):
+                    raise D2OError(nan_message(loss_total, it, run.out))
+                window.add(loss_value, metrics, grad_norm if it % G == 0 else None, ntoks)
                 if it % args.steps_per_report == 0 or it == iters:
-                    lr = float(run.optimizer.learning_rate.item())
+                    lr = float(optimizer.learning_rate.item())
                     last = window.report(it, shard, lr, trained_tokens)
                     trained_tokens = last["trained_tokens"]
                     reporter.on_train_loss_report(last)
                     window = Window(run.loss)
                 if args.steps_per_eval and run.val_examples:
                     if it % args.steps_per_eval == 0 or it == iters:
-                        validate(run, it, reporter)
+                        validate(run.validation, it, reporter)
                 if stopping and it % G == 0:  # the update is whole: save it, and stop
-                    raise interrupted(run, reporter, stop.signal_name, it, trained_tokens)
+                    reporter.close()
+                    raise run.interrupted(stop.signal_name, it, trained_tokens)
                 if args.save_every and it % args.save_every == 0 and it < iters:
                     run.checkpoint(it, trained_tokens)
             reporter.close()
@@ -111,26 +116,11 @@ def train(
         return run.finish(last)
 
 
-def interrupted(run: Run, reporter: Reporter, signal_name, it: int, tokens: int):
-    """Save the checkpoint of step IT after a SIGINT/SIGTERM; the exception that says so."""
-    reporter.close()
-    run.say(f"{signal_name or 'a signal'}: saving a checkpoint of step {it}...")
-    run.checkpoint(it, tokens)
-    # Under mlx.launch every rank stops at this step: the others wait until rank 0 has saved, or
-    # their exit could make the launcher end rank 0 in the middle of the write.
-    run.shard.all_ok(True)
-    ckpt = run.out / CHECKPOINTS_DIR / f"{it:07d}"
-    return TrainInterrupted(signal_name or "a signal", it, ckpt, run.shard.rank, run.shard.size)
-
-
-def validate(run: Run, it: int, reporter: Reporter) -> None:
-    """The validation line of step IT (mean loss and metrics over the held-out cache)."""
+def validate(validation: Callable[[int], dict], it: int, reporter: Reporter) -> None:
+    """Report VALIDATION(IT) (`Run.validation`: the held-out loss and metrics) and its time."""
     tic = time.perf_counter()
-    examples, size = run.val_examples, run.args.batch_size
-    v = evaluate(run.model, examples, run.loss, run.settings, size, run.pad_id, run.shard)
-    reporter.on_val_loss_report(
-        {"step": it, "split": "val", **v, "val_time": time.perf_counter() - tic}
-    )
+    line = validation(it)
+    reporter.on_val_loss_report({**line, "val_time": time.perf_counter() - tic})
 
 
 def _speaker(log: Optional[Callable[[str], None]], shard: Shard) -> Callable[[str], None]:

@@ -1,38 +1,44 @@
-"""How much of a step runs at once: this run's memory plan (`plan`, from the loaded model's
+"""This run's memory plan and the chunk size it trains with.
+
+How much of a step runs at once: this run's memory plan (`plan`, from the loaded model's
 config, the loss's rows and the cache's real lengths), printed at the start, and the chunk size
 it picks under --memory-limit (`step`'s exact chunking makes any size give the same gradient).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Optional
 
 import mlx.core as mx
 
 from ..errors import D2OError
-from ..shared_prompt import supports
-from .examples import collate
-from .plan import GB, ModelShape, PlanInputs, choose_chunk_size, plan
+from .plan import GB, ModelShape, PlanInputs, choose_chunk_size, default_memory_limit, plan
 
 
-def model_shape(run) -> ModelShape:
-    """The shape of the model as it trains: float32 when it was dequantized for the CPU."""
-    shape = ModelShape.from_config(run.info.config, run.args.model)
-    if run.info.dequantized:
+def model_shape(info, model_name: str) -> ModelShape:
+    """The shape of the model as it trains (INFO: `models.load`'s): float32 when it was
+    dequantized for the CPU."""
+    shape = ModelShape.from_config(info.config, model_name)
+    if info.dequantized:
         shape = replace(shape, bits=None, dtype_bytes=4)
     return shape
 
 
-def batch_lengths(run) -> dict:
-    """{(longest prompt, longest response): a batch of that shape} for the batches no other
-    batch exceeds in both: the steps that can peak."""
-    rows = run.loss.layout()
+def memory_limit(gb: Optional[float]) -> tuple[float, str]:
+    """(bytes, source) of --memory-limit GB, or the device's when it is not given."""
+    return (gb * GB, "(--memory-limit)") if gb else default_memory_limit()
+
+
+def batch_lengths(batches: list, examples: list, layout: tuple) -> dict:
+    """{(longest prompt, longest response): a batch of that shape} for the BATCHES (lists of
+    indices into EXAMPLES) no other batch exceeds in both: the steps that can peak."""
     pairs = {}
-    for batch in run.batches:
-        exs = [run.examples[i] for i in batch]
+    for batch in batches:
+        exs = [examples[i] for i in batch]
         prompt = max(len(e.prompt) for e in exs)
-        response = max(len(r) for e in exs for row in rows for r in e.responses(row))
+        response = max(len(r) for e in exs for row in layout for r in e.responses(row))
         pairs.setdefault((prompt, max(response, 1)), batch)
     return {
         (p, r): b
@@ -41,54 +47,70 @@ def batch_lengths(run) -> dict:
     }
 
 
-def plan_inputs(run, prompt: int, response: int, chunk: Optional[int]) -> PlanInputs:
-    args, loss = run.args, run.loss
-    K = len(run.examples[0].samples) if loss.uses("samples") else 1
+def plan_inputs(
+    shape: ModelShape,
+    layout: tuple,
+    k: int,
+    settings: Mapping,
+    prompt: int,
+    response: int,
+    chunk: Optional[int],
+    step: str,
+    batch_size: int,
+) -> PlanInputs:
+    """The `PlanInputs` of one step (train's and `mlx-d2o plan`'s): the K samples of LAYOUT's
+    "samples" row, BATCH_SIZE prompts on this rank, PROMPT + RESPONSE tokens, the training
+    SETTINGS (`TrainArgs` fields by name), CHUNK sequences at once, the STEP shape."""
     return PlanInputs(
-        model_shape(run),
-        k=K,
-        batch_size=args.batch_size // run.shard.size,
-        prompt_tokens=prompt,
-        response_tokens=response,
-        rows=sum(K if r == "samples" else 1 for r in loss.layout()),
-        fine_tune_type=args.fine_tune_type,
-        lora_rank=args.lora_rank,
-        num_layers=args.num_layers,
-        grad_checkpoint=args.grad_checkpoint,
+        shape,
+        k=k,
+        batch_size=batch_size,
+        prompt_tokens=int(prompt),
+        response_tokens=int(response),
+        rows=sum(k if r == "samples" else 1 for r in layout),
+        fine_tune_type=settings["fine_tune_type"],
+        lora_rank=int(settings["lora_rank"]),
+        num_layers=int(settings["num_layers"]),
+        grad_checkpoint=bool(settings["grad_checkpoint"]),
         chunk_size=chunk,
-        step="shared" if supports(run.model) else "full",
-        grad_accumulation_steps=args.grad_accumulation_steps,
+        step=step,
+        grad_accumulation_steps=int(settings["grad_accumulation_steps"]),
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class MemoryPlan:
-    """What `plan_memory` decided: CHUNK_SIZE (None: all sequences in one pass), the LIMIT and
-    the PREDICTED peak in bytes, and the global batch (example indices) that peaks."""
+    """What `plan_memory` decided: CHUNK_SIZE (None: all sequences in one pass), the LIMIT in
+    bytes, the PREDICTED peak, the global batch (example indices) that peaks, and whether a
+    measured step must check it (`fit_memory`: no when --chunk-size was given)."""
 
     chunk_size: Optional[int]
     limit: float
     predicted: float
     peak_batch: list
+    measure: bool
 
 
-def plan_memory(run) -> MemoryPlan:
-    """The chunk size of this run's steps: --chunk-size, or the largest whose predicted peak
-    fits --memory-limit GB (default: the device's recommended working set). Says the plan of
-    the step that peaks; D2OError, with its numbers, when the run cannot fit."""
-    args = run.args
-    limit = args.memory_limit * GB if args.memory_limit else None
-    pairs = batch_lengths(run)
-    chunk = args.chunk_size
+def plan_memory(
+    inputs_of: Callable[[int, int, Optional[int]], PlanInputs],
+    pairs: dict,
+    limit: tuple[float, str],
+    chunk_size: Optional[int],
+    say: Callable[[str], None],
+) -> MemoryPlan:
+    """The chunk size of this run's steps: CHUNK_SIZE (--chunk-size), or the largest whose
+    predicted peak fits LIMIT (bytes, source). INPUTS_OF(prompt, response, chunk) is the plan
+    of one step, PAIRS `batch_lengths`. Says the plan of the step that peaks; D2OError, with
+    its numbers, when the run cannot fit."""
+    limit_bytes, source = limit
+    chunk = chunk_size
     if chunk is None:
-        chunk = min(choose_chunk_size(plan_inputs(run, p, r, None), limit) for p, r in pairs)
-    plans = {pr: plan(plan_inputs(run, *pr, chunk), limit) for pr in pairs}
+        chunk = min(choose_chunk_size(inputs_of(p, r, None), limit_bytes) for p, r in pairs)
+    plans = {pr: plan(inputs_of(*pr, chunk), limit_bytes) for pr in pairs}
     worst = max(plans, key=lambda pr: plans[pr].total)
-    peak = plans[worst]
-    if args.memory_limit:
-        peak.limit_source = "(--memory-limit)"
+    peak = replace(plans[worst], limit_source=source)
     for line in peak.table():
-        run.say(f"plan: {line}")
+        say(f"plan: {line}")
     if not peak.fits:
         numbers = ", ".join(f"{k} {v / GB:.2f} GB" for k, v in peak.breakdown.items())
         raise D2OError(
@@ -96,8 +118,9 @@ def plan_memory(run) -> MemoryPlan:
             f"over the memory limit {peak.memory_limit / GB:.2f} GB {peak.limit_source}; "
             "leave --chunk-size out to let the plan choose, or see `mlx-d2o plan`"
         )
+    measure = chunk_size is None and peak.total >= CHECK_ABOVE * peak.memory_limit
     chunk = None if chunk >= peak.inputs.sequences else chunk
-    return MemoryPlan(chunk, peak.memory_limit, peak.total, pairs[worst])
+    return MemoryPlan(chunk, peak.memory_limit, peak.total, pairs[worst], measure)
 
 
 # A predicted peak below this share of the limit is not checked by a measured step.
@@ -107,26 +130,22 @@ CHECK_ABOVE = 0.5
 MARGIN = 0.9
 
 
-def fit_memory(run, step) -> None:
-    """Check the plan with a real step: run STEP (no update) on this rank's share of the batch
-    that peaks, and while its measured peak is over MARGIN of the limit, make
-    `step.chunk_size` smaller in proportion (a planned peak can be off; a measured one is what
-    counts). Skipped when the plan predicts less than CHECK_ABOVE of the limit, or when
-    --chunk-size was given."""
-    mp = run.memory
-    if run.args.chunk_size or mp.predicted < CHECK_ABOVE * mp.limit:
-        return
-    exs = [run.examples[i] for i in run.shard.local(mp.peak_batch)]
-    batch = collate(exs, run.loss.layout(), run.pad_id)[0]
-    limit = MARGIN * mp.limit
+def fit_memory(step, batch: Callable, mp: MemoryPlan, say: Callable[[str], None]) -> Optional[int]:
+    """The chunk size the run trains with: MP's, checked by a real step when MP says to measure.
+    STEP (no update) runs on BATCH(), this rank's share of the batch that peaks; while its
+    measured peak is over MARGIN of the limit, the chunk is made smaller in proportion (a
+    planned peak can be off; a measured one is what counts)."""
+    if not mp.measure:
+        return mp.chunk_size
+    chunk, limit, batch = mp.chunk_size, MARGIN * mp.limit, batch()
     while True:
         mx.synchronize()
         mx.clear_cache()
         base = mx.get_active_memory()
         mx.reset_peak_memory()
-        mx.eval(step(batch, None, False))
+        mx.eval(step(batch, None, False, chunk))
         peak = mx.get_peak_memory()
-        size = step.chunk_size or len(batch)
+        size = chunk or len(batch)
         if peak <= limit:
             break
         if size == 1:
@@ -136,10 +155,11 @@ def fit_memory(run, step) -> None:
                 f"state alone: {base / GB:.3f} GB)"
             )
         new = max(1, min(size - 1, int(size * (limit - base) / max(peak - base, 1))))
-        run.say(
+        say(
             f"plan: measured, a step of {size} sequences at once peaks at {peak / GB:.3f} GB, "
             f"over {MARGIN:.0%} of the limit: chunk {new}"
         )
-        step.chunk_size = new
+        chunk = new
     mx.clear_cache()
     mx.reset_peak_memory()  # metrics.jsonl reports the training steps' peak, not this check's
+    return chunk

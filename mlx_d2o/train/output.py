@@ -1,4 +1,6 @@
-"""The adapter folder before and around a run: one run at a time (`io.RunLock`), an earlier run
+"""The adapter folder around a run: one run at a time, earlier runs kept, leftovers removed.
+
+The adapter folder before and around a run: one run at a time (`io.RunLock`), an earlier run
 kept unless --resume continues it or --overwrite replaces it, the leftovers of writes that a
 kill interrupted removed, and a folder that cannot be written told in one line."""
 
@@ -94,20 +96,21 @@ def _check_earlier_run(out: Path, args) -> None:
         )
 
 
-def open_output(run) -> tuple[int, int]:
-    """Resume in the adapter folder (--resume) or start afresh there (what an earlier run left
-    is removed: `claim_output` let it through with --overwrite only); returns (start step,
-    tokens trained so far). Rank 0 alone touches the files."""
-    args, out, shard = run.args, run.out, run.shard
+def open_output(args, model, optimizer, manifest: dict, shard, say) -> tuple[int, int]:
+    """Resume in the adapter folder (--resume: MODEL and OPTIMIZER loaded from the newest
+    checkpoint, made from the cache of MANIFEST with ARGS' settings) or start afresh there (what
+    an earlier run left is removed: `claim_output` let it through with --overwrite only);
+    returns (start step, tokens trained so far). Rank 0 alone touches the files."""
+    out = Path(args.adapter_path)
     if args.resume:
         identity = resume_identity(args)
-        state = resume(out, run.model, run.optimizer, run.manifest, shard, run.say, identity)
+        state = resume(out, model, optimizer, manifest, shard, say, identity)
         if shard.rank == 0:
             truncate_metrics(out / METRICS_FILE, state["step"])
         return state["step"], int(state.get("trained_tokens", 0))
     if shard.rank == 0:
         if earlier_run(out):
-            run.say(f"--overwrite: the earlier run in {out} is replaced")
+            say(f"--overwrite: the earlier run in {out} is replaced")
         for name in RUN_FILES:
             p = out / name
             if p.is_dir():
@@ -139,8 +142,8 @@ def _concerns(out: Path, filename) -> bool:
     """True when FILENAME is OUT, inside it, or a folder on the way to it (or not known)."""
     if filename is None:
         return True
-    a, b = os.path.abspath(os.fsdecode(filename)), os.path.abspath(out)
-    return a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep)
+    path, folder = os.path.abspath(os.fsdecode(filename)), os.path.abspath(out)
+    return path == folder or path.startswith(folder + os.sep) or folder.startswith(path + os.sep)
 
 
 def _hint(out: Path) -> str:

@@ -1,4 +1,6 @@
-"""How training reports: sums over a report window, and a `TrainingCallback` (mlx-lm's own
+"""How training reports: window sums, metrics.jsonl and the progress bar.
+
+How training reports: sums over a report window, and a `TrainingCallback` (mlx-lm's own
 class, so its WandB / SwanLab callbacks plug in too) that writes metrics.jsonl and shows progress.
 
 Metric names are TRL's (`rewards/…`, `logps/…`), with `samples` for the K self-generated
@@ -31,8 +33,8 @@ def fmt(x: float) -> str:
 class Window:
     """Sums over the steps since the last report; `report` averages them over steps and ranks."""
 
-    spec: Loss
-    loss: object = 0.0
+    loss: Loss  # the declaration of --loss, whose metrics the window sums
+    loss_sum: object = 0.0
     metrics: dict = field(default_factory=dict)
     grad_norm: object = 0.0
     updates: int = 0
@@ -40,9 +42,9 @@ class Window:
     tokens: int = 0
     time: float = 0.0
 
-    def add(self, loss, metrics: dict, grad_norm, tokens: int) -> None:
-        self.loss = self.loss + loss
-        for k, v in self.spec.with_aliases(metrics).items():
+    def add(self, loss_value, metrics: dict, grad_norm, tokens: int) -> None:
+        self.loss_sum = self.loss_sum + loss_value
+        for k, v in self.loss.with_aliases(metrics).items():
             self.metrics[k] = self.metrics.get(k, 0.0) + v
         if grad_norm is not None:  # only steps that updated have a gradient norm
             self.grad_norm = self.grad_norm + grad_norm
@@ -54,7 +56,7 @@ class Window:
         """The metrics line of STEP (one all_sum for everything). `trained_tokens` counts from
         the start of the run (TOKENS_BEFORE this window)."""
         names = sorted(self.metrics)
-        sums = [self.loss, *(self.metrics[k] for k in names), self.grad_norm, self.tokens]
+        sums = [self.loss_sum, *(self.metrics[k] for k in names), self.grad_norm, self.tokens]
         vec = shard.sum(mx.array(sums, dtype=mx.float32)).tolist()
         n = self.steps * shard.size
         tokens = int(round(vec[-1]))
@@ -126,7 +128,7 @@ class Reporter(TrainingCallback):
         self._write(train_info)
         if self.wrapped is not None:
             self.wrapped.on_train_loss_report(train_info)
-        margin = train_info.get("rewards/margin", float("nan"))
+        margin = train_info.get("rewards/margins", float("nan"))
         tok_s = f"{train_info['tokens_per_sec']:.0f}"
         if self.bar is not None:
             self.bar.set_postfix(
@@ -137,7 +139,7 @@ class Reporter(TrainingCallback):
         self._write(val_info)
         if self.wrapped is not None:
             self.wrapped.on_val_loss_report(val_info)
-        margin = val_info.get("rewards/margin", float("nan"))
+        margin = val_info.get("rewards/margins", float("nan"))
         self.say(f"step {val_info['step']}: val loss {fmt(val_info['loss'])}, margin {fmt(margin)}")
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ gradient and every chunk see the unchunked step's masks: the sum is exact with d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -108,13 +108,14 @@ def make_step(
     chunk_size: Optional[int] = None,
     shared: Optional[bool] = None,
 ):
-    """(step, state): step(batch, prev_grad, do_update) -> (loss, metrics, grad_norm, grad)
-    over an `examples.Batch`; STATE (model, optimizer and RNG state) is what the compiled parts
-    change: evaluate it after each call.
+    """(step, state): step(batch, prev_grad, do_update, chunk_size) -> (loss, metrics,
+    grad_norm, grad) over an `examples.Batch`; STATE (model, optimizer and RNG state) is what
+    the compiled parts change: evaluate it after each call.
 
     Gradients add up over ACCUMULATION micro-batches; the update divides by their number, so
     it equals one step on the whole batch. CHUNK_SIZE: sequences back-propagated at once (None:
-    all, one pass); SHARED: each prompt computed once (default: when the model allows it)."""
+    all, one pass), the default of the step's own argument; SHARED: each prompt computed once
+    (default: when the model allows it)."""
     shared = supports(model) if shared is None else shared
     state = [model.state, optimizer.state, mx.random.state]
     compiled = partial(mx.compile, inputs=state, outputs=state)
@@ -144,21 +145,19 @@ def make_step(
 
     keyed = any(isinstance(m, KeyedDropout) and m.p > 0 for m in model.modules())
 
-    def step(batch: Batch, prev_grad, do_update):
-        size = step.chunk_size
+    def step(batch: Batch, prev_grad, do_update, chunk_size: Optional[int] = chunk_size):
         # One dropout key per step: every pass of it (a checkpoint's recomputation, the weights
         # pass, each chunk) draws the masks of the one unchunked forward (`dropout`).
         key = draw_key() if keyed else None
         try:
-            if not size or size >= len(batch):
+            if not chunk_size or chunk_size >= len(batch):
                 return whole(_keyed(batch.inputs(shared), key), batch.refs, prev_grad, do_update)
-            return chunk(batch, batch.chunks(size), shared, key, prev_grad, do_update)
+            return chunk(batch, batch.chunks(chunk_size), shared, key, prev_grad, do_update)
         finally:
             # The compiled step has traced its passes, recomputations included: no later call
             # of the model may see this step's placed (traced) tokens.
             place(None)
 
-    step.chunk_size = chunk_size  # may change between steps: any size gives the same gradient
     return step, state
 
 
@@ -235,6 +234,14 @@ def eval_mode(model):
             model.train()
 
 
+def local_batches(examples: list, batch_size: int, shard: Shard) -> Iterator[list]:
+    """This rank's share of EXAMPLES in batches of BATCH_SIZE, for passes without gradient:
+    sorted by length, so that a batch pads little."""
+    mine = sorted(examples[shard.rank :: shard.size], key=lambda e: e.length())
+    for i in range(0, len(mine), batch_size):
+        yield mine[i : i + batch_size]
+
+
 def validation_names(loss: Loss) -> list:
     """The keys of a validation line besides step, split and val_time."""
     return sorted(set(loss.metric_names()) | {"loss", "logps/negative"})
@@ -250,11 +257,9 @@ def evaluate(
     layout = tuple(r for r in ROWS if r in loss.rows or r == "negative")
     objective = Objective(loss, settings, layout)
     shared = supports(model)
-    mine = sorted(examples[shard.rank :: shard.size], key=lambda e: e.length())
     totals, n = {}, 0
     with eval_mode(model):
-        for i in range(0, len(mine), batch_size):
-            chunk = mine[i : i + batch_size]
+        for chunk in local_batches(examples, batch_size, shard):
             batch = collate(chunk, layout, pad_id)[0]
             logps, counts = forward(model, batch.inputs(shared))
             arrays = objective.arrays(logps, counts, batch.refs)
@@ -275,11 +280,10 @@ def evaluate(
 
 def mean_negative_logp(model, examples: list, batch_size: int, pad_id: int, shard: Shard) -> float:
     """Mean log π(negative | prompt) over EXAMPLES: forward passes over the negatives only."""
-    mine = sorted(examples[shard.rank :: shard.size], key=lambda e: e.length())
     total, shared = mx.array(0.0), supports(model)
     with eval_mode(model):
-        for i in range(0, len(mine), batch_size):
-            batch = collate(mine[i : i + batch_size], ("negative",), pad_id)[0]
+        for chunk in local_batches(examples, batch_size, shard):
+            batch = collate(chunk, ("negative",), pad_id)[0]
             total = total + forward(model, batch.inputs(shared))[0].sum()
             mx.eval(total)
     return shard.sum(total).item() / len(examples)
