@@ -104,7 +104,7 @@ def test_wandb_and_tensorboard_hold_the_metrics(tiny_model, tmp_path):
     r = _train(tiny_model, cache, out, tmp_path, "--report-to", "wandb,tensorboard")
     assert r.returncode == 0, r.stderr
     want = _metrics(out)
-    assert {k for k, _ in want} >= {"train/loss", "eval/loss", "train/rewards/margin"}
+    assert {k for k, _ in want} >= {"train/loss", "eval/loss", "train/rewards/margins"}
     assert {s for _, s in want} == {0, 2, 4}  # validation at 0, reports at 2 and 4
 
     tb = _tensorboard_scalars(out / "tensorboard")

@@ -9,7 +9,7 @@ built by `get_reporting_callbacks`, as `mlx_lm.lora --report-to` does). TensorBo
 without notice" (the package is in the `track` extra as the viewer: `tensorboard --logdir`).
 
 Names are TRL's as its trackers show them (the Hugging Face trainer's `rewrite_logs`): a train
-line's metrics under `train/` (`train/loss`, `train/rewards/margin`, ...), a validation line's
+line's metrics under `train/` (`train/loss`, `train/rewards/margins`, ...), a validation line's
 under `eval/`, at the line's step. Only rank 0 reports under `mlx.launch`; every rank checks that
 the trackers are installed, before any work, so that all of them stop alike.
 """
