@@ -41,6 +41,8 @@ def main() -> int:
     p.add_argument("--cap", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temp", type=float, default=1.0, help="Sampling temperature (sample's).")
+    p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--out", default="recipes/paper_lengths.json")
     a = p.parse_args()
     os.chdir(REPO)
@@ -54,6 +56,7 @@ def main() -> int:
         args = SampleArgs(
             model=a.model, data=a.data, output=tmp, num_samples=a.num_samples,
             max_tokens=a.cap, batch_size=a.batch_size, seed=a.seed, limit=a.limit,
+            temp=a.temp, top_p=a.top_p,
         )  # fmt: skip
         sample(args, progress=False)
         _, rows = read_cache(tmp)
@@ -70,7 +73,7 @@ def main() -> int:
         "command": "python benchmarks/sample_lengths.py " + " ".join(sys.argv[1:]),
         "model": a.model, "data": a.data, "prompts": len(rows),
         "data_sha256": hashlib.sha256(Path(a.data).read_bytes()).hexdigest(), "num_samples": a.num_samples,
-        "cap": a.cap, "temp": args.temp, "seed": a.seed, "seconds": round(wall, 1),
+        "cap": a.cap, "temp": args.temp, "top_p": args.top_p, "seed": a.seed, "seconds": round(wall, 1),
         "load": "/".join(f"{x:.1f}" for x in (*load0[:1], os.getloadavg()[0])),
         "lengths": lengths, "finished": finished,
         "cut_share": {str(m): round(v, 4) for m, v in by_m.items()},

@@ -32,10 +32,12 @@ RATES = {
     # CPU-s per wall-s of the `mlx-d2o` processes (results/sweep-secret: train 0.6-1.0, eval 1.6)
     "train_cpu_per_wall": 0.8,
     "eval_cpu_per_wall": 1.6,
-    # results/sweep-secret eval: 11 rows x 36 generated prompts (24 tokens) + 24 negative pairs,
-    # 1342 CPU-s: ~3.4 CPU-s per generated prompt and row at 24 tokens
-    "eval_cpu_s_per_prompt_row": 1342.0 / (11 * 36),
-    "eval_ref_tokens": 24,
+    # the base row of `mlx-d2o eval` on all 120 held-out attacks (+ their 120 pairs scored) and
+    # the 72 benign questions, 48 tokens, greedy: 581 CPU-s (load 10-25): ~3.0 CPU-s per
+    # generated prompt; an adapter row adds the benign KL (two more passes over 72 answers)
+    "eval_cpu_s_per_prompt_row": 581.0 / 192,
+    "eval_ref_tokens": 48,
+    "eval_adapter_extra": 0.15,
 }
 
 
@@ -144,5 +146,6 @@ def estimate(s, n_eval_prompts: int, n_rows: int) -> dict:
             wall += s.iters * s.batch_size * run.k * per_sample
         out[f"train {run.name}"] = wall
     per_row = r["eval_cpu_s_per_prompt_row"] * max(1.0, s.eval_max_tokens / r["eval_ref_tokens"])
-    out["eval"] = n_rows * n_eval_prompts * per_row / r["eval_cpu_per_wall"]
+    rows = 1 + (n_rows - 1) * (1 + r["eval_adapter_extra"])
+    out["eval"] = rows * n_eval_prompts * per_row / r["eval_cpu_per_wall"]
     return out

@@ -404,6 +404,11 @@ def print_estimates(s: Settings) -> None:
             f"measured beforehand (recipes/paper_lengths.json, {share[2]} prompts x K): "
             f"{share[0]:.1%} of {share[1]} samples cut at --max-tokens {s.sample_max_tokens}"
         )
+        if share[0] > plan.CUT_LIMIT:
+            print(
+                f"WARNING: more than {plan.CUT_LIMIT:.0%} of the samples will be cut at "
+                f"--max-tokens {s.sample_max_tokens}: cut anchors bias D2O (issue 19)"
+            )
     parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in s.estimates.items())
     total = sum(s.estimates.values()) / 60
     print(f"estimate (idle 2-core machine, min): {parts}; total {total:.0f} min "
