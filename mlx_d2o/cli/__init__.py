@@ -1,76 +1,103 @@
 """`mlx-d2o`: a thin Typer layer. Each command parses, merges its recipe into the step's args
 dataclass (`cli.common.args_from`), calls one library function, and prints. Errors from bad
-input (`D2OError`) print one line and exit with code 2.
+input (`D2OError`, a flag typer cannot parse) print one line and exit with code 2; Ctrl-C at
+any moment exits with 130 and at most one line.
 
-One module per command, in pipeline order: data, sample, plan, train, eval, fuse; tools holds doctor,
-convert-gguf and generate.
+One module per command, in pipeline order: data, sample, plan, train, eval, fuse; tools holds
+doctor, convert-gguf and generate; `commands.py` puts them together. This module imports nothing
+heavy: `main` first makes Ctrl-C during the imports (typer, mlx) a clean exit.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
-
-import typer
-
-from ..errors import D2OError
-from ..io import place_error
-from ..signals import Interrupted
-from . import data, eval, fuse, plan, sample, tools, train
+import threading
 
 
-def _flags_take_no_value() -> None:
-    # typer 0.29 prints "<bool>" beside every flag (--help included), as if it took a value.
-    option = getattr(getattr(typer, "core", None), "TyperOption", None)
-    shown = getattr(option, "display_type_rich", None)
-    if shown is None or getattr(shown, "_mlx_d2o", False):
-        return
-
-    def display_type_rich(self, ctx):
-        return None if getattr(self, "is_flag", False) else shown(self, ctx)
-
-    display_type_rich._mlx_d2o = True
-    option.display_type_rich = display_type_rich
+def _exit_at_once(signum, frame) -> None:
+    # nothing is written while the CLI imports (or after it is done): leave without a traceback
+    sys.stderr.flush()
+    os.write(2, b"interrupted\n")
+    os._exit(130)
 
 
-_flags_take_no_value()
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Align chat models with human-labelled negatives only: "
-    "Distributional Dispreference Optimization on MLX.",
-)
-app.command()(tools.doctor)
-app.command("convert-gguf")(tools.convert_gguf)
-app.command()(tools.generate)
-app.add_typer(data.app, name="data")
-app.command("sample")(sample.command)
-app.command("plan")(plan.command)
-app.command("train")(train.command)
-app.command("eval")(eval.command)
-app.command("fuse")(fuse.command)
+def _usage_line(e) -> str:
+    """Click's usage error as one line (typer draws a 5-line box around it)."""
+    where = f"{e.ctx.command_path}: " if getattr(e, "ctx", None) is not None else ""
+    return where + " ".join(e.format_message().split())
+
+
+def _click_exceptions():
+    try:  # typer 0.29 carries its own copy of click
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _run() -> int:
+    from .commands import app
+
+    cx = _click_exceptions()
+    try:
+        return app(standalone_mode=False) or 0
+    except cx.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `mlx-d2o`, `mlx-d2o data`: the help
+            _say(e.ctx.get_help())
+        else:
+            _say(f"error: {_usage_line(e)}")
+        return 2
+    except cx.ClickException as e:
+        _say(f"error: {' '.join(e.format_message().split())}")
+        return e.exit_code
 
 
 def main() -> None:
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        signal.signal(signal.SIGINT, _exit_at_once)
+    from ..errors import D2OError
+    from ..io import place_error
     from ..models.blas import ensure_optimized_blas
+    from ..signals import Interrupted
 
     ensure_optimized_blas()
+    if main_thread:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        app()
+        code = _run()
     except D2OError as e:
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
+        _say(f"error: {e}")
+        code = e.exit_code
     except (OSError, RuntimeError) as e:
         # the last net for writes that did not go through io.writing: still one line, but
         # only for errors of the place written to; anything else is a bug with its traceback
         err = place_error(e, getattr(e, "filename", None) or "output")
         if err is None:
             raise
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(err.exit_code)
+        _say(f"error: {err}")
+        code = err.exit_code
     except Interrupted as e:
-        typer.echo(f"interrupted: {e}", err=True)
-        sys.exit(e.exit_code)
+        _say(f"interrupted: {e}")
+        code = e.exit_code
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        _say("interrupted")
+        code = 130
+    finally:
+        if main_thread:  # a Ctrl-C while Python shuts down (threads, atexit) is no traceback
+            signal.signal(signal.SIGINT, _exit_at_once)
+    sys.exit(code)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def __getattr__(name: str):
+    if name == "app":  # `from mlx_d2o.cli import app`, as before the split
+        from .commands import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from .. import ranges
 from ..errors import D2OError
 
 
@@ -54,23 +55,8 @@ class EvalArgs:
 
 
 def check_args(args: EvalArgs) -> None:
-    """Every numeric setting in range, or a one-line D2OError naming the flag."""
-
-    def bad(flag: str, msg: str, value) -> None:
-        raise D2OError(f"--{flag}: {msg}, got {value}")
-
-    if args.num_prompts is not None and args.num_prompts < 0:
-        bad("num-prompts", "must be >= 0 (0 = all)", args.num_prompts)
-    if args.max_tokens < 1:
-        bad("max-tokens", "must be at least 1", args.max_tokens)
-    if args.batch_size < 1:
-        bad("batch-size", "must be at least 1", args.batch_size)
-    if not args.temp >= 0:  # NaN too
-        bad("temp", "must be >= 0 (0 = greedy)", args.temp)
-    if args.seed < 0:
-        bad("seed", "must be >= 0", args.seed)
-    if not 0 < args.judge_threshold < 1:
-        bad("judge-threshold", "must be between 0 and 1 (exclusive)", args.judge_threshold)
+    """Every numeric setting in range (`ranges.RANGES`), or a one-line D2OError naming the flag."""
+    ranges.check("eval", args)
     if not args.judge:
         raise D2OError("--judge: give keyword, regex:PATTERN, contains:TEXT or a model")
 

@@ -6,47 +6,20 @@ Each refusal is one line (`D2OError`) naming the flag, the path or the record's 
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Optional
 
+from .. import ranges
 from ..data import Record, prompt_tokens, with_system
 from ..errors import D2OError
 from .cache import writing
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _int(args, name: str, low: Optional[int], what: str = "") -> None:
-    v = getattr(args, name)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise D2OError(f"{_flag(name)}: expected a whole number, got {v!r}")
-    if low is not None and v < low:
-        raise D2OError(f"{_flag(name)}: {what}must be at least {low}, got {v}")
-
-
-def _float(args, name: str) -> float:
-    v = getattr(args, name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise D2OError(f"{_flag(name)}: expected a finite number, got {v!r}")
-    return float(v)
-
-
 def check_args(args) -> None:
-    """Range checks of every numeric setting of `SampleArgs`, before anything is read or loaded."""
-    _int(args, "num_samples", 1, "K ")
-    _int(args, "max_tokens", 1)
-    _int(args, "batch_size", 1)
-    _int(args, "seed", None)
-    if args.limit is not None:
-        _int(args, "limit", 1)
-    if _float(args, "temp") < 0:
-        raise D2OError(f"--temp: must be >= 0 (0 = greedy), got {args.temp}")
-    if not 0 < _float(args, "top_p") <= 1:
-        raise D2OError(f"--top-p: must be in (0, 1] (1 = off), got {args.top_p}")
+    """Every numeric setting of `SampleArgs` in its range (`ranges.RANGES`), the paths given,
+    before anything is read or loaded."""
+    ranges.check("sample", args)
     if not args.data:
         raise D2OError("--data: a records file is required")
     if not args.output:
