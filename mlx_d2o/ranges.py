@@ -11,8 +11,8 @@ recipe are merged (`cli.common`); the library's entry points (`train.check_args`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from . import losses
 from .errors import D2OError
@@ -133,7 +133,7 @@ def source(name: str, recipe=None, from_recipe=()) -> str:
     """How the user gave setting NAME: the recipe file's key, else the flag."""
     if recipe is not None and name in from_recipe:
         return f"{recipe}: field '{name}'"
-    return "--" + name.replace("_", "-")
+    return "-k" if name == "k" else "--" + name.replace("_", "-")
 
 
 def check_value(name: str, value, rule: Rule, where: str) -> None:
@@ -160,13 +160,14 @@ def check(command: str, settings, recipe=None, from_recipe=()) -> None:
         if value not in known:
             where = source(name, recipe, from_recipe)
             raise D2OError(f"{where} {value}: unknown (expected {', '.join(known)})")
-    if command in _LOSS and _get(settings, "loss") is not None:
-        try:
-            losses.get(_get(settings, "loss"))
-        except D2OError as e:
-            if recipe is None or "loss" not in from_recipe:
-                raise
-            raise D2OError(f"{source('loss', recipe, from_recipe)}: {e}") from None
+    loss = _get(settings, "loss") if command in _LOSS else None
+    if loss is not None and "loss" in from_recipe and loss not in losses.LOSSES:
+        raise D2OError(
+            f"{source('loss', recipe, from_recipe)} {loss}: unknown (expected one of "
+            f"{', '.join(losses.LOSSES)})"
+        )
+    if loss is not None:
+        losses.get(loss)
     _check_sequences(command, settings, recipe, from_recipe)
 
 
@@ -175,14 +176,14 @@ def _check_sequences(command: str, settings, recipe, from_recipe) -> None:
     b = _get(settings, "batch_size")
     if command not in ("plan", "sample") or k is None or b is None or k * b <= MAX_SEQUENCES:
         return
-    flag = "-k" if "k" not in from_recipe and "num_samples" not in from_recipe else "K"
+    flag = source("k" if command == "plan" else "num_samples", recipe, from_recipe)
     raise D2OError(
         f"{flag} {k} x {source('batch_size', recipe, from_recipe)} {b} = {k * b} sequences in "
         f"one step: at most {MAX_SEQUENCES} can be planned, sampled or trained together"
     )
 
 
-def optional(value: Optional[float], name: str, command: str) -> None:
-    """Check one setting of COMMAND given outside a dataclass (e.g. a typer default)."""
+def check_flag(command: str, name: str, value) -> None:
+    """Check one flag of COMMAND that no args dataclass holds (doctor's, generate's)."""
     if value is not None:
         check_value(name, value, RANGES[command][name], source(name))

@@ -38,4 +38,3 @@ app.command("plan")(plan.command)
 app.command("train")(train.command)
 app.command("eval")(eval.command)
 app.command("fuse")(fuse.command)
-

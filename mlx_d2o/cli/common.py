@@ -49,7 +49,9 @@ def from_recipe(cli: dict, settings: dict, defaults: dict) -> set:
     """The settings the recipe gave: not a flag, and not the default (a recipe value equal to
     the default passes every check the default passes)."""
     return {
-        k for k, v in settings.items() if cli.get(k) is None and (k not in defaults or v != defaults[k])
+        k
+        for k, v in settings.items()
+        if cli.get(k) is None and (k not in defaults or v != defaults[k])
     }
 
 

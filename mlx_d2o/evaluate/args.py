@@ -3,14 +3,13 @@ range, input files readable, adapters present, the output folder writable."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from .. import ranges
 from ..errors import D2OError
+from ..io import check_output_dir
 
 
 @dataclass
@@ -62,24 +61,9 @@ def check_args(args: EvalArgs) -> None:
 
 
 def check_output(out: str | Path) -> None:
-    """A one-line D2OError, before any work, when the report folder OUT cannot be written: a
-    file where a folder must be, no permission, a read-only or pseudo file system. Nothing is
-    created: a temp file is made and removed in the nearest folder that exists."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise D2OError(f"--output {out}: exists and is not a directory")
-    anc = out
-    while not anc.exists():
-        if anc.parent == anc:
-            break
-        anc = anc.parent
-    if not anc.is_dir():
-        raise D2OError(f"--output {out}: {anc} is a file, not a directory")
-    try:
-        with tempfile.TemporaryFile(dir=anc):
-            pass
-    except OSError as e:
-        raise D2OError(f"--output {out}: cannot write in {anc} ({os.strerror(e.errno)})") from None
+    """A one-line D2OError, before any work, when the report folder OUT cannot be written
+    (`io.check_output_dir`); nothing is created."""
+    check_output_dir(out, "--output")
 
 
 def _load_set(spec: Optional[str], what: str, require_rejected: bool, limit: Optional[int]):

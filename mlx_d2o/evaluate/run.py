@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..adapters import Adapter
+from ..io import remove_stale_temps
 from . import sections
 from .args import EvalArgs, load_inputs
 from .judges import is_refusal
@@ -58,13 +59,15 @@ class _Run:
     SETS = ("harmful", "benign", "overrefusal")  # the generated sets, in generation order
 
     def __init__(self, args: EvalArgs):
-        from ..models import load
+        from ..models import check_model, load
         from .judges import make_judge
 
         self.args = args
         self.sets = load_inputs(args)
+        remove_stale_temps(args.output, "report")  # what a killed eval left in its report
         # A bad judge (a typo in a pattern, a model without chat template) is refused first.
         self.judge = make_judge(args.judge, args.judge_threshold, args.batch_size)
+        check_model(args.model)  # the user's files, before "loading" is said
         _say(f"loading model {args.model}...")
         self.model, self.tok, self.info = load(args.model, return_info=True)
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
