@@ -42,7 +42,7 @@ def _run() -> int:
 
     cx = _click_exceptions()
     try:
-        return app(standalone_mode=False) or 0
+        code = app(standalone_mode=False) or 0
     except cx.UsageError as e:
         if type(e).__name__ == "NoArgsIsHelpError":  # `mlx-d2o`, `mlx-d2o data`: the help
             _say(e.ctx.get_help())
@@ -52,25 +52,38 @@ def _run() -> int:
     except cx.ClickException as e:
         _say(f"error: {' '.join(e.format_message().split())}")
         return e.exit_code
+    if code == 130:  # typer turns a KeyboardInterrupt into exit code 130, silently
+        _say("interrupted")
+    return code
 
 
 def main() -> None:
     main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main_thread else None
     if main_thread:
         signal.signal(signal.SIGINT, _exit_at_once)
+    try:
+        code = _main()
+    finally:
+        if main_thread:  # in-process callers (tests) get their own handler back
+            signal.signal(signal.SIGINT, before)
+    sys.exit(code)
+
+
+def _main() -> int:
     from ..errors import D2OError
     from ..io import place_error
     from ..models.blas import ensure_optimized_blas
     from ..signals import Interrupted
 
     ensure_optimized_blas()
-    if main_thread:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # work stops cleanly from here
     try:
-        code = _run()
+        return _run()
     except D2OError as e:
         _say(f"error: {e}")
-        code = e.exit_code
+        return e.exit_code
     except (OSError, RuntimeError) as e:
         # the last net for writes that did not go through io.writing: still one line, but
         # only for errors of the place written to; anything else is a bug with its traceback
@@ -78,17 +91,13 @@ def main() -> None:
         if err is None:
             raise
         _say(f"error: {err}")
-        code = err.exit_code
+        return err.exit_code
     except Interrupted as e:
         _say(f"interrupted: {e}")
-        code = e.exit_code
+        return e.exit_code
     except KeyboardInterrupt:
         _say("interrupted")
-        code = 130
-    finally:
-        if main_thread:  # a Ctrl-C while Python shuts down (threads, atexit) is no traceback
-            signal.signal(signal.SIGINT, _exit_at_once)
-    sys.exit(code)
+        return 130
 
 
 def _say(line: str) -> None:

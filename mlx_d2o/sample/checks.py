@@ -6,6 +6,7 @@ Each refusal is one line (`D2OError`) naming the flag, the path or the record's 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -13,6 +14,8 @@ from typing import Optional
 from .. import ranges
 from ..data import Record, prompt_tokens, with_system
 from ..errors import D2OError
+from ..io import RunLock
+from ..train.plan import GB, ModelShape, default_memory_limit
 from .cache import writing
 
 
@@ -26,6 +29,47 @@ def check_args(args) -> None:
         raise D2OError("--output: a cache directory is required")
     if Path(args.output).exists() and not Path(args.output).is_dir():
         raise D2OError(f"--output: {args.output} is a file, not a cache directory")
+
+
+def leftovers_to_remove(out: Path) -> list[Path]:
+    """What a run on OUT will create that a refused run must take away again: OUT itself
+    when it is not there yet, else its lock file when there is none."""
+    if not out.exists():
+        return [out / RunLock.NAME, out]
+    return [] if (out / RunLock.NAME).exists() else [out / RunLock.NAME]
+
+
+def remove_if_only(out: Path, made: list[Path]) -> None:
+    """Remove MADE (from `leftovers_to_remove`) when OUT holds nothing else: no manifest, no
+    shard, nothing of the user's."""
+    if not made or not out.is_dir() or {p.name for p in out.iterdir()} - {RunLock.NAME}:
+        return
+    for p in made:
+        if p.is_dir():
+            p.rmdir()
+        else:
+            p.unlink(missing_ok=True)
+
+
+def check_memory(args, tokenizer, records: list[Record]) -> None:
+    """Refuse, before any weight is loaded, a batch whose decoding cannot fit in memory: the
+    planner's arithmetic (`train.plan`) on the model's config, at the least the keys and
+    values of B x K sequences of --max-tokens plus their float32 log-probabilities over the
+    vocabulary. A `-k 1000000000` is one line here, not a MemoryError in the allocator."""
+    from ..models import model_dir
+
+    config = json.loads((model_dir(args.model) / "config.json").read_text(encoding="utf-8"))
+    shape = ModelShape.from_config(config, str(args.model))
+    n = int(args.num_samples) * min(int(args.batch_size), len(records))
+    kv = 2 * shape.layers * shape.kv_heads * shape.head_dim * shape.dtype_bytes
+    need = n * (int(args.max_tokens) * kv + shape.vocab * 4)
+    limit, source = default_memory_limit()
+    if need > limit:
+        raise D2OError(
+            f"--num-samples {args.num_samples} x --batch-size {args.batch_size}: decoding "
+            f"{n} sequences together needs at least {need / GB:.1f} GB, more than the "
+            f"{limit / GB:.1f} GB here {source}; lower -k or --batch-size"
+        )
 
 
 def make_output(path: Path) -> None:

@@ -99,14 +99,18 @@ def open_output(run) -> tuple[int, int]:
     is removed: `claim_output` let it through with --overwrite only); returns (start step,
     tokens trained so far). Rank 0 alone touches the files."""
     args, out, shard = run.args, run.out, run.shard
-    if args.resume:
+    # a run killed before its first checkpoint has nothing to resume: --resume starts it
+    fresh = args.resume and shard.all_ok(shard.rank != 0 or not checkpoint_dirs(out))
+    if fresh:
+        run.say(f"--resume: {out} holds no checkpoint yet (none was saved); starting at step 0")
+    if args.resume and not fresh:
         identity = resume_identity(args)
         state = resume(out, run.model, run.optimizer, run.manifest, shard, run.say, identity)
         if shard.rank == 0:
             truncate_metrics(out / METRICS_FILE, state["step"])
         return state["step"], int(state.get("trained_tokens", 0))
     if shard.rank == 0:
-        if earlier_run(out):
+        if earlier_run(out) and not fresh:
             run.say(f"--overwrite: the earlier run in {out} is replaced")
         for name in RUN_FILES:
             p = out / name
