@@ -10,17 +10,11 @@ heavy: `main` first makes Ctrl-C during the imports (typer, mlx) a clean exit.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
 
-
-def _exit_at_once(signum, frame) -> None:
-    # nothing is written while the CLI imports (or after it is done): leave without a traceback
-    sys.stderr.flush()
-    os.write(2, b"interrupted\n")
-    os._exit(130)
+from .. import _exit_at_once
 
 
 def _usage_line(e) -> str:
