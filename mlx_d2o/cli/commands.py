@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from . import data, eval, fuse, plan, sample, tools, train
+from .data import app as data_app
+from .eval import command as eval_command
+from .fuse import command as fuse_command
+from .plan import command as plan_command
+from .sample import command as sample_command
+from .tools import convert_gguf, doctor, generate
+from .train import command as train_command
 
 
 def _flags_take_no_value() -> None:
@@ -29,12 +35,12 @@ app = typer.Typer(
     help="Align chat models with human-labelled negatives only: "
     "Distributional Dispreference Optimization on MLX.",
 )
-app.command()(tools.doctor)
-app.command("convert-gguf")(tools.convert_gguf)
-app.command()(tools.generate)
-app.add_typer(data.app, name="data")
-app.command("sample")(sample.command)
-app.command("plan")(plan.command)
-app.command("train")(train.command)
-app.command("eval")(eval.command)
-app.command("fuse")(fuse.command)
+app.command()(doctor)
+app.command("convert-gguf")(convert_gguf)
+app.command()(generate)
+app.add_typer(data_app, name="data")
+app.command("sample")(sample_command)
+app.command("plan")(plan_command)
+app.command("train")(train_command)
+app.command("eval")(eval_command)
+app.command("fuse")(fuse_command)

@@ -15,6 +15,7 @@ from .. import ranges
 from ..data import Record, prompt_tokens, with_system
 from ..errors import D2OError
 from ..io import RunLock
+from ..models import model_dir
 from ..train.plan import GB, ModelShape, default_memory_limit
 from .cache import writing
 
@@ -45,10 +46,10 @@ def remove_if_only(out: Path, made: list[Path]) -> None:
     if not made or not out.is_dir() or {p.name for p in out.iterdir()} - {RunLock.NAME}:
         return
     for p in made:
-        if p.is_dir():
-            p.rmdir()
-        else:
-            p.unlink(missing_ok=True)
+        try:  # another rank of the same run may be removing them too
+            p.rmdir() if p.is_dir() else p.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def check_memory(args, tokenizer, records: list[Record]) -> None:
@@ -56,8 +57,6 @@ def check_memory(args, tokenizer, records: list[Record]) -> None:
     planner's arithmetic (`train.plan`) on the model's config, at the least the keys and
     values of B x K sequences of --max-tokens plus their float32 log-probabilities over the
     vocabulary. A `-k 1000000000` is one line here, not a MemoryError in the allocator."""
-    from ..models import model_dir
-
     config = json.loads((model_dir(args.model) / "config.json").read_text(encoding="utf-8"))
     shape = ModelShape.from_config(config, str(args.model))
     n = int(args.num_samples) * min(int(args.batch_size), len(records))
