@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+from .. import adapters
 from ..adapters import Adapter
 from ..io import remove_stale_temps
 from . import sections
@@ -52,6 +53,17 @@ class _Reference:
             return base(inputs)
 
 
+def _check_files(args: EvalArgs) -> None:
+    """The user's files (model, adapters, the base each adapter names), before "loading" is
+    said: a mistake there is one line, not a status line and then the error."""
+    from ..models import check_model, model_fingerprint
+
+    fingerprint = model_fingerprint(check_model(args.model))
+    for p in args.adapter_paths:
+        adapters.load_weights(p)
+        adapters.check_base(p, adapters.read_config(p), fingerprint)
+
+
 class _Run:
     """State shared by all rows of one run: the base model, encoded inputs, the judge, and the
     reference's results (its scores and its benign responses), computed once."""
@@ -59,7 +71,7 @@ class _Run:
     SETS = ("harmful", "benign", "overrefusal")  # the generated sets, in generation order
 
     def __init__(self, args: EvalArgs):
-        from ..models import check_model, load
+        from ..models import load
         from .judges import make_judge
 
         self.args = args
@@ -67,7 +79,7 @@ class _Run:
         remove_stale_temps(args.output, "report")  # what a killed eval left in its report
         # A bad judge (a typo in a pattern, a model without chat template) is refused first.
         self.judge = make_judge(args.judge, args.judge_threshold, args.batch_size)
-        check_model(args.model)  # the user's files, before "loading" is said
+        _check_files(args)
         _say(f"loading model {args.model}...")
         self.model, self.tok, self.info = load(args.model, return_info=True)
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
