@@ -130,9 +130,11 @@ def _get(settings, name: str):
 
 
 def source(name: str, recipe=None, from_recipe=()) -> str:
-    """How the user gave setting NAME: the recipe file's key, else the flag."""
+    """How the user gave setting NAME: the recipe file's key (FROM_RECIPE: the names it gave,
+    or a mapping name -> its key there), else the flag."""
     if recipe is not None and name in from_recipe:
-        return f"{recipe}: field '{name}'"
+        key = from_recipe[name] if isinstance(from_recipe, dict) else name
+        return f"{recipe}: field '{key}'"
     return "-k" if name == "k" else "--" + name.replace("_", "-")
 
 

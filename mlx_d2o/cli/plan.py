@@ -118,13 +118,14 @@ def _settings(cli: dict, config: Optional[str]) -> dict:
     s = merge(cli, config, defaults, section="train")
     sample = load_recipe(config).get("sample") if config else None
     sample = sample if isinstance(sample, dict) else {}
-    if s["k"] is None and sample.get("num_samples"):
-        s["k"] = int(sample["num_samples"])
+    keys = {k: k for k in from_recipe(cli, s, defaults)}
+    if s["k"] is None and sample.get("num_samples") is not None:
+        s["k"], keys["k"] = sample["num_samples"], "sample.num_samples"
     # before `sample` has run, the recipe's records and --max-tokens give the lengths
     if not s["data"] and sample.get("data") and not (s["samples"] and Path(s["samples"]).exists()):
         s["data"] = sample["data"]
     s["sample_max_tokens"] = sample.get("max_tokens")
-    ranges.check("plan", s, config, from_recipe(cli, s, defaults))
+    ranges.check("plan", s, config, keys)
     return s
 
 
