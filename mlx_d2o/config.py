@@ -26,8 +26,14 @@ def load_recipe(path: Optional[str | Path]) -> dict:
     path = Path(path)
     if not path.exists():
         raise D2OError(f"{path}: no such recipe file")
+    if path.is_dir():
+        raise D2OError(f"{path}: a directory, not a recipe file (give a YAML file to -c)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise D2OError(f"{path}: not a YAML recipe (not UTF-8 text at byte {e.start})") from None
+    except OSError as e:
+        raise D2OError(f"{path}: cannot read the recipe ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

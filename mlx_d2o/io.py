@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -65,6 +66,25 @@ def writing(path: str | Path, full_hint: str = "") -> Iterator[None]:
         raise err from None
 
 
+def check_output_dir(out: str | Path, flag: str) -> None:
+    """A one-line D2OError, before any work, when the folder OUT (given as FLAG) cannot be
+    written: a file where a folder must be, no permission, a read-only or pseudo file system.
+    Nothing is created: a temp file is made and removed in the nearest folder that exists."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise D2OError(f"{flag} {out}: exists and is not a directory")
+    anc = out
+    while not anc.exists() and anc.parent != anc:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise D2OError(f"{flag} {out}: {anc} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=anc):
+            pass
+    except OSError as e:
+        raise D2OError(f"{flag} {out}: cannot write in {anc} ({os.strerror(e.errno)})") from None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -84,7 +104,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[str]:
     path = Path(path)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=suffix, dir=path.parent)
         os.close(fd)
     try:
         with writing(path):
@@ -118,7 +138,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name, "tmp-"), dir=path.parent))
     old = None
     try:
         try:
@@ -132,7 +152,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             raise D2OError(str(e).replace(str(tmp), str(path))) from None
         _public(tmp, directory=True)
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name, "old-"), dir=path.parent))
             os.replace(path, old / "x")
         os.replace(tmp, path)
     except BaseException:
@@ -145,13 +165,35 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def temp_prefix(name: str, kind: str = "") -> str:
+    """`.NAME.KINDPID-`: what a temp file or folder for NAME starts with; the writer's pid in
+    it tells a leftover of a dead process from the temp of a live one."""
+    return f".{name}.{kind}{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def stale_temps(folder: str | Path, name: str) -> list[Path]:
-    """Temp files and folders that `atomic_path` / `atomic_dir` left for NAME in FOLDER when
-    the process was killed between creating and renaming them."""
+    """Temp files and folders that `atomic_path` / `atomic_dir` (or another writer using
+    `temp_prefix`) left for NAME in FOLDER when its process was killed between creating and
+    renaming them; those of a process still running are not stale."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(folder.glob(f".{name}.*"))
+    out = []
+    for p in sorted(folder.glob(f".{name}.*")):
+        m = re.match(rf"\.{re.escape(name)}\.(?:tmp-|old-)?(\d+)-", p.name)
+        if m is None or int(m.group(1)) == os.getpid() or not _alive(int(m.group(1))):
+            out.append(p)
+    return out
 
 
 def remove_stale_temps(folder: str | Path, name: str) -> int:

@@ -826,14 +826,14 @@ def test_cli_eval_exact_judges(tiny_model, eval_files, tmp_path, capsys):
 @pytest.mark.parametrize(
     "flag,value,msg",
     [
-        ("--temp", "-1", "--temp: must be >= 0"),
-        ("--temp", "nan", "--temp: must be >= 0"),
-        ("--max-tokens", "0", "--max-tokens: must be at least 1"),
-        ("--batch-size", "0", "--batch-size: must be at least 1"),
-        ("--num-prompts", "-3", "--num-prompts: must be >= 0"),
-        ("--seed", "-1", "--seed: must be >= 0"),
-        ("--judge-threshold", "1.5", "--judge-threshold: must be between 0 and 1"),
-        ("--judge-threshold", "0", "--judge-threshold: must be between 0 and 1"),
+        ("--temp", "-1", "--temp -1.0: must be >= 0"),
+        ("--temp", "nan", "--temp nan: must be >= 0"),
+        ("--max-tokens", "0", "--max-tokens 0: must be at least 1"),
+        ("--batch-size", "0", "--batch-size 0: must be at least 1"),
+        ("--num-prompts", "-3", "--num-prompts -3: must be >= 0"),
+        ("--seed", "-1", "--seed -1: must be >= 0"),
+        ("--judge-threshold", "1.5", "--judge-threshold 1.5: must be between 0 and 1"),
+        ("--judge-threshold", "0", "--judge-threshold 0.0: must be between 0 and 1"),
     ],
 )
 def test_cli_eval_numbers_range_checked_first(flag, value, msg, tmp_path, capsys):

@@ -10,6 +10,7 @@ from typing import Annotated, Optional, TypeVar
 
 import typer
 
+from .. import ranges
 from ..config import merge
 from ..errors import D2OError
 
@@ -40,7 +41,18 @@ def settings_from(
     defaults = {**defaults_of(cls), **defaults_override}
     settings = merge(cli, config, defaults, section=section, shared=_every_setting())
     check_types(cls, settings, config)
+    ranges.check(section, settings, config, from_recipe(cli, settings, defaults))
     return settings
+
+
+def from_recipe(cli: dict, settings: dict, defaults: dict) -> set:
+    """The settings the recipe gave: not a flag, and not the default (a recipe value equal to
+    the default passes every check the default passes)."""
+    return {
+        k
+        for k, v in settings.items()
+        if cli.get(k) is None and (k not in defaults or v != defaults[k])
+    }
 
 
 def _every_setting() -> frozenset:

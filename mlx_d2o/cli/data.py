@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from .. import ranges
 from ..errors import D2OError
 
 app = typer.Typer(no_args_is_help=True, help="Convert and check negatives-only datasets.")
@@ -44,6 +45,7 @@ def check(
     from ..data import check_file
     from ..models import load_tokenizer
 
+    ranges.check_flag("data", "max_seq_length", max_seq_length)
     tokenizer, context = load_tokenizer(model)
     limit = max_seq_length or context or 2048
     rep = check_file(file, tokenizer, limit, require_rejected=not prompts_only)

@@ -63,7 +63,7 @@ FidelityPrompts = Annotated[
     Optional[str],
     typer.Option(
         help="Records file (.jsonl) whose prompts, answered by base + adapter, the fidelity is "
-        "measured on (default: 6 built-in benign prompts).",
+        "measured on (default: 4 built-in benign prompts).",
     ),
 ]
 UploadRepo = Annotated[

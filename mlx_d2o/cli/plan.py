@@ -17,7 +17,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import ranges
 from ..errors import D2OError
+from .common import from_recipe
 from .common import option as _opt
 
 
@@ -116,15 +118,18 @@ def _settings(cli: dict, config: Optional[str]) -> dict:
     own = {k: None for k in ("k", "q_bits", "dtype", "chunk_size", "memory_limit", "ram")}
     own.update({n: None for n in extra_params()})  # a loss's own hyperparameters: train's keys
     own.update(step="shared", data=None, prompt_tokens=None, response_tokens=None)
-    s = merge(cli, config, {**DEFAULTS, **own, "tokenizer": None}, section="train")
+    defaults = {**DEFAULTS, **own, "tokenizer": None}
+    s = merge(cli, config, defaults, section="train")
     sample = load_recipe(config).get("sample") if config else None
     sample = sample if isinstance(sample, dict) else {}
-    if s["k"] is None and sample.get("num_samples"):
-        s["k"] = int(sample["num_samples"])
+    keys = {k: k for k in from_recipe(cli, s, defaults)}
+    if s["k"] is None and sample.get("num_samples") is not None:
+        s["k"], keys["k"] = sample["num_samples"], "sample.num_samples"
     # before `sample` has run, the recipe's records and --max-tokens give the lengths
     if not s["data"] and sample.get("data") and not (s["samples"] and Path(s["samples"]).exists()):
         s["data"] = sample["data"]
     s["sample_max_tokens"] = sample.get("max_tokens")
+    ranges.check("plan", s, config, keys)
     return s
 
 

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from .. import ranges
+
 
 def doctor(
     matmul_size: int = typer.Option(1024, help="Matrix size for the matmul speed test."),
@@ -14,6 +16,7 @@ def doctor(
     """Device, BLAS in use, measured float32 matmul GFLOP/s, memory, versions."""
     from ..models.doctor import report
 
+    ranges.check_flag("doctor", "matmul_size", matmul_size)
     for k, v in report(matmul_size).items():
         typer.echo(f"{k:<18} {v}")
 
@@ -52,6 +55,8 @@ def generate(
     from ..data import prompt_tokens, with_system
     from ..models import load
 
+    for name, value in (("max_tokens", max_tokens), ("temp", temp)):
+        ranges.check_flag("generate", name, value)
     net, tok = load(model, adapter_path=str(adapter_path) if adapter_path else None)
     ids = prompt_tokens(tok, with_system([{"role": "user", "content": prompt}], system_prompt))
     typer.echo(mlx_generate(net, tok, ids, max_tokens=max_tokens, sampler=make_sampler(temp=temp)))

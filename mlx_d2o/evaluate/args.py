@@ -5,13 +5,13 @@ range, input files readable, adapters present, the output folder writable."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from .. import ranges
 from ..errors import D2OError
+from ..io import check_output_dir
 
 
 @dataclass
@@ -56,46 +56,16 @@ class EvalArgs:
 
 
 def check_args(args: EvalArgs) -> None:
-    """Every numeric setting in range, or a one-line D2OError naming the flag."""
-
-    def bad(flag: str, msg: str, value) -> None:
-        raise D2OError(f"--{flag}: {msg}, got {value}")
-
-    if args.num_prompts is not None and args.num_prompts < 0:
-        bad("num-prompts", "must be >= 0 (0 = all)", args.num_prompts)
-    if args.max_tokens < 1:
-        bad("max-tokens", "must be at least 1", args.max_tokens)
-    if args.batch_size < 1:
-        bad("batch-size", "must be at least 1", args.batch_size)
-    if not args.temp >= 0:  # NaN too
-        bad("temp", "must be >= 0 (0 = greedy)", args.temp)
-    if args.seed < 0:
-        bad("seed", "must be >= 0", args.seed)
-    if not 0 < args.judge_threshold < 1:
-        bad("judge-threshold", "must be between 0 and 1 (exclusive)", args.judge_threshold)
+    """Every numeric setting in range (`ranges.RANGES`), or a one-line D2OError naming the flag."""
+    ranges.check("eval", args)
     if not args.judge:
         raise D2OError("--judge: give keyword, regex:PATTERN, contains:TEXT or a model")
 
 
 def check_output(out: str | Path) -> None:
-    """A one-line D2OError, before any work, when the report folder OUT cannot be written: a
-    file where a folder must be, no permission, a read-only or pseudo file system. Nothing is
-    created: a temp file is made and removed in the nearest folder that exists."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise D2OError(f"--output {out}: exists and is not a directory")
-    anc = out
-    while not anc.exists():
-        if anc.parent == anc:
-            break
-        anc = anc.parent
-    if not anc.is_dir():
-        raise D2OError(f"--output {out}: {anc} is a file, not a directory")
-    try:
-        with tempfile.TemporaryFile(dir=anc):
-            pass
-    except OSError as e:
-        raise D2OError(f"--output {out}: cannot write in {anc} ({os.strerror(e.errno)})") from None
+    """A one-line D2OError, before any work, when the report folder OUT cannot be written
+    (`io.check_output_dir`); nothing is created."""
+    check_output_dir(out, "--output")
 
 
 def _load_set(spec: Optional[str], what: str, require_rejected: bool, limit: Optional[int]):

@@ -23,7 +23,7 @@ from typing import Optional
 
 from ..adapters import METRICS_FILE
 from ..errors import D2OError
-from ..io import place_error
+from ..io import place_error, temp_prefix
 from . import plots
 from .notes import answers_note, fmt_ci, fmt_value, intervals_note, judge_note
 
@@ -235,7 +235,7 @@ def write_report(report: dict, dumps: dict, adapter_paths: Sequence[str], out: P
     created = _new_folders(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=out))
+        stage = Path(tempfile.mkdtemp(prefix=temp_prefix("report", "tmp-"), dir=out))
         try:
             _write_files(report, dumps, adapter_paths, stage, out)
             _move_into(stage, out)

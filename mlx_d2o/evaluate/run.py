@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+from .. import adapters
 from ..adapters import Adapter
+from ..io import remove_stale_temps
 from . import sections
 from .args import EvalArgs, load_inputs
 from .judges import answer_patterns, answer_verdicts, is_refusal
@@ -51,6 +53,17 @@ class _Reference:
             return base(inputs)
 
 
+def _check_files(args: EvalArgs) -> None:
+    """The user's files (model, adapters, the base each adapter names), before "loading" is
+    said: a mistake there is one line, not a status line and then the error."""
+    from ..models import check_model, model_fingerprint
+
+    fingerprint = model_fingerprint(check_model(args.model))
+    for p in args.adapter_paths:
+        adapters.load_weights(p)
+        adapters.check_base(p, adapters.read_config(p), fingerprint)
+
+
 class _Run:
     """State shared by all rows of one run: the base model, encoded inputs, the judge, and the
     reference's results (its scores and its benign responses), computed once."""
@@ -65,8 +78,10 @@ class _Run:
         self.args = args
         self.sets = load_inputs(args)
         self.answers = answer_patterns(self.sets["benign"])  # a bad pattern refused first
+        remove_stale_temps(args.output, "report")  # what a killed eval left in its report
         # A bad judge (a typo in a pattern, a model without chat template) is refused first.
         self.judge = make_judge(args.judge, args.judge_threshold, args.batch_size)
+        _check_files(args)
         _say(f"loading model {args.model}...")
         self.model, self.tok, self.info = load(args.model, return_info=True)
         self.pad_id = logprobs.pad_id(self.tok)

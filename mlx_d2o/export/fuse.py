@@ -20,8 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from .. import adapters
+from .. import adapters, ranges
 from ..errors import D2OError
+from ..io import check_output_dir, remove_stale_temps
 from ..models import DEFAULT_MODEL
 from .describe import fidelity_line, fuse_warnings, gguf_line, log_dry_run, make_card
 from .fidelity import FloatView, kl_per_token, make_probe
@@ -118,6 +119,7 @@ class FuseResult:
 
 
 def check_args(args: FuseArgs) -> None:
+    ranges.check("fuse", args)
     if args.quantize and args.dequantize:
         raise D2OError("--quantize and --dequantize contradict each other: pick one")
     if args.quantize:
@@ -144,6 +146,8 @@ def check_args(args: FuseArgs) -> None:
             raise D2OError(f"{adapter}: not an adapter directory ({name} is missing)")
     check_gguf_args(args)
     check_out_dir(Path(args.save_path), args.overwrite)
+    if not args.dry_run:
+        check_output_dir(args.save_path, "--save-path")
 
 
 def with_base_model(args: FuseArgs, adapter_config: dict, log: Callable[[str], None]) -> FuseArgs:
@@ -318,6 +322,8 @@ def fuse(args: FuseArgs, log: Callable[[str], None] = print) -> FuseResult:
     """
     check_args(args)
     out, adapter = Path(args.save_path), Path(args.adapter_path)
+    if not args.dry_run:  # what a killed fuse left beside OUT (a whole model, maybe)
+        remove_stale_temps(out.parent, out.name)
     if args.upload_repo and not args.dry_run and not hub_token():
         raise D2OError(
             "--upload-repo needs a Hugging Face token: set HF_TOKEN or run `hf auth login` "

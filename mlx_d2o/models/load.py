@@ -34,6 +34,9 @@ EMBEDDED_MODELS = {
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
+# A model directory needs one of these (or a *.tiktoken file): without them transformers
+# tries to convert a slow tokenizer and fails deep inside, naming sentencepiece.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 
 def cache_root() -> Path:
@@ -93,6 +96,10 @@ def model_dir(model: str) -> Path:
     if p.is_dir():
         if not (p / "config.json").exists():
             raise D2OError(f"{p}: not an mlx-lm model directory (no config.json)")
+        if not any((p / n).exists() for n in TOKENIZER_FILES) and not any(p.glob("*.tiktoken")):
+            raise D2OError(
+                f"{p}: no tokenizer in this model directory (expected {', '.join(TOKENIZER_FILES)})"
+            )
         return p
     if p.exists() or src.startswith((".", "/", "~")) or src.count("/") != 1:
         raise D2OError(
@@ -183,9 +190,43 @@ def _users_problem(e: BaseException) -> Optional[str]:
         return f"a file is missing or unreadable ({text})"
     if isinstance(e, ValueError) and ("not supported" in text or "parameters" in text):
         return text  # mlx-lm: unknown model_type, or weights that do not fit the config
+    if isinstance(e, (ValueError, OSError)) and "tokenizer" in str(e).lower():
+        return f"its tokenizer files are missing or unreadable ({text})"
     if isinstance(e, RuntimeError) and "[load_safetensors]" in text:
         return f"corrupt or truncated weights ({text})"
     return None
+
+
+def _check_safetensors(f: Path) -> None:
+    """A torn or damaged .safetensors file, from its header alone (8-byte length, JSON)."""
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        if not 0 < n <= size - 8:
+            raise ValueError("header length past the end of the file")
+        header = json.loads(fh.read(n))
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    if 8 + n + max(ends, default=0) > size:
+        raise ValueError(f"{size} bytes, the header names {8 + n + max(ends)}: truncated")
+
+
+def check_model(model: str) -> Path:
+    """The model directory of MODEL (`model_dir`) with its config, tokenizer and weight files
+    readable, checked without loading them: a one-line D2OError naming the file otherwise,
+    so that a command can say "loading ..." and then not fail on the user's files."""
+    path = model_dir(model)
+    files = [path / n for n in ("config.json", "tokenizer.json", "tokenizer_config.json")]
+    try:
+        for f in files:
+            if f.exists():
+                json.loads(f.read_text(encoding="utf-8"))
+        for f in sorted(path.glob("*.safetensors")):
+            _check_safetensors(f)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise D2OError(
+            f"{path}: cannot load the model: a file is missing or unreadable ({f.name}: {e})"
+        ) from None
+    return path
 
 
 def load(
@@ -229,6 +270,12 @@ def load_tokenizer(model: str):
     from mlx_lm.utils import load_tokenizer as mlx_load_tokenizer
 
     path = model_dir(model)
-    config = load_config(path)
-    tokenizer = mlx_load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
+    try:
+        config = load_config(path)
+        tokenizer = mlx_load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
+    except Exception as e:
+        reason = _users_problem(e)
+        if reason is None:
+            raise
+        raise D2OError(f"{path}: cannot load the model: {reason}") from None
     return tokenizer, config.get("max_position_embeddings")

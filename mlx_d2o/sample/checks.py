@@ -8,53 +8,69 @@ Each refusal is one line (`D2OError`) naming the flag, the path or the record's 
 
 from __future__ import annotations
 
-import math
+import json
 import os
 from pathlib import Path
 from typing import Optional
 
+from .. import ranges
 from ..data import Record, prompt_tokens, with_system
 from ..errors import D2OError
+from ..io import RunLock
+from ..models import model_dir
+from ..train.plan import GB, ModelShape, default_memory_limit
 from .cache import writing
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _int(args, name: str, low: Optional[int], what: str = "") -> None:
-    v = getattr(args, name)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise D2OError(f"{_flag(name)}: expected a whole number, got {v!r}")
-    if low is not None and v < low:
-        raise D2OError(f"{_flag(name)}: {what}must be at least {low}, got {v}")
-
-
-def _float(args, name: str) -> float:
-    v = getattr(args, name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise D2OError(f"{_flag(name)}: expected a finite number, got {v!r}")
-    return float(v)
-
-
 def check_args(args) -> None:
-    """Range checks of every numeric setting of `SampleArgs`, before anything is read or loaded."""
-    _int(args, "num_samples", 1, "K ")
-    _int(args, "max_tokens", 1)
-    _int(args, "batch_size", 1)
-    _int(args, "seed", None)
-    if args.limit is not None:
-        _int(args, "limit", 1)
-    if _float(args, "temp") < 0:
-        raise D2OError(f"--temp: must be >= 0 (0 = greedy), got {args.temp}")
-    if not 0 < _float(args, "top_p") <= 1:
-        raise D2OError(f"--top-p: must be in (0, 1] (1 = off), got {args.top_p}")
+    """Every numeric setting of `SampleArgs` in its range (`ranges.RANGES`), the paths given,
+    before anything is read or loaded."""
+    ranges.check("sample", args)
     if not args.data:
         raise D2OError("--data: a records file is required")
     if not args.output:
         raise D2OError("--output: a cache directory is required")
     if Path(args.output).exists() and not Path(args.output).is_dir():
         raise D2OError(f"--output: {args.output} is a file, not a cache directory")
+
+
+def leftovers_to_remove(out: Path) -> list[Path]:
+    """What a run on OUT will create that a refused run must take away again: OUT itself
+    when it is not there yet, else its lock file when there is none."""
+    if not out.exists():
+        return [out / RunLock.NAME, out]
+    return [] if (out / RunLock.NAME).exists() else [out / RunLock.NAME]
+
+
+def remove_if_only(out: Path, made: list[Path]) -> None:
+    """Remove MADE (from `leftovers_to_remove`) when OUT holds nothing else: no manifest, no
+    shard, nothing of the user's."""
+    if not made or not out.is_dir() or {p.name for p in out.iterdir()} - {RunLock.NAME}:
+        return
+    for p in made:
+        try:  # another rank of the same run may be removing them too
+            p.rmdir() if p.is_dir() else p.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def check_memory(args, tokenizer, records: list[Record]) -> None:
+    """Refuse, before any weight is loaded, a batch whose decoding cannot fit in memory: the
+    planner's arithmetic (`train.plan`) on the model's config, at the least the keys and
+    values of B x K sequences of --max-tokens plus their float32 log-probabilities over the
+    vocabulary. A `-k 1000000000` is one line here, not a MemoryError in the allocator."""
+    config = json.loads((model_dir(args.model) / "config.json").read_text(encoding="utf-8"))
+    shape = ModelShape.from_config(config, str(args.model))
+    n = int(args.num_samples) * min(int(args.batch_size), len(records))
+    kv = 2 * shape.layers * shape.kv_heads * shape.head_dim * shape.dtype_bytes
+    need = n * (int(args.max_tokens) * kv + shape.vocab * 4)
+    limit, source = default_memory_limit()
+    if need > limit:
+        raise D2OError(
+            f"--num-samples {args.num_samples} x --batch-size {args.batch_size}: decoding "
+            f"{n} sequences together needs at least {need / GB:.1f} GB, more than the "
+            f"{limit / GB:.1f} GB here {source}; lower -k or --batch-size"
+        )
 
 
 def make_output(path: Path) -> None:

@@ -24,7 +24,14 @@ from ..errors import D2OError
 from ..io import RunLock
 from ..signals import Interrupted, Stop, graceful_stop
 from . import cache as sample_cache
-from .checks import check_args, long_prompts, make_output
+from .checks import (
+    check_args,
+    check_memory,
+    leftovers_to_remove,
+    long_prompts,
+    make_output,
+    remove_if_only,
+)
 from .generate import generate_samples
 from .progress import Progress, summarize
 from .scoring import computes_in_float32, score_records
@@ -288,10 +295,15 @@ def sample(args: SampleArgs, progress: bool = True) -> dict:
     records = _records(args)
     shard = Shard.current()
     out_dir = Path(args.output)
-    with ExitStack() as stack:
-        _lock(stack, out_dir, shard)
-        stop = stack.enter_context(graceful_stop())
-        return _run(args, records, shard, out_dir, stop, progress, t0)
+    made = leftovers_to_remove(out_dir)
+    try:
+        with ExitStack() as stack:
+            _lock(stack, out_dir, shard)
+            stop = stack.enter_context(graceful_stop())
+            return _run(args, records, shard, out_dir, stop, progress, t0)
+    except D2OError:
+        remove_if_only(out_dir, made)  # a run refused before writing leaves nothing behind
+        raise
 
 
 def _load(args: SampleArgs, records: list[Record], size: int):
@@ -305,6 +317,7 @@ def _load(args: SampleArgs, records: list[Record], size: int):
     )
     if not kept:
         raise D2OError(f"{args.data}: every prompt is too long for --max-tokens {args.max_tokens}")
+    check_memory(args, tokenizer, kept)
     model, tokenizer, info = load(args.model, dequantize=args.dequantize, return_info=True)
     manifest = build_manifest(args, info, tokenizer, records, size)
     # The reference is this base, before the adapter goes on (`_reference`): its precision is

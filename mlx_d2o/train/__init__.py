@@ -4,7 +4,7 @@
 split the way mlx-lm's tuner/ is:
 
     args.py         TrainArgs (flags as in mlx_lm.lora), DEFAULTS, the checks before any work
-    ranges.py       the ranges of the numeric settings (checked first)
+                    (ranges and names from the package's one table, `mlx_d2o.ranges`)
     examples.py     cache rows -> examples (tokens + reference log-probs) -> batches -> arrays
     trainable.py    LoRA/DoRA/full layers, gradient checkpointing, optimizer and schedule
     step.py         the loss over one forward pass, the compiled step, the reference, validation

@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from .. import losses
+from .. import losses, ranges
 from ..errors import D2OError
-from .ranges import check_ranges
-
-LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
 @dataclass
@@ -62,22 +59,14 @@ DEFAULTS = dict(asdict(TrainArgs()))
 
 
 def check_args(args: TrainArgs, world_size: int) -> None:
-    """One-line errors for settings that cannot work, before a model is loaded."""
-    check_ranges(args)
+    """One-line errors for settings that cannot work, before a model is loaded: the ranges
+    and names of `ranges.RANGES`, then what depends on several settings at once."""
+    ranges.check("train", args)
     if args.samples is None:
         raise D2OError("--samples: missing; give the cache directory made by `mlx-d2o sample`")
     loss = losses.get(args.loss)
     if args.iters is not None and args.epochs is not None:
         raise D2OError("give --iters or --epochs, not both")
-    for name in ("batch_size", "grad_accumulation_steps", "max_seq_length", "steps_per_report"):
-        if getattr(args, name) < 1:
-            raise D2OError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.iters is not None and args.iters < 1:
-        raise D2OError("--iters must be at least 1")
-    if args.memory_limit is not None and not args.memory_limit > 0:
-        raise D2OError(f"--memory-limit {args.memory_limit}: must be a number of GB above 0")
-    if args.chunk_size is not None and args.chunk_size < 1:
-        raise D2OError(f"--chunk-size {args.chunk_size}: must be at least 1")
     G = args.grad_accumulation_steps
     if args.save_every and args.save_every % G:
         raise D2OError(
@@ -88,8 +77,6 @@ def check_args(args: TrainArgs, world_size: int) -> None:
         raise D2OError(
             f"--refresh-every resamples the samples of D2O; --loss {args.loss} uses none"
         )
-    if args.refresh_every < 0:
-        raise D2OError("--refresh-every must be 0 (offline) or a number of steps")
     if args.batch_size % world_size:
         raise D2OError(
             f"--batch-size {args.batch_size} must be divisible by the number of ranks "

@@ -71,7 +71,7 @@ def claim_output(args, shard, say) -> Iterator[Path]:
     created = not out.exists()
     try:
         with RunLock(out, "train run"):
-            _check_earlier_run(out, args)
+            _check_earlier_run(out, args, created)
             count, freed = remove_leftovers(out)
             if count:
                 say(
@@ -85,9 +85,14 @@ def claim_output(args, shard, say) -> Iterator[Path]:
         raise
 
 
-def _check_earlier_run(out: Path, args) -> None:
+def _check_earlier_run(out: Path, args, created: bool) -> None:
     if args.resume and args.overwrite:
         raise D2OError("give --resume (continue the run) or --overwrite (replace it), not both")
+    if args.resume and created:  # a typo in --adapter-path, not a run to continue
+        raise D2OError(
+            f"{out}: --resume: no checkpoint to resume from (no run was started in this folder); "
+            "drop --resume to start one"
+        )
     what = earlier_run(out)
     if what and not (args.resume or args.overwrite):
         raise D2OError(
@@ -102,14 +107,19 @@ def open_output(args, model, optimizer, manifest: dict, shard, say) -> tuple[int
     an earlier run left is removed: `claim_output` let it through with --overwrite only);
     returns (start step, tokens trained so far). Rank 0 alone touches the files."""
     out = Path(args.adapter_path)
-    if args.resume:
+    # a run killed before its first checkpoint left its folder and nothing to resume from:
+    # --resume starts it (a folder that was not there is refused in `claim_output`)
+    fresh = args.resume and shard.all_ok(shard.rank != 0 or not checkpoint_dirs(out))
+    if fresh:
+        say(f"--resume: {out} holds no checkpoint yet (none was saved); starting at step 0")
+    if args.resume and not fresh:
         identity = resume_identity(args)
         state = resume(out, model, optimizer, manifest, shard, say, identity)
         if shard.rank == 0:
             truncate_metrics(out / METRICS_FILE, state["step"])
         return state["step"], int(state.get("trained_tokens", 0))
     if shard.rank == 0:
-        if earlier_run(out):
+        if earlier_run(out) and not fresh:
             say(f"--overwrite: the earlier run in {out} is replaced")
         for name in RUN_FILES:
             p = out / name

@@ -16,6 +16,7 @@ on MLX's CPU (`CALIBRATION`, benchmarks/bench_plan.py --calibrate).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field, replace
@@ -316,7 +317,10 @@ def _saved(i: PlanInputs, c: dict, ctx: int) -> float:
 def _chunk_prompts(i: PlanInputs) -> int:
     """The most prompts a chunk of the prompt-major sequences answers (it runs them again)."""
     rows, n, c = i.sequences // i.batch_size, i.sequences, i.chunk
-    return max(len({t // rows for t in range(j, min(j + c, n))}) for j in range(0, n, c))
+    # chunk j spans prompts j*c // rows .. (end - 1) // rows; whole chunks repeat their
+    # offsets within a prompt every rows / gcd(rows, c) chunks, so those and the last suffice
+    starts = range(0, min(n, c * (rows // math.gcd(rows, c))), c)
+    return max((min(j + c, n) - 1) // rows - j // rows + 1 for j in [*starts, (n - 1) // c * c])
 
 
 def step_terms(i: PlanInputs, c: dict) -> dict:

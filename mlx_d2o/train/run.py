@@ -165,10 +165,13 @@ class Run:
         return summary
 
     def already_finished(self, step: int) -> dict:
-        """The summary of a --resume whose run had already trained its steps: nothing to do."""
+        """The summary of a --resume whose run had already trained its steps: nothing to do,
+        but the final measurement when a stop during it left no train_summary.json."""
         loss_value = (
             last_metrics(self.out).get("train", (None, None))[0] if self.shard.rank == 0 else None
         )
+        if not self.shard.all_ok(self.shard.rank != 0 or (self.out / SUMMARY_FILE).exists()):
+            return self.finish({} if loss_value is None else {"loss": loss_value})
         self.say(
             f"{self.out}: this run already finished ({step} steps, --iters {self.iters}); "
             "nothing to do (resume with a larger --iters or --epochs to train on)"

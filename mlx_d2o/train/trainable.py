@@ -8,10 +8,11 @@ import mlx.optimizers as optim
 
 from ..dropout import use_keyed_dropout
 from ..errors import D2OError
-from .args import LR_SCHEDULES, TrainArgs
+from ..ranges import OPTIMIZERS
+from .args import TrainArgs
 
-OPTIMIZERS = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}
-FINE_TUNE_TYPES = ("lora", "dora", "full")
+# the names are checked with every setting before any work (`ranges.CHOICES`)
+OPTIMIZER_CLASSES = dict(zip(OPTIMIZERS, (optim.Adam, optim.AdamW, optim.SGD)))
 
 
 def setup_trainable(model, args: TrainArgs) -> None:
@@ -25,7 +26,7 @@ def setup_trainable(model, args: TrainArgs) -> None:
     if args.fine_tune_type == "full":
         for layer in model.layers[-max(args.num_layers, 0) :]:
             layer.unfreeze()
-    elif args.fine_tune_type in ("lora", "dora"):
+    else:
         linear_to_lora_layers(
             model,
             args.num_layers,
@@ -33,10 +34,6 @@ def setup_trainable(model, args: TrainArgs) -> None:
             use_dora=args.fine_tune_type == "dora",
         )
         use_keyed_dropout(model)  # the same masks in every pass of a step (`dropout`)
-    else:
-        raise D2OError(
-            f"unknown --fine-tune-type {args.fine_tune_type!r} (expected lora, dora or full)"
-        )
 
 
 @contextmanager
@@ -69,8 +66,6 @@ def learning_rate(args: TrainArgs, total_updates: int):
         if warmup is None:
             return lr
         return optim.join_schedules([warmup, lambda _: lr], [args.warmup])
-    if sched not in LR_SCHEDULES:
-        raise D2OError(f"unknown --lr-schedule {sched!r} (expected {', '.join(LR_SCHEDULES)})")
     decay = max(1, total_updates - args.warmup)
     main = (
         optim.cosine_decay(lr, decay)
@@ -81,7 +76,4 @@ def learning_rate(args: TrainArgs, total_updates: int):
 
 
 def build_optimizer(args: TrainArgs, total_updates: int):
-    lr = learning_rate(args, total_updates)
-    if args.optimizer not in OPTIMIZERS:
-        raise D2OError(f"unknown --optimizer {args.optimizer!r} (expected {', '.join(OPTIMIZERS)})")
-    return OPTIMIZERS[args.optimizer](learning_rate=lr)
+    return OPTIMIZER_CLASSES[args.optimizer](learning_rate=learning_rate(args, total_updates))
