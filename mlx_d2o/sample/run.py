@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .. import __version__
+from .. import __version__, adapters
 from ..adapters import ADAPTERS_FILE, Adapter, as_reference
 from ..data import Record, data_fingerprint, load_records
 from ..distributed import Shard
@@ -311,6 +311,9 @@ def _load(args: SampleArgs, records: list[Record], size: int):
     (or skipped) from the tokenizer alone, before the weights are loaded."""
     from ..models import load, load_tokenizer, precision
 
+    if args.adapter_path is not None:  # its files first: a mistake there is one line, no work
+        adapters.read_config(args.adapter_path)
+        adapters.load_weights(args.adapter_path)
     tokenizer, context = load_tokenizer(args.model)
     kept, skipped = long_prompts(
         records, tokenizer, context, int(args.max_tokens), args.system_prompt, args.skip_long
