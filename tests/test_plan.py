@@ -224,6 +224,7 @@ def test_mac_recipe_plans_offline(capsys, monkeypatch):
                 5,
                 "--fine-tune-type",
                 "full",
+                "--keep-quantized",  # on this CPU, train (and so plan) would dequantize
             ],
             "--q-bits 0",
         ),

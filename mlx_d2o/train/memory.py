@@ -5,7 +5,7 @@ it picks under --memory-limit (`step`'s exact chunking makes any size give the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 import mlx.core as mx
@@ -13,15 +13,14 @@ import mlx.core as mx
 from ..errors import D2OError
 from ..shared_prompt import supports
 from .examples import collate
-from .plan import GB, ModelShape, PlanInputs, choose_chunk_size, plan
+from .plan import GB, ModelShape, PlanInputs, choose_chunk_size, plan, stored_shape
 
 
 def model_shape(run) -> ModelShape:
-    """The shape of the model as it trains: float32 when it was dequantized for the CPU."""
-    shape = ModelShape.from_config(run.info.config, run.args.model)
-    if run.info.dequantized:
-        shape = replace(shape, bits=None, dtype_bytes=4)
-    return shape
+    """The shape of the model as it trains: its weights' stored type, float32 when it was
+    dequantized (as `mlx-d2o plan` reads them, so that the two plans agree)."""
+    shape = stored_shape(run.info.config, run.info.path, run.args.model)
+    return shape.as_dequantized() if run.info.dequantized else shape
 
 
 def batch_lengths(run) -> dict:
