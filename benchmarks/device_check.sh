@@ -41,11 +41,11 @@ for B in 1 4; do
     > "$W/plan-$B.json"
   $D2O train --model "$W/model" --samples "$W/cache" --adapter-path "$W/adapters-$B" \
     --batch-size "$B" --iters "$ITERS" --steps-per-report 1 \
-    --learning-rate 1e-5 > "$W/train-$B.log"
+    --learning-rate 1e-5 > "$W/train-$B.log" 2>&1
 done
 
 $PY - "$W" <<'PYEOF'
-import json, sys
+import json, re, sys
 from pathlib import Path
 
 w = Path(sys.argv[1])
@@ -55,7 +55,9 @@ for b in (1, 4):
     rows = [r for r in rows if r.get("split") == "train"]
     measured = max(r["peak_memory_gb"] for r in rows)
     err = (predicted - measured) / measured * 100
-    print(f"peak batch {b}: predicted {predicted:.2f} GB, measured {measured:.2f} GB ({err:+.1f} %)")
+    said = re.search(r"plan: total \(peak\)\s+([\d.]+) GB", (w / f"train-{b}.log").read_text())
+    print(f"peak batch {b}: predicted {predicted:.2f} GB (train's plan {said.group(1)} GB), "
+          f"measured {measured:.2f} GB ({err:+.1f} %)")
     print(f"train batch {b}: {rows[-1]['tokens_per_sec']:.0f} tok/s (last of {len(rows)} steps)")
 s = json.loads((w / "cache" / "summary.json").read_text())
 print(f"sampling: {s['generated_tokens_per_sec']} tok/s ({s['generated_tokens']} tokens, "
