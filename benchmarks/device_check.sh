@@ -56,8 +56,8 @@ for b in (1, 4):
     measured = max(r["peak_memory_gb"] for r in rows)
     err = (predicted - measured) / measured * 100
     said = re.search(r"plan: total \(peak\)\s+([\d.]+) GB", (w / f"train-{b}.log").read_text())
-    print(f"peak batch {b}: predicted {predicted:.2f} GB (train's plan {said.group(1)} GB), "
-          f"measured {measured:.2f} GB ({err:+.1f} %)")
+    print(f"peak batch {b}: predicted {predicted:.3f} GB (train's plan {said.group(1)} GB), "
+          f"measured {measured:.3f} GB ({err:+.1f} %)")
     print(f"train batch {b}: {rows[-1]['tokens_per_sec']:.0f} tok/s (last of {len(rows)} steps)")
 s = json.loads((w / "cache" / "summary.json").read_text())
 print(f"sampling: {s['generated_tokens_per_sec']} tok/s ({s['generated_tokens']} tokens, "

@@ -99,6 +99,11 @@ def test_choose_chunk_size_and_suggest():
     assert not P.plan(replace(i, chunk_size=n + 1), limit).fits
     assert P.plan(i, limit).suggest() == {"chunk_size": n}
     assert P.plan(i, 100 * GB).suggest() == {}
+    # the margin counts: all 12 at once fit without it, not with it
+    whole = P.plan(replace(i, chunk_size=12), 100 * GB).breakdown
+    assert 0 < whole["margin"] < 0.2 * (whole["activations"] + whole["logits"])
+    tight = all_ - whole["margin"] / 2
+    assert P.choose_chunk_size(i, tight) < 12 and P.plan(i, tight).suggest()["chunk_size"] < 12
     with pytest.raises(D2OError, match="even one sequence at a time: weights 4.08 GB"):
         P.choose_chunk_size(i, 3 * GB)
     assert P.plan(i, 3 * GB).suggest() is None
