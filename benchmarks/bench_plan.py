@@ -14,8 +14,15 @@
     the mean prompt of ../shared/data's first 400 rows and ~48-token samples), on a 16 GB Mac
     (limit 2/3 of 16 GiB): what fits as given, and the settings `Plan.suggest()` names.
 
+(c) At a 7B model's width, never under: Mistral-7B's widths but 2 layers, SmolLM2's vocabulary
+    (3.36 GB of float32 weights), LoRA on both layers, K = 11, the HH-RLHF step that peaks,
+    batch 1-4, checkpointing off and on: the trainer's step (the largest of --steps steps)
+    against the plan, which must be at or above it and within +15 % (~7 min a batch-1 step
+    under load here; --runs-7b keeps each measurement, so a run that stops resumes).
+
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libopenblas.so.0 python benchmarks/bench_plan.py
     python benchmarks/bench_plan.py --only-7b      # (b) alone: no model is run
+    python benchmarks/bench_plan.py --width-7b --batch 1 2 4 --steps 2 --runs-7b runs.jsonl
 
 The constants of `plan.CALIBRATION` were fitted on smaller random shapes: --calibrate measures
 them again (`CALIBRATION_GRID`, 10-30 min per step here) and prints the constants fitted by

@@ -170,7 +170,7 @@ WIDTH_7B = dict(model_type="llama", hidden_size=4096, num_hidden_layers=2, num_a
 
 def _cache_for(model_dir, out, k=11, prompt_words=20, sample_chars=30):
     """A one-prompt sample cache whose token counts are the model tokenizer's own."""
-    from mlx_d2o.models import load_tokenizer
+    from mlx_d2o.models import load_tokenizer, model_fingerprint
 
     tok = load_tokenizer(str(model_dir))[0]
     msgs = [{"role": "user", "content": " ".join(f"word{j}" for j in range(prompt_words))}]
@@ -183,7 +183,9 @@ def _cache_for(model_dir, out, k=11, prompt_words=20, sample_chars=30):
            "ref_tokens": {"samples": [count(t) for t in samples], "rejected": count(rejected)}}  # fmt: skip
     out.mkdir(parents=True)
     write_manifest(out, {"format_version": FORMAT_VERSION, "complete": True, "records": 1,
-                         "num_samples": k, "world_size": 1})  # fmt: skip
+                         "num_samples": k, "world_size": 1, "data_fingerprint": "test",
+                         "model_fingerprint": model_fingerprint(model_dir), "max_tokens": 32,
+                         "temp": 1.0, "top_p": 1.0, "seed": 0})  # fmt: skip
     D.write_jsonl_atomic(out / "samples.jsonl", [row])
     return out
 
@@ -216,6 +218,7 @@ def test_7b_width_plan_is_never_under_and_agrees_with_plan(tmp_path, capsys):
     rows = [json.loads(ln) for ln in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     measured = max(r["peak_memory_gb"] for r in rows if r["split"] == "train")
     assert measured > 3.36
+    print(f"7B width: predicted {total} GB, measured {measured:.3f} GB")
     assert measured <= total <= 1.15 * measured, (total, measured)
 
 
