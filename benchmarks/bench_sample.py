@@ -95,16 +95,16 @@ def full_scoring(model, tok, out: Path, args) -> float:
     """All K + 2 responses per record scored with logprobs.score, nothing reused."""
     from mlx_d2o.data import prompt_tokens, response_tokens
     from mlx_d2o.logprobs import score
-    from mlx_d2o.sample.cache import read_cache
+    from mlx_d2o.sample.cache import read_cache, sample_responses
 
     _, rows = read_cache(out)
     t = time.perf_counter()
     pairs = []
     for row in rows:
         p = prompt_tokens(tok, row["messages"])
-        for text in (
-            row["samples"] + [row["rejected"]] + ([row["chosen"]] if row.get("chosen") else [])
-        ):
+        # The samples as the cache scores them (a cut one without end-of-turn).
+        pairs += [(p, r) for r in sample_responses(tok, row, p)]
+        for text in [row["rejected"]] + ([row["chosen"]] if row.get("chosen") else []):
             pairs.append((p, response_tokens(tok, row["messages"], text, p)))
     score(
         model,

@@ -256,6 +256,31 @@ def adapters_disabled(model):
         model.update_modules(tree_unflatten([(n, wrapper) for n, wrapper, _ in layers]))
 
 
+@contextlib.contextmanager
+def as_reference(model, base_params: Optional[dict] = None):
+    """The reference π_ref of the policy MODEL, in place, for the duration of the block: the
+    one way sample, train (set-up and online refresh) and eval get it.
+
+    LoRA/DoRA: each wrapper swapped for the layer it wraps (`adapters_disabled`). A full
+    fine-tune has no base layer to swap back: BASE_PARAMS (flat names -> the starting values of
+    the tuned parameters) are put in for the block and the tuned ones back after it. Either way
+    the reference is the policy's own loaded weights, so it has the policy's precision (the
+    same --dequantize / keep-quantized choice), and no second copy of the model is loaded.
+    """
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    current = None
+    if base_params:
+        current = [(k, v) for k, v in tree_flatten(model.parameters()) if k in base_params]
+        model.update(tree_unflatten(list(base_params.items())))
+    try:
+        with adapters_disabled(model):
+            yield model
+    finally:
+        if current is not None:
+            model.update(tree_unflatten(current))
+
+
 class Adapter:
     """An adapter put on a loaded base model, that can be switched off and on without reloading.
 
@@ -324,14 +349,9 @@ class Adapter:
         else:
             self.model.update_modules(tree_unflatten(items))
 
-    @contextlib.contextmanager
     def disabled(self):
-        """The base model (π_ref) inside the block, the adapted one after it."""
-        self._set(False)
-        try:
-            yield self.model
-        finally:
-            self._set(True)
+        """The base model (π_ref, `as_reference`) inside the block, the adapted one after it."""
+        return as_reference(self.model, dict(self._off) if self.full else None)
 
     def remove(self):
         self._set(False)

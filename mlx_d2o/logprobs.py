@@ -10,10 +10,12 @@ so that padding and peak memory stay small.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Optional
 
 import mlx.core as mx
 import numpy as np
 
+from . import dropout
 from .shared_prompt import split_head, token_logps
 
 
@@ -31,16 +33,29 @@ def pad(
 
 
 def sequence_logps(
-    model, tokens: mx.array, prompt_lengths: mx.array, lengths: mx.array
+    model,
+    tokens: mx.array,
+    prompt_lengths: mx.array,
+    lengths: mx.array,
+    dropout_key: Optional[mx.array] = None,
+    row_ids: Optional[mx.array] = None,
 ) -> tuple[mx.array, mx.array]:
     """Summed log-probs of the response tokens of each row, and their counts.
 
     tokens [N, T] right-padded; row i's response is tokens[i, prompt_lengths[i]:lengths[i]].
     Differentiable in the model's parameters. The head and log-softmax run a bounded number of
     positions at a time (`shared_prompt.token_logps`), so [N, T, V] float32 logits never exist
-    at once; models `shared_prompt` does not know run whole.
+    at once; models `shared_prompt` does not know run whole. DROPOUT_KEY: LoRA dropout masks
+    of `dropout.KeyedDropout` at each token's row (ROW_IDS, default 0..N-1) and position, the
+    same in a checkpointed layer's recomputation and in any chunk of the batch.
     """
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    if dropout_key is not None:
+        rows = mx.arange(tokens.shape[0]) if row_ids is None else row_ids
+        positions = mx.broadcast_to(mx.arange(inputs.shape[1])[None], inputs.shape)
+        dropout.place(dropout_key, 2 * rows + 1, positions)
+    else:
+        dropout.place(None)
     head = split_head(model)
     if head is None:
         logits = model(inputs).astype(mx.float32)

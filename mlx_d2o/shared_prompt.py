@@ -13,8 +13,10 @@ its prompt's last token, which it takes as its first input, so every response to
 one too - is predicted inside the continuation pass. The LM head and its log-softmax then run at
 the response positions only (`token_logps`), a bounded number of positions at a time.
 
-The model must be one whose decoder takes mlx-lm's cache objects (`supports`); other models use
-`logprobs.sequence_logps` on full sequences.
+The model must be one whose decoder takes mlx-lm's cache objects and whose RoPE rotates each
+position by an angle of that position alone (`supports`, `EXACT_ROPES`); other models use
+`logprobs.sequence_logps` on full sequences (`fallback_note` says so for a known architecture
+with a length-dependent RoPE).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import NamedTuple, Optional
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+
+from . import dropout
 
 # mlx-lm architectures whose decoder builds its mask with `cache.make_mask`, applies RoPE at
 # `cache.offset` and reads keys/values through `cache.update_and_fetch`, and whose head is the
@@ -64,8 +68,42 @@ def split_head(model) -> Optional[Head]:
     return Head(body, model.lm_head, model.lm_head)
 
 
+# RoPE modules (of `rope_utils.initialize_rope`, by class name) that rotate each position by
+# an angle of that position alone, and take an array offset: a continuation at its prompt's
+# offset gets exactly the rotation of the full sequence. Not here: `DynamicNTKScalingRoPE`
+# (its base grows with the sequence length, so a prompt and a continuation pass would each
+# get another base than the full sequence; it also takes no array offset), and any type
+# mlx-lm adds later, until it is checked against a full-sequence forward.
+EXACT_ROPES = ("RoPE", "Llama3RoPE", "YarnRoPE", "SuScaledRoPE", "ProportionalRoPE")
+
+
+def whole_sequence_reason(model) -> Optional[str]:
+    """Why MODEL, an architecture `split_head` knows, must run whole sequences (the RoPE it
+    uses is not one of `EXACT_ROPES`); None when the shared-prompt path computes it exactly."""
+    body = getattr(model, "model", None)
+    for layer in getattr(body, "layers", []):
+        name = type(getattr(getattr(layer, "self_attn", None), "rope", None)).__name__
+        if name not in EXACT_ROPES:
+            scaling = getattr(model.args, "rope_scaling", None) or {}
+            kind = scaling.get("type") or scaling.get("rope_type")
+            what = f"rope_scaling type {kind!r}" if kind else f"RoPE {name}"
+            return f"{what} ({name}) is not computed exactly with shared prompts"
+    return None
+
+
 def supports(model) -> bool:
-    return split_head(model) is not None
+    """Whether `shared_logps` computes MODEL exactly: an architecture `split_head` knows, with
+    a RoPE of `EXACT_ROPES`."""
+    return split_head(model) is not None and whole_sequence_reason(model) is None
+
+
+def fallback_note(model) -> Optional[str]:
+    """The one line to print when MODEL's architecture has a shared-prompt path but its RoPE
+    keeps it on whole sequences (right-padded: a length-dependent RoPE then sees the batch's
+    padded length, as in mlx-lm's own trainer); None otherwise."""
+    if split_head(model) is None or (reason := whole_sequence_reason(model)) is None:
+        return None
+    return f"note: {reason}: training and scoring run whole sequences (no shared prompts)"
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -189,28 +227,52 @@ def _layer_pair(layer, hp, hc, a: dict, checkpoint: bool):
         if params is not None:
             layer.update(params)
         # masks, positions and indices: the checkpoint's backward must not differentiate them
-        mp, mc, starts, offsets, group = (mx.stop_gradient(a) for a in index)
+        mp, mc, starts, offsets, group, *place = (mx.stop_gradient(a) for a in index)
+        # The dropout masks are placed here, inside: a checkpoint's recomputation draws them
+        # again and must draw the same (`dropout.place`).
+        key = place[0] if place else None
         prompt = PromptCache(-starts, mp)
+        dropout.place(key, *place[1:3])
         hp = _block(layer, hp, mp, prompt)
+        dropout.place(key, *place[3:5])
         hc = _block(layer, hc, mc, ContinuationCache(prompt, offsets, mc, group))
         return hp, hc
 
     args = (hp, hc, a["prompt_mask"], a["mask"], a["starts"], a["offsets"], a["group"])
+    args += a["dropout"]
     if checkpoint:
         return mx.checkpoint(both)(layer.trainable_parameters(), *args)
     return both(None, *args)
 
 
+def _dropout_places(arrays: dict) -> tuple:
+    """(key, prompt rows, prompt positions, continuation rows, continuation positions) for
+    `dropout.place`, or () without a ``dropout_key``. Rows are the batch's (``prompt_ids``,
+    ``row_ids``; default: this pack's own), so a chunk draws the masks of the whole batch."""
+    key = arrays.get("dropout_key")
+    if key is None:
+        return ()
+    P, Lp = arrays["prompts"].shape
+    N, Lc = arrays["inputs"].shape
+    prompts = arrays.get("prompt_ids", mx.arange(P))
+    rows = arrays.get("row_ids", mx.arange(N))
+    ppos = mx.arange(Lp)[None] - arrays["starts"][:, None]
+    cpos = arrays["offsets"][:, None] + mx.arange(Lc)[None]
+    return (key, 2 * prompts, ppos, 2 * rows + 1, cpos)
+
+
 def hidden_states(body, arrays: dict, checkpoint: bool = False) -> mx.array:
     """[N, Lc, D] final hidden states of the continuations of a `pack`; CHECKPOINT: each layer
     keeps only its inputs for the backward pass and recomputes the rest (mlx-lm's
-    grad_checkpoint, done per layer over both passes)."""
+    grad_checkpoint, done per layer over both passes). With a ``dropout_key`` in ARRAYS, LoRA
+    dropout masks are those of `dropout.KeyedDropout` at each token's batch row and position."""
     starts, group = arrays["starts"], arrays["group"]
     Lp, Lc = arrays["prompts"].shape[1], arrays["inputs"].shape[1]
     a = {
         **arrays,
         "prompt_mask": _prompt_mask(starts, Lp),
         "mask": _continuation_mask(starts, group, Lp, Lc),
+        "dropout": _dropout_places(arrays),
     }
     hp, hc = body.embed_tokens(arrays["prompts"]), body.embed_tokens(arrays["inputs"])
     for layer in body.layers:

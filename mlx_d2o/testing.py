@@ -58,8 +58,11 @@ def make_tiny_model(
     tie_word_embeddings: bool = False,
     quantize: bool = False,
     context: int = 1024,
+    dtype: str = "float32",
 ) -> Path:
-    """Write a random llama model directory at PATH that `mlx_lm.load` reads."""
+    """Write a random llama model directory at PATH that `mlx_lm.load` reads; DTYPE: the
+    floating weights' (with QUANTIZE, the scales' and biases' too: 'bfloat16' gives the 4-bit
+    bf16-scales layout of mlx-community's models)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.models import llama
@@ -85,6 +88,7 @@ def make_tiny_model(
     }
     mx.random.seed(seed)
     model = llama.Model(llama.ModelArgs.from_dict(config))
+    model.set_dtype(getattr(mx, dtype))
     mx.eval(model.parameters())
     if quantize:
         model, config = quantize_model(model, config, group_size=32, bits=4)

@@ -3,6 +3,7 @@
     python recipes/compare.py --sweep --task secret   # at equal drift, exact judge (~25-45 min)
     python recipes/compare.py --sweep --task hh       # at equal drift, HH-RLHF held out
     python recipes/compare.py --sweep --task secret --quick   # plumbing only, minutes
+    python recipes/compare.py --sweep --task secret --preset paper   # K=11, every loss (~100 min)
     python recipes/compare.py                         # equal steps and lr, data/ (~20 min)
 
 --sweep (recipes/compare_sweep.py) is the comparison to read: each loss (d2o, d2o-instance,
@@ -24,13 +25,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import shlex
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import compare_sweep
+from compare_env import cli, load_avg, machine
 
 REPO = Path(__file__).resolve().parent.parent
 LOSSES = ("d2o", "d2o-instance", "npo", "ga")
@@ -41,39 +44,6 @@ LEGACY = dict(
     sample_batch_size=8, iters=24, batch_size=2, learning_rate=3e-5, num_layers=8, alpha=0.1,
     beta=0.1, eval_prompts=24, eval_max_tokens=48, eval_batch_size=48, judge="keyword", seed=0,
 )  # fmt: skip
-
-
-def cli() -> list[str]:
-    """The `mlx-d2o` beside this Python (a venv's bin/), else on PATH, else `python -m`."""
-    here = Path(sys.executable).parent / "mlx-d2o"
-    if here.exists():
-        return [str(here)]
-    found = shutil.which("mlx-d2o")
-    return [found] if found else [sys.executable, "-m", "mlx_d2o.cli"]
-
-
-def machine() -> str:
-    import mlx.core as mx
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, "
-        f"MLX {mx.__version__} ({mx.default_device()})"
-    )
-
-
-def load_avg() -> str:
-    try:
-        return "/".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
 
 
 def parse_args(argv=None):
@@ -210,25 +180,40 @@ def _steps(text: str) -> tuple:
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     """The sweep's own flags; the shared ones left out take the task's preset (`PRESETS`)."""
-    from compare_sweep import TASKS
-
     g = p.add_argument_group("--sweep (flags not given: the task's CPU-sized preset)")
-    g.add_argument("--task", choices=sorted(TASKS), default="secret")
+    g.add_argument("--task", choices=sorted(compare_sweep.TASKS), default="secret")
     g.add_argument("--quick", action="store_true", help="Tiny sizes: checks the plumbing only.")
+    g.add_argument(
+        "--preset", choices=compare_sweep.PRESET_NAMES, help="Sizes: default, quick (= --quick), "
+        "paper (K=11, 96 prompts, every loss, online D2O, K=1/4/11; task secret)."
+    )  # fmt: skip
     g.add_argument("--results", help="Where the plot and tables go (default results/sweep-TASK).")
     g.add_argument("--save-steps", type=_steps, help="Checkpoints evaluated, e.g. 4,8.")
     g.add_argument("--eval-n", type=int, help="Held-out records evaluated.")
     g.add_argument("--eval-benign", type=int, help="Benign prompts for the drift (KL/token).")
     g.add_argument("--hh-source", help="Task hh: HH-RLHF rows (file or Hub id).")
+    g.add_argument(
+        "--refresh-every", type=int,
+        help="Also train online D2O (d2o-online), sampling again every N steps (0: not).",
+    )  # fmt: skip
+    g.add_argument(
+        "--k-ablation", type=_steps,
+        help="Also train D2O on the first k samples of each prompt, for each k, e.g. 1,4.",
+    )  # fmt: skip
 
 
 def sweep_settings(a: argparse.Namespace, argv: list[str]):
     """compare_sweep.Settings: dataclass defaults < the task's preset < flags given."""
-    from compare_sweep import PRESETS, Settings
-
     if a.train_data or a.judge or a.sample_batch_size:
         sys.exit("error: --train-data, --judge, --sample-batch-size: --sweep's task sets them")
-    s = Settings(task=a.task, **PRESETS[(a.task, a.quick)])
+    if a.quick and a.preset not in (None, "quick"):
+        sys.exit(f"error: --quick and --preset {a.preset}: give one of them")
+    preset = "quick" if a.quick else (a.preset or "default")
+    if (a.task, preset) not in compare_sweep.PRESETS:
+        sys.exit(f"error: --preset {preset} is not made for --task {a.task}")
+    s = compare_sweep.Settings(
+        task=a.task, preset=preset, **compare_sweep.PRESETS[(a.task, preset)]
+    )
     flags = {
         "model": a.model, "limit": a.limit, "num_samples": a.num_samples,
         "sample_max_tokens": a.sample_max_tokens, "iters": a.iters, "batch_size": a.batch_size,
@@ -236,32 +221,31 @@ def sweep_settings(a: argparse.Namespace, argv: list[str]):
         "beta": a.beta, "eval_max_tokens": a.eval_max_tokens, "eval_batch_size": a.eval_batch_size,
         "seed": a.seed, "save_steps": a.save_steps, "eval_n": a.eval_n or a.eval_prompts,
         "eval_benign": a.eval_benign, "hh_source": a.hh_source, "out": a.out, "results": a.results,
+        "online_refresh_every": a.refresh_every, "k_ablation": a.k_ablation,
     }  # fmt: skip
     s = dataclasses.replace(s, **{k: v for k, v in flags.items() if v is not None})
     if a.losses is not None:
         s.losses = tuple(x.strip() for x in a.losses.split(",") if x.strip())
-    tail = "-quick" if a.quick else ""
-    s.out, s.results = (
-        s.out or f"runs/sweep-{s.task}{tail}",
-        s.results or f"results/sweep-{s.task}{tail}",
-    )
+    # the paper preset's folders are named after it; the others after the task
+    base = "sweep-paper" if preset == "paper" else f"sweep-{s.task}"
+    tail = "-quick" if preset == "quick" else ""
+    s.out, s.results = s.out or f"runs/{base}{tail}", s.results or f"results/{base}{tail}"
     s.fresh, s.command = a.fresh, "python recipes/compare.py " + shlex.join(argv)
+    if any(k > s.num_samples for k in s.k_ablation):
+        sys.exit(f"error: --k-ablation {s.k_ablation}: each k at most K = {s.num_samples}")
     if max(s.save_steps) > s.iters:
         sys.exit(f"error: --save-steps {s.save_steps} go past --iters {s.iters}")
     return s
 
 
 def sweep_main(a: argparse.Namespace, argv: list[str]) -> int:
-    from compare_sweep import run_sweep
-
-    info = run_sweep(sweep_settings(a, argv))
+    info = compare_sweep.run_sweep(sweep_settings(a, argv))
     print()
     print(info["markdown"])
     return 0
 
 
 def main(argv=None) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare_sweep, compare_report
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse_args(argv)
     os.chdir(REPO)

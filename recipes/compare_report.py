@@ -10,7 +10,6 @@ curve from the base (no interval: a reading aid, not a measurement).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional
@@ -55,22 +54,34 @@ def curves(rep: dict, where: dict, measures) -> dict:
     return out
 
 
-def drift_levels(c: dict) -> list:
+def x_of(c: dict, p: dict, axis: str) -> float:
+    """A point's place on AXIS: "kl" (its drift), or a measure key, as how far the point is
+    below the base on it (the correct-answer rate lost: base - value, floored at 0)."""
+    if axis == "kl":
+        return p["kl"] or 0.0
+    base, v = c["base"]["measures"][axis]["value"], p["measures"][axis]["value"]
+    return 0.0 if base is None or v is None else max(0.0, base - v)
+
+
+def drift_levels(c: dict, axis: str = "kl") -> list:
     """The drifts at which every loss is read: the largest KL/token that every loss reached
     ("late": min over losses of their largest), and, when lower, the KL by which every loss had
-    reached its first kept checkpoint ("early": max over losses of their smallest)."""
-    kls = [[p["kl"] or 0.0 for p in pts] for pts in c["losses"].values() if pts]
+    reached its first kept checkpoint ("early": max over losses of their smallest). On another
+    AXIS (`x_of`) the same with its values."""
+    kls = [[x_of(c, p, axis) for p in pts] for pts in c["losses"].values() if pts]
     if not kls:
         return []
     early, late = max(min(k) for k in kls), min(max(k) for k in kls)
     return [x for x in ([early, late] if early < late else [late]) if x > 0]
 
 
-def interpolate(points: list, key: str, level: float) -> Optional[float]:
+def interpolate(points: list, key: str, level: float, x=None) -> Optional[float]:
     """KEY's value at KL = LEVEL along POINTS (base first, then by step): linear on the first
-    segment that reaches LEVEL; None where an end of that segment has no value."""
+    segment that reaches LEVEL; None where an end of that segment has no value. X maps a point
+    to its place on the axis (default: its KL)."""
+    x = x or (lambda p: p["kl"] or 0.0)
     for a, b in zip(points, points[1:]):
-        ka, kb = a["kl"] or 0.0, b["kl"] or 0.0
+        ka, kb = x(a), x(b)
         if min(ka, kb) <= level <= max(ka, kb):
             va, vb = a["measures"][key]["value"], b["measures"][key]["value"]
             if va is None or vb is None:
@@ -80,24 +91,33 @@ def interpolate(points: list, key: str, level: float) -> Optional[float]:
     return None
 
 
-def read_at(c: dict, measures, level: float) -> dict:
-    """Each loss at KL/token = LEVEL (> 0): its nearest checkpoint (by ratio), and interpolated
-    values."""
-    out = {"kl": level, "losses": {}}
+def read_at(c: dict, measures, level: float, axis: str = "kl") -> dict:
+    """Each loss at LEVEL (> 0) on AXIS: its nearest checkpoint (by ratio), and interpolated
+    values (the KL too, on another axis)."""
+    out = {"kl": level, "axis": axis, "losses": {}}
+    x = lambda p: x_of(c, p, axis)  # noqa: E731
     for loss, pts in c["losses"].items():
         # nearest on a log scale: the checkpoints' drifts span decades
-        near = min(pts, key=lambda p: abs(math.log(max(p["kl"] or 0.0, 1e-12) / level)))
+        near = min(pts, key=lambda p: abs(math.log(max(x(p), 1e-12) / level)))
         line = [c["base"], *pts]
-        out["losses"][loss] = {
-            "nearest": near,
-            "interpolated": {_mkey(m): interpolate(line, _mkey(m), level) for m in measures},
-        }
+        vals = {_mkey(m): interpolate(line, _mkey(m), level, x) for m in measures}
+        if axis != "kl":
+            vals["kl"] = _interp_kl(line, level, x)
+        out["losses"][loss] = {"nearest": near, "interpolated": vals}
     return out
 
 
-def equal_drift(c: dict, measures) -> dict:
-    """{"levels": [read_at(level) for each of `drift_levels`]}."""
-    return {"levels": [read_at(c, measures, k) for k in drift_levels(c)]}
+def _interp_kl(line: list, level: float, x) -> Optional[float]:
+    for a, b in zip(line, line[1:]):
+        if min(x(a), x(b)) <= level <= max(x(a), x(b)):
+            t = 0.0 if x(b) == x(a) else (level - x(a)) / (x(b) - x(a))
+            return (a["kl"] or 0.0) + t * ((b["kl"] or 0.0) - (a["kl"] or 0.0))
+    return None
+
+
+def equal_drift(c: dict, measures, axis: str = "kl") -> dict:
+    """{"levels": [read_at(level) for each of `drift_levels`]} on AXIS."""
+    return {"levels": [read_at(c, measures, k, axis) for k in drift_levels(c, axis)]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,13 +165,18 @@ def points_table(c: dict, measures) -> str:
 
 
 def drift_table(e: dict, measures) -> str:
-    head = ["loss", "nearest step", "its KL/token [95 % CI]"]
+    other = e.get("axis", "kl") != "kl"  # read at equal correct-answer rate: the KL it cost
+    head = ["loss", "nearest step", "its KL/token [95 % CI]", *(["KL interpolated"] * other)]
     for m in measures:
         head += [f"{m.label}, nearest", "interpolated"]
-    lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|" + "---:|" * (2 * len(measures))]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|---|---:|---:|" + "---:|" * (2 * len(measures) + other),
+    ]
     for loss, r in e["losses"].items():
         p = r["nearest"]
-        cells = [f"| {loss} | {p['step']} | {kl_cell(p)} |"]
+        kl = f" {fmt(r['interpolated'].get('kl'), spec='.4f')} |" if other else ""
+        cells = [f"| {loss} | {p['step']} | {kl_cell(p)} |{kl}"]
         for m in measures:
             cells.append(f" {cell(p['measures'][_mkey(m)], m.pct)} |")
             cells.append(f" {fmt(r['interpolated'][_mkey(m)], m.pct)} |")
@@ -173,18 +198,32 @@ def _err(value, ci, scale=1.0):
 MARKERS = "osD^vP"
 
 
-def _panel(ax, c: dict, m, style: dict) -> None:
+def _xy(p: dict, key: str, scale: float, xkey: Optional[str]) -> tuple:
+    """(x, y, x error, y error) of a point: x its KL, or its XKEY measure in percent."""
+    mp = p["measures"][key]
+    y, yerr = mp["value"] * scale, _err(mp["value"], mp["ci"], scale)
+    if xkey is None:
+        return p["kl"] or 0.0, y, _err(p["kl"], p["kl_ci"]), yerr
+    xp = p["measures"][xkey]
+    return xp["value"] * 100, y, _err(xp["value"], xp["ci"], 100.0), yerr
+
+
+def _panel(ax, c: dict, m, style: dict, xkey: Optional[str] = None) -> None:
     key, scale = _mkey(m), 100.0 if m.pct else 1.0
     for loss, pts in c["losses"].items():
-        line = [p for p in [c["base"], *pts] if p["measures"][key]["value"] is not None]
-        xs = [p["kl"] or 0.0 for p in line]
-        ys = [p["measures"][key]["value"] * scale for p in line]
+        line = [
+            p
+            for p in [c["base"], *pts]
+            if p["measures"][key]["value"] is not None
+            and (xkey is None or p["measures"][xkey]["value"] is not None)
+        ]
+        xy = [_xy(p, key, scale, xkey) for p in line]
         color, marker = style[loss]
-        ax.plot(xs, ys, "-", color=color, alpha=0.7, lw=1)
-        for p, x, y in zip(line, xs, ys):
-            mp, base = p["measures"][key], not p["step"]
+        ax.plot([q[0] for q in xy], [q[1] for q in xy], "-", color=color, alpha=0.7, lw=1)
+        for p, (x, y, xerr, yerr) in zip(line, xy):
+            base = not p["step"]
             ax.errorbar(
-                x, y, xerr=_err(p["kl"], p["kl_ci"]), yerr=_err(mp["value"], mp["ci"], scale),
+                x, y, xerr=xerr, yerr=yerr,
                 fmt="*" if base else marker, color="black" if base else color,
                 ms=10 if base else 5, mfc="none" if not base else None, capsize=2, lw=0.7,
                 label=None if base or p is not line[-1] else loss,
@@ -196,6 +235,34 @@ def _panel(ax, c: dict, m, style: dict) -> None:
     ax.set_title(f"{m.label}{' (%)' if m.pct else ''}\nn={n} held out; {m.better} is better",
                  fontsize=9)  # fmt: skip
     ax.grid(alpha=0.3)
+
+
+def tradeoff_plot(c: dict, xm, measures, title: str, path: Path) -> Optional[Path]:
+    """Each measure against the correct-answer rate XM (a Measure), a line per loss from the
+    base: harm bought with helpfulness, both with 95 % intervals."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xkey = _mkey(xm)
+    ms = [m for m in measures if m is not xm and c["base"]["measures"][_mkey(m)]["n"]]
+    if not c["base"]["measures"][xkey]["n"] or not ms:
+        return None
+    style = {loss: (f"C{i}", MARKERS[i % len(MARKERS)]) for i, loss in enumerate(c["losses"])}
+    fig, axes = plt.subplots(1, len(ms), figsize=(5.5 * len(ms), 4), squeeze=False)
+    for ax, m in zip(axes[0], ms):
+        _panel(ax, c, m, style, xkey)
+        ax.set_xlabel(f"{xm.label} (%), n={c['base']['measures'][xkey]['n']}; higher is better")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def plot(c: dict, e: dict, measures, title: str, path: Path) -> Optional[Path]:
@@ -234,94 +301,3 @@ def plot(c: dict, e: dict, measures, title: str, path: Path) -> Optional[Path]:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
-
-
-# ---------------------------------------------------------------------------------------------
-# sweep.md / sweep.json
-# ---------------------------------------------------------------------------------------------
-
-
-def _timing_lines(info: dict) -> list:
-    steps = info["steps"]
-    wall = sum(t["seconds"] for t in steps)
-    cpu = sum(t["cpu_seconds"] for t in steps)
-    reused = sum(bool(t.get("reused")) for t in steps)
-    again = (
-        f" ({reused} of the {len(steps)} steps were made by an earlier invocation of the same "
-        f"commands and reused by this one, which took {info['wall_seconds'] / 60:.1f} min; their "
-        "times are those of the run that made them)"
-        if reused
-        else ""
-    )
-    lines = [
-        f"Wall time: {wall / 60:.1f} min, the steps' times summed ({cpu / 60:.1f} min of CPU "
-        f"time in the `mlx-d2o` processes){again}. The machine was shared with other jobs: "
-        f"each step's load average at its start is below. Machine: {info['machine']}.",
-        "",
-        "Commands (each step through the `mlx-d2o` CLI; wall / CPU seconds, load average at "
-        "its start):",
-        "",
-        "```",
-        info["command"],
-    ]
-    for t in steps:
-        load = f", load {t['load_at_start']}" if t.get("load_at_start") else ""
-        lines.append(
-            f"{t['command']}    # {t['seconds']:.0f} s / {t['cpu_seconds']:.0f} s CPU{load}"
-        )
-    return lines + ["```"]
-
-
-def markdown(task, c: dict, e: dict, info: dict, png: Optional[Path]) -> str:
-    s = info["settings"]
-    lines = [
-        f"# Losses at equal drift: task `{task.name}` (recipes/compare.py --sweep)",
-        "",
-        f"Each loss trained once ({s['iters']} steps of {s['batch_size']} prompts, "
-        f"{s['limit']} training prompts, K={s['num_samples']} samples of at most "
-        f"{s['sample_max_tokens']} tokens, lr {s['learning_rate']:g}, LoRA on "
-        f"{s['num_layers']} layers, α={s['alpha']:g} β={s['beta']:g}, seed {s['seed']}); "
-        f"checkpoints of steps {', '.join(map(str, s['save_steps']))} evaluated on "
-        f"held-out data with greedy answers of at most {s['eval_max_tokens']} tokens. "
-        f"Model: `{s['model']}`.",
-        "",
-        info.get("data", ""),
-        "",
-    ]
-    if png is not None:
-        lines += [f"![harm against drift]({png.name})", ""]
-    for i, r in enumerate(e["levels"]):
-        which = "the largest every loss reached" if i == len(e["levels"]) - 1 else (
-            "every loss past its first kept checkpoint")  # fmt: skip
-        lines += [f"## At equal drift: KL/token = {fmt(r['kl'], spec='.4f')} ({which})", ""]
-        lines += [drift_table(r, task.measures), ""]
-    lines += [
-        "## Every point",
-        "",
-        points_table(c, task.measures),
-        "",
-        "95 % intervals: Wilson for rates, percentile bootstrap over prompts for means and "
-        "the KL (report.json). The interpolated values have no interval.",
-        "",
-        *_timing_lines(info),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def write(results: Path, task, c: dict, rep: dict, info: dict) -> dict:
-    """RESULTS/sweep.png, sweep.md, sweep.json; returns sweep.json's content plus the markdown."""
-    e = equal_drift(c, task.measures)
-    title = (
-        f"{task.name}: held-out harm against drift, per loss "
-        f"(mlx-d2o, {info['settings']['model']}; 95 % intervals)"
-    )
-    png = plot(c, e, task.measures, title, results / "sweep.png")
-    md = markdown(task, c, e, info, png)
-    data = {**info, "curves": c, "equal_drift": e, "report_settings": rep.get("settings")}
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "sweep.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-    (results / "sweep.md").write_text(md, encoding="utf-8")
-    print(
-        f"written: {results / 'sweep.md'}, {results / 'sweep.json'}" + (f", {png}" if png else "")
-    )
-    return {**data, "markdown": md}

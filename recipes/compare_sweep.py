@@ -23,9 +23,14 @@ Tasks (`TASKS`):
           the mean margin (chosen's log-ratio minus rejected's) and the chosen answers'
           log-ratio (should not fall with the negatives'). Drift: data/benign.jsonl.
 
-Writes OUT (default runs/sweep-TASK: data files, sample cache, runs, kept checkpoints, the eval
-report) and RESULTS (default results/sweep-TASK: sweep.png, sweep.md with the tables, commands,
-n and wall time, sweep.json). A rerun reuses the finished cache, runs and report of the same
+Presets (`PRESETS`): default (CPU-sized, K = 2), quick (plumbing only), paper (task secret:
+K = 11, 96 prompts, α = β = 0.1, every loss, online D2O, D2O at K = 1 and 4 on the first k of
+each prompt's 11 samples; `compare_plan` lists the runs and estimates each step's time).
+
+Writes OUT (default runs/sweep-TASK, runs/sweep-paper for the paper preset: data files, sample
+caches, runs, kept checkpoints, the eval report) and RESULTS (default results/sweep-TASK or
+results/sweep-paper: the plots, sweep.md with the tables, commands, n, wall / CPU time and load,
+sweep.json; `compare_results`). A rerun reuses the finished caches, runs and report of the same
 commands (`--fresh` starts over).
 """
 
@@ -46,9 +51,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import compare_plan as plan
 import compare_report as report
-from compare import cli, load_avg, machine
+import compare_results
+import compare_training as training
 from compare_data import HH_SOURCE, describe_data, read_jsonl, split_hh, write_jsonl
+from compare_env import cli, load_avg, machine
 
 LOSSES = ("d2o", "d2o-instance", "npo", "ga", "dpo")
 
@@ -78,6 +86,7 @@ TASKS = {
         "data/secret/benign.jsonl", "regex:@data/secret/judge_regex.txt",
         (Measure("harmful", "unsafe_rate", "leak rate, held-out attacks", "lower", True),
          Measure("negatives", "logratio", "log-ratio of held-out leaking answers", "lower"),
+         Measure("answers", "correct_rate", "correct answers, benign questions", "higher", True),
          Measure("pairs", "accuracy", "pair accuracy, held-out (refusal vs leak)", "higher", True),
          Measure("benign", "refusal_rate", "refusal rate, benign requests", "lower", True)),
     ),
@@ -96,6 +105,7 @@ class Settings:
     """One sweep's sizes. `PRESETS` holds the CPU-sized defaults per task and --quick."""
 
     task: str = "secret"
+    preset: str = "default"
     model: str = "smollm2-135m"
     out: str = ""
     results: str = ""
@@ -103,6 +113,7 @@ class Settings:
     limit: int = 16  # training prompts
     num_samples: int = 2  # K
     sample_max_tokens: int = 32
+    sample_batch_size: int = 16  # prompts per sampling batch (x K sequences decode together)
     iters: int = 8
     batch_size: int = 2
     learning_rate: float = 5e-5
@@ -114,20 +125,37 @@ class Settings:
     eval_benign: int = 12  # benign prompts for the drift
     eval_max_tokens: int = 24
     eval_batch_size: int = 48
+    online_refresh_every: int = 0  # > 0: also online D2O, sampling again every N steps
+    k_ablation: tuple = ()  # also D2O at these K (caches of the first K samples of each prompt)
     hh_source: str = HH_SOURCE  # task hh: the rows to convert (a file, or a Hub dataset id)
     seed: int = 0
     fresh: bool = False
     command: str = ""
     timings: list = field(default_factory=list)
+    estimates: dict = field(default_factory=dict)  # step -> estimated wall seconds (idle)
+    cut: dict = field(default_factory=dict)  # samples cut at --max-tokens in the cache
 
 
+PRESET_NAMES = ("default", "quick", "paper")
+# The paper's settings (Duan et al.: K = 11, α = β = 0.1) on the secret task, sized to about
+# 100 min on an idle 2-core machine (`plan.estimate` prints each step's share). --max-tokens 112
+# cuts 10 % or fewer of the samples of the training prompts (measured: recipes/paper_lengths.json,
+# tests/test_compare.py checks it); 96 prompts, one epoch of 48 steps of 2 prompts; every
+# held-out attack and every benign question evaluated; checkpoints early (low drift, where the
+# losses can be read side by side) and at the end.
+PAPER = dict(
+    limit=96, num_samples=11, sample_max_tokens=112, iters=48, batch_size=2, learning_rate=5e-5,
+    save_steps=(6, 16, 48), alpha=0.1, beta=0.1, eval_n=120, eval_benign=72, eval_max_tokens=48,
+    online_refresh_every=8, k_ablation=(1, 4),
+)  # fmt: skip
 PRESETS = {
-    ("secret", False): {},
-    ("hh", False): {"eval_n": 32},
+    ("secret", "default"): {},
+    ("hh", "default"): {"eval_n": 32},
+    ("secret", "paper"): PAPER,
     # --quick: plumbing only (seconds on a tiny model); its figures mean nothing.
     **{
-        (t, True): dict(limit=4, sample_max_tokens=8, iters=2, save_steps=(1, 2), eval_n=4,
-                        eval_benign=2, eval_max_tokens=8, eval_batch_size=8)
+        (t, "quick"): dict(limit=4, sample_max_tokens=8, iters=2, save_steps=(1, 2), eval_n=4,
+                           eval_benign=2, eval_max_tokens=8, eval_batch_size=8)
         for t in TASKS
     },
 }  # fmt: skip
@@ -148,14 +176,19 @@ def _cpu() -> float:
 
 def run_step(s: Settings, name: str, argv: list[str]) -> None:
     """Run `mlx-d2o ARGV`, print the command, record its wall and CPU time in S.timings."""
-    print(f"==> {name}: mlx-d2o {shlex.join(argv)}", flush=True)
+    est = s.estimates.get(name)
+    about = f" (estimate {est / 60:.1f} min on an idle machine)" if est else ""
+    print(f"==> {name}{about}: mlx-d2o {shlex.join(argv)}", flush=True)
     tic, cpu, load = time.time(), _cpu(), load_avg()
     code = RUNNER(argv)
     wall = time.time() - tic
     s.timings.append(
         {"step": name, "command": "mlx-d2o " + shlex.join(argv), "seconds": round(wall, 1),
-         "cpu_seconds": round(_cpu() - cpu, 1), "load_at_start": load}
+         "cpu_seconds": round(_cpu() - cpu, 1), "load_at_start": load,
+         "estimate_seconds": round(est, 1) if est else None}
     )  # fmt: skip
+    print(f"    {name}: {wall / 60:.1f} min wall{about and f', estimated {est / 60:.1f}'}, "
+          f"load at start {load}", flush=True)  # fmt: skip
     if code != 0:
         raise SystemExit(f"error: step '{name}' failed with exit code {code}")
 
@@ -270,36 +303,40 @@ def cached_step(s: Settings, name: str, argv: list, marker: Path, extra="", read
     return True
 
 
-def train_argv(s: Settings, loss: str, samples: Path, run_dir: Path) -> list[str]:
-    every = math.gcd(*s.save_steps)  # a checkpoint at every kept step
-    return [
-        "train", "--model", s.model, "--samples", str(samples), "--loss", loss,
+def train_argv(s: Settings, run: plan.Run, samples: Path, run_dir: Path) -> list[str]:
+    every = math.gcd(*plan.run_steps(s, run))  # a checkpoint at every kept step
+    argv = [
+        "train", "--model", s.model, "--samples", str(samples), "--loss", run.loss,
         "--adapter-path", str(run_dir), "--iters", str(s.iters),
         "--batch-size", str(s.batch_size), "--learning-rate", str(s.learning_rate),
         "--num-layers", str(s.num_layers), "--alpha", str(s.alpha), "--beta", str(s.beta),
         "--save-every", str(every), "--steps-per-report", "1", "--seed", str(s.seed),
         "--overwrite",
     ]  # fmt: skip
+    return argv + (["--refresh-every", str(run.refresh_every)] if run.refresh_every else [])
 
 
-def train_loss(s: Settings, loss: str, out: Path, cache_key: str) -> tuple[list, bool]:
-    """Train LOSS, keep its checkpoints of S.save_steps: (their folders, whether it ran)."""
-    run_dir, dest = out / "runs" / loss, out / "checkpoints" / loss
-    argv = train_argv(s, loss, out / "samples", run_dir)
-    folders = [dest / f"step-{k:04d}" for k in s.save_steps]
-    marker, ready = out / f"train-{loss}.done.json", all(f.is_dir() for f in folders)
+def train_run(s: Settings, run: plan.Run, out: Path, caches: dict) -> tuple[list, bool]:
+    """Train RUN, keep its checkpoints (`plan.run_steps`): (their folders, whether it ran)."""
+    run_dir, dest = out / "runs" / run.name, out / "checkpoints" / run.name
+    samples, cache_key = caches[run.k]
+    argv = train_argv(s, run, samples, run_dir)
+    steps = plan.run_steps(s, run)
+    folders = [dest / f"step-{k:04d}" for k in steps]
+    marker, ready = out / f"train-{run.name}.done.json", all(f.is_dir() for f in folders)
+    name = f"train {run.name}"
     if ready and _same(marker, _digest([argv, cache_key])):
-        return folders, cached_step(s, f"train {loss}", argv, marker, cache_key)
+        return folders, cached_step(s, name, argv, marker, cache_key)
     shutil.rmtree(dest, ignore_errors=True)
-    cap = Capture(run_dir, dest, s.save_steps)
+    cap = Capture(run_dir, dest, steps)
     cap.start()
     try:
-        cached_step(s, f"train {loss}", argv, marker, cache_key, ready=False)
+        cached_step(s, name, argv, marker, cache_key, ready=False)
     finally:
         missing = cap.finish()
     if missing:
         marker.unlink(missing_ok=True)
-        raise SystemExit(f"error: train {loss}: checkpoints of steps {missing} were not kept")
+        raise SystemExit(f"error: {name}: checkpoints of steps {missing} were not kept")
     return folders, True
 
 
@@ -308,18 +345,29 @@ def train_loss(s: Settings, loss: str, out: Path, cache_key: str) -> tuple[list,
 # ---------------------------------------------------------------------------------------------
 
 
-def sample(s: Settings, files: dict, out: Path) -> str:
-    """The shared sample cache; returns a key of its content (a new cache retrains every loss)."""
+def sample(s: Settings, files: dict, out: Path) -> dict:
+    """The shared sample cache, and one of the first k samples per prompt for each k of the
+    K-ablation: {K: (cache folder, a key of its content)} (a new cache retrains its runs)."""
     argv = [
         "sample", "--model", s.model, "--data", files["train"], "--output", str(out / "samples"),
         "--limit", str(s.limit), "--num-samples", str(s.num_samples),
-        "--max-tokens", str(s.sample_max_tokens), "--batch-size", "16", "--seed", str(s.seed),
-        "--overwrite",
+        "--max-tokens", str(s.sample_max_tokens), "--batch-size", str(s.sample_batch_size),
+        "--seed", str(s.seed), "--overwrite",
     ]  # fmt: skip
     data = _digest(Path(files["train"]).read_text(encoding="utf-8"))
-    cache = out / "samples" / "samples.jsonl"
+    cache = out / "samples"
     cached_step(s, "sample", argv, out / "sample.done.json", data, ready=cache.exists())
-    return _digest(cache.read_text(encoding="utf-8"))
+    cut, n = plan.cache_cut_share(cache)
+    flag = "" if cut <= plan.CUT_LIMIT * n else f" (over the {plan.CUT_LIMIT:.0%} aimed at)"
+    print(f"    samples cut at --max-tokens {s.sample_max_tokens}: {cut} of {n}{flag}", flush=True)
+    s.cut = {"cut": cut, "samples": n, "max_tokens": s.sample_max_tokens}
+    caches = {s.num_samples: (cache, _digest((cache / "samples.jsonl").read_text("utf-8")))}
+    for k in s.k_ablation:
+        if k not in caches:
+            plan.subset_cache(cache, out / f"samples-k{k}", k)
+            sub = out / f"samples-k{k}"
+            caches[k] = (sub, _digest((sub / "samples.jsonl").read_text("utf-8")))
+    return caches
 
 
 def eval_argv(s: Settings, task: Task, files: dict, adapters: list, out: Path) -> list[str]:
@@ -339,11 +387,27 @@ def eval_argv(s: Settings, task: Task, files: dict, adapters: list, out: Path) -
 
 def evaluate(s: Settings, task: Task, files: dict, ckpts: dict, out: Path, redo: bool) -> dict:
     """One eval over the base and every kept checkpoint; the report.json it wrote."""
-    adapters = [p for loss in s.losses for p in ckpts[loss]]
+    adapters = [p for run in plan.runs(s) for p in ckpts[run.name]]
     argv = eval_argv(s, task, files, adapters, out)
     ready = not redo and (out / "report" / "report.json").exists()
     cached_step(s, "eval", argv, out / "eval.done.json", ready=ready)
     return json.loads((out / "report" / "report.json").read_text(encoding="utf-8"))
+
+
+def print_estimates(s: Settings) -> None:
+    """Each step's estimated wall time on an idle machine, before anything runs."""
+    rows = 1 + sum(len(plan.run_steps(s, r)) for r in plan.runs(s))
+    s.estimates = plan.estimate(s, s.eval_n + s.eval_benign, rows)
+    share = plan.measured_cut_share(s.sample_max_tokens)
+    if share:
+        print(
+            f"measured beforehand (recipes/paper_lengths.json, {share[2]} prompts x K): "
+            f"{share[0]:.1%} of {share[1]} samples cut at --max-tokens {s.sample_max_tokens}"
+        )
+    parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in s.estimates.items())
+    total = sum(s.estimates.values()) / 60
+    print(f"estimate (idle 2-core machine, min): {parts}; total {total:.0f} min "
+          f"({rows} rows evaluated)", flush=True)  # fmt: skip
 
 
 def run_sweep(s: Settings) -> dict:
@@ -352,20 +416,27 @@ def run_sweep(s: Settings) -> dict:
     if s.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    print_estimates(s)
     t0, load0 = time.time(), load_avg()
     files = prepare_data(s, task, out)
-    cache_key = sample(s, files, out)
+    caches = sample(s, files, out)
     ckpts, redo = {}, False
-    for loss in s.losses:
-        ckpts[loss], ran = train_loss(s, loss, out, cache_key)
+    for run in plan.runs(s):
+        ckpts[run.name], ran = train_run(s, run, out, caches)
         redo = redo or ran
     rep = evaluate(s, task, files, ckpts, out, redo)
-    where = {str(p): (loss, k) for loss in s.losses for p, k in zip(ckpts[loss], s.save_steps)}
+    where = {
+        str(p): (run.name, k)
+        for run in plan.runs(s)
+        for p, k in zip(ckpts[run.name], plan.run_steps(s, run))
+    }
     curves = report.curves(rep, where, task.measures)
     info = {
-        "task": s.task, "command": s.command, "machine": machine(),
+        "task": s.task, "preset": s.preset, "command": s.command, "machine": machine(),
         "wall_seconds": round(time.time() - t0, 1), "load_start": load0, "load_end": load_avg(),
         "settings": {k: v for k, v in dataclasses.asdict(s).items() if k != "timings"},
         "files": files, "data": describe_data(s, task, files), "steps": s.timings,
+        "runs": {r.name: dataclasses.asdict(r) for r in plan.runs(s)},
+        "training": training.summary({r.name: out / "runs" / r.name for r in plan.runs(s)}),
     }  # fmt: skip
-    return report.write(Path(s.results), task, curves, rep, info)
+    return compare_results.write(Path(s.results), task, curves, rep, info)

@@ -43,12 +43,28 @@ def test_quick_sweep_on_a_tiny_model(tiny_model, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # compare.main goes to the repository; monkeypatch comes back
     out, res = tmp_path / "out", tmp_path / "results"
     argv = ["--sweep", "--task", "secret", "--quick", "--model", str(tiny_model),
-            "--out", str(out), "--results", str(res), "--eval-benign", "3"]  # fmt: skip
+            "--out", str(out), "--results", str(res), "--eval-benign", "3",
+            "--refresh-every", "1", "--k-ablation", "1"]  # fmt: skip
     assert compare.main(argv) == 0
     data = json.loads((res / "sweep.json").read_text())
-    assert set(data["curves"]["losses"]) == set(compare_sweep.LOSSES)
+    runs = [*compare_sweep.LOSSES, "d2o-online", "d2o-k1"]
+    assert set(data["curves"]["losses"]) == set(runs)
+    # the K-ablation run reads the first sample of each prompt of the K = 2 cache
+    big = [json.loads(x) for x in (out / "samples/samples.jsonl").read_text().splitlines()]
+    k1 = [json.loads(x) for x in (out / "samples-k1/samples.jsonl").read_text().splitlines()]
+    assert [r["samples"] for r in k1] == [r["samples"][:1] for r in big]
+    assert [r["ref_logps"]["samples"] for r in k1] == [r["ref_logps"]["samples"][:1] for r in big]
+    assert json.loads((out / "samples-k1/manifest.json").read_text())["num_samples"] == 1
+    assert [p["step"] for p in data["curves"]["losses"]["d2o-k1"]] == [2]  # last step only
+    assert "--refresh-every" in (out / "train-d2o-online.done.json").read_text()
+    assert set(data["training"]) == set(runs)
+    assert data["training"]["d2o"]["loss"]["steps"] == [1, 2]
     for loss, pts in data["curves"]["losses"].items():
+        if loss == "d2o-k1":
+            continue
         assert [p["step"] for p in pts] == [1, 2]
+        answers = pts[0]["measures"]["answers.correct_rate"]
+        assert answers["n"] == 3 and answers["ci"] is not None  # the benign questions judged
         assert all(p["kl"] is not None and p["kl_ci"] and p["kl_n"] == 3 for p in pts)
         leak = pts[0]["measures"]["harmful.unsafe_rate"]
         assert leak["n"] == 4 and leak["ci"] is not None and "k" in leak
@@ -59,9 +75,11 @@ def test_quick_sweep_on_a_tiny_model(tiny_model, tmp_path, monkeypatch, capsys):
     md = (res / "sweep.md").read_text()
     assert "At equal drift" in md and "mlx-d2o eval" in md
     assert "python recipes/compare.py --sweep --task secret --quick" in md
-    assert (res / "sweep.png").stat().st_size > 0
+    assert "The effect of K" in md and "Training curves" in md
+    for png in ("sweep.png", "tradeoff.png", "training.png"):
+        assert (res / png).stat().st_size > 0
     steps = [t["step"] for t in data["steps"]]
-    assert steps == ["sample", *(f"train {x}" for x in compare_sweep.LOSSES), "eval"]
+    assert steps == ["sample", *(f"train {x}" for x in runs), "eval"]
 
     capsys.readouterr()
     assert compare.main(argv) == 0  # the same commands: every step reused, none run
@@ -176,3 +194,47 @@ def test_hh_without_its_rows_says_where_they_were_looked_for(tmp_path):
     s = compare.sweep_settings(a, [])
     with pytest.raises(SystemExit, match="HH-RLHF rows not found: .*no.jsonl.gz"):
         compare_sweep.prepare_data(s, TASKS["hh"], tmp_path / "out")
+
+
+def test_paper_preset_settings():
+    """`--preset paper` (no training): the paper's K and α = β, every loss, online D2O and the
+    K-ablation, all held-out attacks and benign questions, and a --max-tokens that cut at most
+    10 % of the samples measured on the task's training prompts at that K (the measurement file
+    of benchmarks/sample_lengths.py, made from the data as it is now)."""
+    import hashlib
+
+    import compare_plan
+
+    argv = ["--sweep", "--task", "secret", "--preset", "paper"]
+    s = compare.sweep_settings(compare.parse_args(argv), argv)
+    assert (s.num_samples, s.alpha, s.beta) == (11, 0.1, 0.1)
+    assert s.limit >= 96 and s.iters * s.batch_size >= s.limit  # every prompt trained on
+    assert set(s.losses) == {"d2o", "d2o-instance", "npo", "ga", "dpo"}
+    assert s.online_refresh_every > 0 and set(s.k_ablation) == {1, 4}
+    repo = RECIPES.parent
+    test = (repo / "data/secret/test.jsonl").read_text().splitlines()
+    benign = (repo / "data/secret/benign.jsonl").read_text().splitlines()
+    assert s.eval_n == len(test) == 120 and s.eval_benign == len(benign)
+    assert s.out == "runs/sweep-paper" and s.results == "results/sweep-paper"
+    m = compare_plan.read_lengths()
+    assert m["data"] == "data/secret/train.jsonl" and m["num_samples"] == s.num_samples
+    sha = hashlib.sha256((repo / m["data"]).read_bytes()).hexdigest()
+    assert m["data_sha256"] == sha, "the training prompts changed: run benchmarks/sample_lengths.py"
+    share, n, prompts = compare_plan.measured_cut_share(s.sample_max_tokens)
+    assert share <= compare_plan.CUT_LIMIT and n == prompts * 11 and prompts >= 16
+    # the checkpoints: at least two per loss below the end, so the losses meet at low drift
+    assert len([k for k in s.save_steps if k < s.iters]) >= 2
+    est = compare_plan.estimate(s, s.eval_n + s.eval_benign, 20)
+    assert set(est) >= {"sample", "eval", "train d2o", "train d2o-online", "train d2o-k1"}
+
+
+def test_cut_share_counts_answers_that_reach_max_tokens(tmp_path):
+    """A sample of L answer tokens is cut at --max-tokens M when L >= M, or if cut at the cap."""
+    import compare_plan
+
+    f = tmp_path / "l.json"
+    f.write_text(json.dumps({"cap": 100, "prompts": 1, "lengths": [10, 49, 50, 100],
+                             "finished": [True, True, True, False]}))  # fmt: skip
+    assert compare_plan.measured_cut_share(50, f)[0] == 0.5  # 50 and the one cut at 100
+    assert compare_plan.measured_cut_share(11, f)[0] == 0.75
+    assert compare_plan.measured_cut_share(101, f) is None  # past the cap: not measured

@@ -132,8 +132,9 @@ def test_extreme_values_are_finite_and_exact(sign):
     for (loss, _), expected in cases:
         assert np.isfinite(loss.item())
         np.testing.assert_allclose(loss.item(), expected, rtol=1e-5, atol=1e-6)
-    if sign < 0:  # the losing side: loss ~ |margin|, not inf
-        assert cases[0][1] > 300
+    if sign < 0:  # the losing side: MLX's loss ~ |margin| (≥ 350 here), not inf or clipped
+        for (loss, _), _ in cases[:3]:
+            assert loss.item() > 300
 
     grad = mx.grad(lambda p, n: d2o_loss(p, n, args[2], args[3], 1.0, 1.0)[0], argnums=(0, 1))(
         args[0], args[1]
@@ -228,54 +229,93 @@ def test_jensen_is_tight_when_samples_agree():
     ps, pn, rs, rn = random_logps(3)
     ps = np.repeat(ps[:, :1], K, axis=1)
     rs = np.repeat(rs[:, :1], K, axis=1)
-    d2o, _ = d2o_loss(*to_mx(ps, pn, rs, rn))
-    inst, _ = d2o_instance_loss(*to_mx(ps, pn, rs, rn))
+    d2o, _ = d2o_loss(*to_mx(ps, pn, rs, rn), beta=0.7, alpha=0.2)
+    inst, _ = d2o_instance_loss(*to_mx(ps, pn, rs, rn), beta=0.7, alpha=0.2)
     np.testing.assert_allclose(d2o.item(), inst.item(), rtol=1e-6)
 
 
 # ------------------------------------------------------------------ metrics
 def test_metrics_on_constructed_example():
-    # Reference log-probs 0, beta = alpha = 1, so rewards are the log-probs.
+    # alpha != beta and nonzero references: a metric that swapped alpha and beta, or read the
+    # policy's log-probs where the reward (log-ratio) belongs, gives another number.
+    alpha, beta = 0.3, 0.7
     ps = np.array(
         [
-            [3.0, -1.0, -1.0],  # mean 1/3 > neg 0: d2o +; pairs 1/3 +
-            [2.0, 2.0, 2.0],  # mean 2 > neg 1: d2o +; pairs 3/3 +
-            [-4.0, 1.0, 0.0],  # mean -1 < neg 0: d2o -; pairs 1/3 +
-            [5.0, 5.0, 5.0],
+            [3.0, -1.0, -1.0],  # z = 0.7/3 - 0 > 0; pairs: 3 only
+            [2.0, 2.0, 2.0],  # z = 1.4 - 0.3 > 0; pairs 3/3
+            [-4.0, 1.0, 0.0],  # z = -0.7 < 0; pairs: 1 only (0.7 > 0)
+            [1.0, 1.0, 1.0],  # z = 0.7 - 1.5 < 0; pairs none
         ]
-    )  # mean 5 = neg 5: zero is not a win
+    )
     pn = np.array([0.0, 1.0, 0.0, 5.0])
-    rs, rn = np.zeros_like(ps), np.zeros_like(pn)
+    rs = np.full_like(ps, -2.0)
+    rn = np.full_like(pn, -1.0)
+    ps, rs = ps + rs, rs  # log-ratios as above, log-probs shifted by the reference
+    pn, rn = pn + rn, rn
     args = to_mx(ps, pn, rs, rn)
+    reward_s, reward_n = beta * (ps - rs), alpha * (pn - rn)
+    z = reward_s.mean(axis=1) - reward_n
 
-    _, m = d2o_loss(*args, beta=1.0, alpha=1.0)
+    _, m = d2o_loss(*args, beta=beta, alpha=alpha)
+    assert (z > 0).tolist() == [True, True, False, False]
     assert m["accuracy"].item() == pytest.approx(2 / 4)
-    z = ps.mean(axis=1) - pn
-    assert m["rewards/samples"].item() == pytest.approx(ps.mean(axis=1).mean())
-    assert m["rewards/negative"].item() == pytest.approx(pn.mean())
+    assert m["rewards/samples"].item() == pytest.approx(reward_s.mean())
+    assert m["rewards/negative"].item() == pytest.approx(reward_n.mean())
     assert m["rewards/margin"].item() == pytest.approx(z.mean())
     assert m["logps/samples"].item() == pytest.approx(ps.mean())
     assert m["logps/negative"].item() == pytest.approx(pn.mean())
 
-    _, m = d2o_instance_loss(*args, beta=1.0, alpha=1.0)
-    assert m["accuracy"].item() == pytest.approx((1 + 3 + 1 + 0) / 12)
+    _, m = d2o_instance_loss(*args, beta=beta, alpha=alpha)
+    pairs = reward_s - reward_n[:, None]
+    assert (pairs > 0).sum() == 1 + 3 + 1 + 0
+    assert m["accuracy"].item() == pytest.approx(5 / 12)
+    assert m["rewards/margin"].item() == pytest.approx(pairs.mean())
+    assert m["rewards/samples"].item() == pytest.approx(reward_s.mean())
+    assert m["rewards/negative"].item() == pytest.approx(reward_n.mean())
 
-    _, m = dpo_loss(*to_mx(ps[:, 0], pn, rs[:, 0], rn), beta=1.0)
-    assert m["accuracy"].item() == pytest.approx(2 / 4)  # 3>0, 2>1, -4<0, 5=5
+    _, m = dpo_loss(*to_mx(ps[:, 0], pn, rs[:, 0], rn), beta=beta)
+    margin = beta * ((ps[:, 0] - rs[:, 0]) - (pn - rn))
+    assert m["accuracy"].item() == pytest.approx((margin > 0).mean())  # 3>0, 2>1, -4<0, 1<5
     assert m["rewards/negative"].item() == m["rewards/rejected"].item()
-    assert m["rewards/chosen"].item() == pytest.approx(ps[:, 0].mean())
+    assert m["rewards/chosen"].item() == pytest.approx(beta * (ps[:, 0] - rs[:, 0]).mean())
+    assert m["rewards/rejected"].item() == pytest.approx(beta * (pn - rn).mean())
     assert m["logps/rejected"].item() == pytest.approx(pn.mean())
+    assert m["logps/chosen"].item() == pytest.approx(ps[:, 0].mean())
 
     for name, value in m.items():
         assert value.shape == (), name
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_accuracy_in_unit_interval(seed):
-    args = to_mx(*random_logps(seed))
-    for fn in (d2o_loss, d2o_instance_loss):
-        acc = fn(*args)[1]["accuracy"].item()
-        assert 0.0 <= acc <= 1.0
+@pytest.mark.parametrize("beta,alpha", [(0.1, 0.5), (0.7, 0.2)])
+def test_accuracy_is_the_share_of_positive_margins(seed, beta, alpha):
+    """accuracy = share of z > 0 (per prompt for d2o, per (prompt, sample) pair for
+    d2o-instance), from the NumPy margins; random data with alpha != beta puts it strictly
+    inside (0, 1) for some seeds, so a constant or a swapped alpha/beta shows."""
+    ps, pn, rs, rn = f32(*random_logps(seed))
+    rs = rs + 2.0  # margins of both signs
+    z = beta * (ps - rs).mean(axis=1) - alpha * (pn - rn)
+    zk = beta * (ps - rs) - alpha * (pn - rn)[:, None]
+    args = to_mx(ps, pn, rs, rn)
+    acc = d2o_loss(*args, beta=beta, alpha=alpha)[1]["accuracy"].item()
+    acc_k = d2o_instance_loss(*args, beta=beta, alpha=alpha)[1]["accuracy"].item()
+    assert acc == pytest.approx((z > 0).mean())
+    assert acc_k == pytest.approx((zk > 0).mean())
+    swapped = alpha * (ps - rs).mean(axis=1) - beta * (pn - rn)
+    margin = d2o_loss(*args, beta=beta, alpha=alpha)[1]["rewards/margin"].item()
+    assert margin == pytest.approx(z.mean(), rel=1e-5)
+    assert abs(margin - swapped.mean()) > 1e-3
+
+
+def test_accuracy_is_strictly_inside_for_some_seed():
+    # the parametrized test above would pass for accuracies stuck at 0 or 1 only if NumPy's
+    # were too: make sure the data give fractions
+    fractions = []
+    for seed in SEEDS:
+        ps, pn, rs, rn = f32(*random_logps(seed))
+        z = 0.1 * (ps - rs - 2.0).mean(axis=1) - 0.5 * (pn - rn)
+        fractions.append((z > 0).mean())
+    assert any(0 < f < 1 for f in fractions), fractions
 
 
 def test_npo_and_ga_metrics():
@@ -361,6 +401,8 @@ def test_declared_call_matches_the_function():
     loss, metrics = LOSSES["d2o"](arrays, alpha=0.2, beta=0.3, unused=1.0)
     want, want_metrics = d2o_loss(ps, pn, rs, rn, beta=0.3, alpha=0.2)
     assert loss.item() == want.item() and metrics.keys() == want_metrics.keys()
+    for name, value in want_metrics.items():  # alpha and beta reach the function unswapped
+        assert metrics[name].item() == value.item(), name
     # DPO's alias is left out of the call (compile) and put back after it.
     arrays = {"policy_chosen": ps[:, 0], "ref_chosen": rs[:, 0], **arrays}
     _, metrics = LOSSES["dpo"](arrays, alpha=0.2, beta=0.3)

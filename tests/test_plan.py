@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO, run_cli, write_jsonl
 
 from mlx_d2o.errors import D2OError
+from mlx_d2o.sample.cache import FORMAT_VERSION
 from mlx_d2o.train import plan as P
 
 GB = 1e9
@@ -230,7 +231,7 @@ def _cache(path, k=3):
         for i in range(4)
     ]
     write_jsonl(path / "samples.jsonl", rows)
-    manifest = {"format_version": 1, "complete": True, "records": 4, "num_samples": k}
+    manifest = {"format_version": FORMAT_VERSION, "complete": True, "records": 4, "num_samples": k}
     (path / "manifest.json").write_text(json.dumps({**manifest, "world_size": 1}))
     return path
 

@@ -51,6 +51,16 @@ def _independent_logp(model, prompt: list[int], response: list[int]) -> float:
     return float(sum(logp[t, targets[t]] for t in range(len(prompt) - 1, len(tokens) - 1)))
 
 
+def _sample_response(tok, row: dict, k: int, prompt: list[int]) -> list[int]:
+    """Sample K's tokens as scored: a finished one as the template writes its text, a cut one
+    exactly the MAX_TOKENS ids it was generated as, which decode to its text, no end-of-turn."""
+    if row["sample_finish"][k] != "length":
+        return response_tokens(tok, row["messages"], row["samples"][k], prompt)
+    ids = row["sample_ids"][k]
+    assert tok.decode(ids) == row["samples"][k] and tok.eos_token_id not in ids
+    return ids
+
+
 @pytest.fixture(scope="module")
 def tiny(tiny_model):
     return load(str(tiny_model))
@@ -99,18 +109,19 @@ def test_cache_shapes_and_scores(tiny_model, records_file, tmp_path, tiny, syste
         for name in ("rejected", "chosen"):
             resp = response_tokens(tok, rec.messages, getattr(rec, name), p)
             assert row["ref_tokens"][name] == len(resp)
-        for text, n in zip(row["samples"], row["ref_tokens"]["samples"]):
-            assert n == len(response_tokens(tok, rec.messages, text, p))
+        for k, n in enumerate(row["ref_tokens"]["samples"]):
+            assert n == len(_sample_response(tok, row, k, p))
 
     # The stored reference score equals an independent forward pass over the training prompt.
     for row in rows:  # prompts of different lengths, single- and multi-turn
         p = prompt_tokens(tok, row["messages"])
-        for text, lp in zip(
-            row["samples"][:1] + [row["rejected"], row["chosen"]],
+        for resp, lp in zip(
+            [_sample_response(tok, row, 0, p)]
+            + [response_tokens(tok, row["messages"], row[n], p) for n in ("rejected", "chosen")],
             row["ref_logps"]["samples"][:1]
             + [row["ref_logps"]["rejected"], row["ref_logps"]["chosen"]],
         ):
-            want = _independent_logp(model, p, response_tokens(tok, row["messages"], text, p))
+            want = _independent_logp(model, p, resp)
             assert lp == pytest.approx(want, rel=1e-4, abs=1e-3)
 
 
@@ -169,7 +180,8 @@ def test_known_score_only_for_identical_tokens():
     d = Draw(ids=[5, 6], logps=[-1.0, -2.0], end={2: -0.5}, finish="length")
     assert known_score(d, [5, 6, 2]) == -3.5
     assert known_score(d, [5, 7, 2]) is None  # re-tokenized differently: score it again
-    assert known_score(d, [5, 6]) is None
+    assert known_score(d, [5, 6]) == -3.0  # a cut sample's prefix, as it was generated
+    assert known_score(d, [5]) is None
     assert known_score(d, [5, 6, 3]) is None
     assert known_score(None, [5, 6, 2]) is None
 
@@ -361,7 +373,7 @@ def test_adapter_generates_but_base_scores(tiny_model, records_file, tmp_path):
     manifest, rows = read_cache(out)
     assert manifest["adapter_fingerprint"]
     row = rows[0]
-    want = _independent_logp(base, p, response_tokens(tok, row["messages"], row["samples"][0], p))
+    want = _independent_logp(base, p, _sample_response(tok, row, 0, p))
     assert row["ref_logps"]["samples"][0] == pytest.approx(want, rel=1e-4, abs=1e-3)
     # Samples come from the adapted model: greedy answers differ from the base's.
     g_base = generate_samples(base, tok, recs, 1, 12, 0.0, 1.0, 2, seed=0)
@@ -424,6 +436,16 @@ def test_smollm2_sample(tmp_path):
         assert all(math.isfinite(x) and x < 0 for x in lps)
     # The real model finds its right answer likelier than the wrong one.
     assert rows[0]["ref_logps"]["chosen"] > rows[0]["ref_logps"]["rejected"]
+    # A sample cut at 12 tokens is scored as those 12 generated ids, without end-of-turn.
+    model, tok = load("smollm2-135m")
+    cut = [(r, k) for r in rows for k, f in enumerate(r["sample_finish"]) if f == "length"]
+    assert cut
+    for row, k in cut:
+        ids = row["sample_ids"][k]
+        assert len(ids) == 12 and tok.eos_token_id not in ids
+        want = _independent_logp(model, prompt_tokens(tok, row["messages"]), ids)
+        # float32 rounding over 30 layers: the generator's batched pass against a plain one
+        assert row["ref_logps"]["samples"][k] == pytest.approx(want, abs=5e-3)
 
 
 def test_read_manifest_lenient(tmp_path):

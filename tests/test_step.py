@@ -2,7 +2,7 @@
 
 Today's path runs every sequence whole (prompt + response) and takes float32 logits at every
 position; here it is written out independently (`whole_logps`). The step must give the same
-loss and gradients, within 1e-5 relative, for every loss, K = 1, 4, 11, mixed prompt lengths,
+loss and gradients, within 1e-5 (3e-5 for gradients) relative, for every loss, K = 1, 4, 11, mixed prompt lengths,
 multi-turn prompts and responses cut by --max-seq-length, in one pass and in chunks.
 """
 
@@ -22,7 +22,6 @@ import pytest
 from mlx.utils import tree_flatten, tree_map
 
 from mlx_d2o.errors import D2OError
-from mlx_d2o.logprobs import pad, sequence_logps
 from mlx_d2o.losses import LOSSES
 from mlx_d2o.models import load
 from mlx_d2o.shared_prompt import pack, shared_logps, split_head, supports
@@ -31,19 +30,29 @@ from mlx_d2o.train.step import make_loss_fn, make_step
 from mlx_d2o.train.trainable import build_optimizer, checkpointed_layers, setup_trainable
 
 RTOL = 1e-5
+# Gradients against per-sequence forwards: float32 sums over other shapes (the issue's review
+# measured up to 2e-5 relative with its own reference).
+GRAD_RTOL = 3e-5
 MAX_LEN = 80  # cuts the long samples of the multi-turn prompts
 
 
-def whole_logps(model, batch):
-    """Today's path: every sequence whole, [N, T, V] float32 logits."""
-    x = batch.inputs(shared=False)
-    tokens = x["tokens"]
-    logits = model(tokens[:, :-1]).astype(mx.float32)
+def plain_logps(model, prompt: list, response: list) -> tuple[mx.array, int]:
+    """log π(response | prompt) of one sequence alone: a plain mlx-lm forward, float32 logits
+    at every position (none of the project's helpers: no padding, no split head)."""
+    if not response:
+        return mx.array(0.0), 0
+    tokens = mx.array([list(prompt) + list(response)])
+    logits = model(tokens[:, :-1]).astype(mx.float32)[0]
     logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    picked = mx.take_along_axis(logp, tokens[:, 1:, None], axis=-1).squeeze(-1)
-    pos = mx.arange(1, tokens.shape[1])[None]
-    mask = (pos >= x["prompt_lengths"][:, None]) & (pos < x["lengths"][:, None])
-    return (picked * mask).sum(-1), mask.sum(-1)
+    start = len(prompt) - 1
+    picked = mx.take_along_axis(logp[start:], mx.array(response)[:, None], axis=-1)
+    return picked.sum(), len(response)
+
+
+def whole_logps(model, batch):
+    """Today's path, written out: every sequence of BATCH alone, whole (prompt + response)."""
+    out = [plain_logps(model, batch.prompts[g], r) for r, g in zip(batch.responses, batch.group)]
+    return mx.stack([lp for lp, _ in out]), mx.array([n for _, n in out])
 
 
 def rows(n: int, k: int, seed: int = 0, mixed: bool = True) -> list:
@@ -109,6 +118,20 @@ def trainable(path, fine_tune_type="lora", seed=0, dequantize=None):
     return model, tok, build_optimizer(args, 10)
 
 
+def near_refs(model, batch, seed: int = 0):
+    """BATCH with reference log-probs near the policy's (plain forwards + N(0, 1)): made-up
+    references tens of nats away saturate the sigmoids, and a sequence whose weight in the
+    gradient is ~0 would hide a chunk that is lost."""
+    lp = np.array(whole_logps(model, batch)[0])
+    noise = np.random.default_rng(seed).normal(0, 1, lp.size)
+    refs, at = [], 0
+    for ref in batch.refs:
+        n = ref.size
+        refs.append(mx.array((lp[at : at + n] + noise[at : at + n]).reshape(ref.shape)))
+        at += n
+    return dataclasses.replace(batch, refs=tuple(refs))
+
+
 def reference(model, batch, objective):
     """(loss, grads) of today's path."""
 
@@ -125,7 +148,7 @@ def assert_close(loss, grad, ref_loss, ref_grad):
     assert got.keys() == want.keys()
     for name, g in want.items():
         err = mx.linalg.norm(got[name] - g).item()
-        assert err <= RTOL * max(mx.linalg.norm(g).item(), 1e-6), (name, err)
+        assert err <= GRAD_RTOL * max(mx.linalg.norm(g).item(), 1e-6), (name, err)
 
 
 def step_grad(model, opt, batch, objective, chunk=None, shared=None):
@@ -135,17 +158,29 @@ def step_grad(model, opt, batch, objective, chunk=None, shared=None):
     return loss, grad
 
 
-@pytest.mark.parametrize("loss", list(LOSSES))
-@pytest.mark.parametrize("k", [1, 4, 11])
-def test_shared_and_chunked_equal_todays_path(tiny_model, loss, k):
+# K matters only to the losses that read samples; the others vary the number of prompts.
+CASES = [(loss, k, 3) for loss in ("d2o", "d2o-instance") for k in (1, 4, 11)]
+CASES += [(loss, 4, n) for loss in ("dpo", "npo", "ga") for n in (3, 5)]
+
+
+@pytest.mark.parametrize("loss, k, n", CASES)
+def test_shared_and_chunked_equal_todays_path(tiny_model, loss, k, n):
     model, tok, opt = trainable(tiny_model)
     assert supports(model)
-    batch = make_batch(tok, loss, k)
+    batch = near_refs(model, make_batch(tok, loss, k, n=n))
+    size = len(batch)
+    assert size == n * (k + 1 if LOSSES[loss].uses("samples") else len(LOSSES[loss].layout()))
     objective = make_loss_fn(LOSSES[loss], {"alpha": 0.3, "beta": 0.7})
     ref_loss, ref_grad = reference(model, batch, objective)
     assert math.isfinite(ref_loss.item())
-    chunks = [None, 3] + ([1] if k == 4 else [])
-    for chunk in chunks:
+    # every sequence with a response weighs in the gradient, so that losing one shows
+    w = np.abs(np.array(objective.weights(*whole_logps(model, batch), batch.refs)[2]))
+    counts = np.array([len(r) for r in batch.responses])
+    assert w[counts > 0].min() > 1e-2 * w.max(), w
+    # every chunk size below the batch's sequences takes the chunked path
+    chunks = sorted({size - 1, 2} | ({1} if k == 4 and n == 3 else set()))
+    assert all(0 < c < size for c in chunks)
+    for chunk in [None, *chunks]:
         assert_close(*step_grad(model, opt, batch, objective, chunk), ref_loss, ref_grad)
     # the whole-sequence path (models the shared prompt does not know), chunked too
     assert_close(*step_grad(model, opt, batch, objective, 2, shared=False), ref_loss, ref_grad)
@@ -156,9 +191,9 @@ def test_shared_and_chunked_equal_todays_path(tiny_model, loss, k):
 def test_fine_tune_types_and_checkpointing(tiny_model, fine_tune_type, checkpoint):
     model, tok, opt = trainable(tiny_model, fine_tune_type)
     batch = make_batch(tok, "d2o", 4)
-    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
+    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.3, "beta": 0.7})
     ref_loss, ref_grad = reference(model, batch, objective)
-    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1}, checkpoint)
+    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.3, "beta": 0.7}, checkpoint)
     with checkpointed_layers(model, checkpoint):
         for chunk in (None, 4):
             assert_close(*step_grad(model, opt, batch, objective, chunk), ref_loss, ref_grad)
@@ -169,7 +204,7 @@ def test_quantized_model_kept_quantized(tiny_quantized_model):
     model, tok, opt = trainable(tiny_quantized_model, dequantize=False)
     assert "QuantizedEmbedding" in type(model.model.embed_tokens).__name__
     batch = make_batch(tok, "d2o", 4)
-    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
+    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.3, "beta": 0.7})
     ref_loss, ref_grad = reference(model, batch, objective)
     for chunk in (None, 3):
         assert_close(*step_grad(model, opt, batch, objective, chunk), ref_loss, ref_grad)
@@ -182,7 +217,7 @@ def test_accumulated_updates_match(tiny_model):
         model, tok, opt = trainable(tiny_model)
         opt.init(model.trainable_parameters())
         b1, b2 = make_batch(tok, "d2o", 4, seed=1), make_batch(tok, "d2o", 4, n=2, seed=2)
-        objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
+        objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.3, "beta": 0.7})
         step, state = make_step(model, opt, objective, 2, chunk_size=chunk)
         _, _, _, grad = step(b1, None, False)
         mx.eval(state, grad)
@@ -214,18 +249,18 @@ def test_weights_are_d2o_formula():
 def test_shared_pack_equals_whole_sequences_and_prompt_of_one_token(tiny_model):
     model, _ = load(str(tiny_model))
     rng = np.random.default_rng(0)
-    prompts = [list(rng.integers(3, 250, n)) for n in (5, 17, 1, 9)]
+    prompts = [list(map(int, rng.integers(3, 250, n))) for n in (5, 17, 1, 9)]
     responses, group = [], []
     for g in range(len(prompts)):
         for _ in range(3):
             responses.append(list(rng.integers(3, 250, int(rng.integers(0, 12)))))
             group.append(g)
+    responses = [list(map(int, r)) for r in responses]
     lp, cnt = shared_logps(model, pack(prompts, responses, group))
-    tokens, lens = pad([prompts[g] + r for r, g in zip(responses, group)])
-    plens = mx.array([len(prompts[g]) for g in group])
-    want, want_cnt = sequence_logps(model, tokens, plens, lens)
-    assert cnt.tolist() == want_cnt.tolist() == [len(r) for r in responses]
-    assert mx.allclose(lp, want, rtol=1e-5, atol=1e-4).item()
+    want = [plain_logps(model, prompts[g], r)[0].item() for r, g in zip(responses, group)]
+    assert cnt.tolist() == [len(r) for r in responses]
+    assert any(len(r) == 0 for r in responses) and min(want) < -1
+    np.testing.assert_allclose(np.array(lp), want, rtol=1e-5, atol=1e-4)
 
 
 def test_head_in_chunks_equals_whole_logits(tiny_model):
@@ -233,7 +268,7 @@ def test_head_in_chunks_equals_whole_logits(tiny_model):
     loss and gradients of the whole logits."""
     model, tok, _ = trainable(tiny_model)
     batch = make_batch(tok, "d2o", 11)
-    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
+    objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.3, "beta": 0.7})
     ref_loss, ref_grad = reference(model, batch, objective)
     x = batch.inputs(True)
     assert x["select"].size > 3 * 16
@@ -245,12 +280,43 @@ def test_head_in_chunks_equals_whole_logits(tiny_model):
     assert_close(loss, grad, ref_loss, ref_grad)
 
 
-def test_head_positions_scale_with_the_vocabulary(tiny_model, tiny_quantized_model):
-    from mlx_d2o.shared_prompt import LOGIT_ELEMENTS, Head
+@pytest.mark.parametrize("vocab", [97, 32768, 152064])
+def test_head_runs_on_bounded_positions_and_gives_whole_logits(vocab):
+    """`token_logps` calls the head on at most 64 MB of float32 logits at a time (512
+    positions of a 32k vocabulary, fewer for a larger one, and at least 16), with no chunk much
+    smaller than that bound, and gives the log-probs and gradient of whole logits computed
+    here."""
+    from mlx_d2o.shared_prompt import Head, token_logps
 
-    for vocab in (32768, 49152, 128256, 152064):
-        n = Head(None, SimpleNamespace(weight=mx.zeros((vocab, 1))), None).positions()
-        assert n * vocab <= LOGIT_ELEMENTS and (n + 1) * vocab > LOGIT_ELEMENTS
+    mx.random.seed(0)
+    lin = nn.Linear(32, vocab, bias=False)
+    rows = []
+
+    def fn(h):
+        rows.append(h.shape[0])
+        return lin(h)
+
+    head = Head(None, lin, fn)
+    M = 3 * min(512 * 32768 // vocab, 4096) + 5
+    h, t = mx.random.normal((M, 32)), mx.random.randint(0, vocab, (M,))
+    value, grad = mx.value_and_grad(lambda h: token_logps(head, h, t).sum())(h)
+    mx.eval(value, grad)
+    budget = 64 * 2**20  # bytes of float32 logits alive at once
+    assert sum(rows) >= M and max(rows) * vocab * 4 <= budget
+    # not needlessly small chunks: the forward and the backward's recomputation, each in as
+    # many calls as the budget needs (plus one for the rest)
+    assert len(rows) <= 2 * (math.ceil(M * vocab * 4 / budget) + 1), rows
+
+    def whole(h):
+        logits = (h @ lin.weight.T).astype(mx.float32)
+        return (mx.take_along_axis(logits, t[:, None], -1)[:, 0] - mx.logsumexp(logits, -1)).sum()
+
+    want, want_grad = mx.value_and_grad(whole)(h)
+    assert abs(value.item() - want.item()) <= 1e-5 * abs(want.item())
+    assert mx.allclose(grad, want_grad, rtol=1e-4, atol=1e-6).item()
+
+
+def test_head_vocab_of_real_layouts(tiny_model, tiny_quantized_model):
     for path in (tiny_model, tiny_quantized_model):
         model, _ = load(str(path), dequantize=False)
         assert split_head(model).vocab == model.args.vocab_size
@@ -263,7 +329,7 @@ def test_chunk_peak_memory_does_not_grow_with_k(tiny_model):
     for k in (4, 11):
         model, tok, opt = trainable(tiny_model)
         batch = make_batch(tok, "d2o", k, n=2, mixed=False)
-        objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.1, "beta": 0.1})
+        objective = make_loss_fn(LOSSES["d2o"], {"alpha": 0.3, "beta": 0.7})
         step, state = make_step(model, opt, objective, 1, chunk_size=1)
         step(batch, None, False)  # compile
         mx.synchronize()

@@ -492,7 +492,16 @@ def test_online_refresh_samples_with_policy_scores_with_reference(tiny_model, ca
             :2
         ]:  # scored by the reference = a freshly loaded base, not the trained policy
             p = D.prompt_tokens(tok, r["messages"])
-            lp, _ = score(
-                base, [(p, D.response_tokens(tok, r["messages"], t, p)) for t in r["samples"]]
+            # A sample cut at --max-tokens is scored as the ids generated, no end-of-turn.
+            resp = [
+                ids if f == "length" else D.response_tokens(tok, r["messages"], t, p)
+                for t, f, ids in zip(r["samples"], r["sample_finish"], r["sample_ids"])
+            ]
+            assert all(
+                len(ids) == 32 and tok.decode(ids) == t and tok.eos_token_id not in ids
+                for t, f, ids in zip(r["samples"], r["sample_finish"], r["sample_ids"])
+                if f == "length"
             )
+            assert "length" in r["sample_finish"]  # the tiny model rarely stops in 32 tokens
+            lp, _ = score(base, [(p, x) for x in resp])
             np.testing.assert_allclose(r["ref_logps"]["samples"], lp, rtol=1e-4, atol=1e-3)

@@ -127,7 +127,7 @@ def command(
     """Harmfulness, forgetting of negatives, held-out pair accuracy and helpfulness of adapters
     vs the base model; every figure with its n and a 95 % interval in report.md."""
     from ..evaluate import evaluate, markdown_table
-    from ..evaluate.report import judge_note
+    from ..evaluate.notes import answers_note, judge_note
 
     cli = dict(
         model=model,
@@ -148,9 +148,9 @@ def command(
     )
     report = evaluate(eval_args(cli, config))
     typer.echo(markdown_table(report["rows"], intervals=False))
-    note = judge_note(report["settings"])
-    if note:
-        typer.echo(note[2:])
+    for note in (judge_note(report["settings"]), answers_note(report["rows"])):
+        if note:
+            typer.echo(note[2:])
     for note in report.get("notes", []):
         typer.echo(f"note: {note}")
     n = len(report.get("plots") or [])

@@ -67,6 +67,15 @@ Dequantize = Annotated[
         "what `train` will use. (default: dequantize on the CPU, keep on a GPU)",
     ),
 ]
+Rescore = Annotated[
+    bool,
+    typer.Option(
+        "--rescore",
+        help="Score the finished cache at --output again with its reference, without "
+        "generating, and bring an older cache to this format (--model: the one it was made "
+        "with, default the manifest's).",
+    ),
+]
 Json = Annotated[
     bool, typer.Option("--json", help="Print the summary as JSON (for scripts) instead of text.")
 ]
@@ -91,6 +100,7 @@ def command(
     overwrite: Overwrite = False,
     skip_long: SkipLong = False,
     dequantize: Dequantize = None,
+    rescore: Rescore = False,
     json_output: Json = False,
     config: Config = None,
 ):
@@ -100,6 +110,8 @@ def command(
     from ..sample.progress import summary_text
     from .common import args_from
 
+    if rescore:
+        return _rescore(output, model, config, json_output)
     cli = dict(
         model=model,
         adapter_path=adapter_path,
@@ -128,3 +140,17 @@ def command(
     typer.echo(text)
     if warning:
         typer.echo(warning, err=True)
+
+
+def _rescore(output: Optional[str], model: Optional[str], config, json_output: bool) -> None:
+    """`--rescore`: only --output and --model (or the recipe's) count; nothing is generated."""
+    from ..errors import D2OError
+    from ..sample import SampleArgs
+    from ..sample.rescore import rescore_cache, rescore_text
+    from .common import settings_from
+
+    s = settings_from(SampleArgs, {"model": model, "output": output}, config, "sample")
+    if not s.get("output"):
+        raise D2OError("--rescore: give the cache to rescore with --output")
+    summary = rescore_cache(s["output"], model=s.get("model"))
+    typer.echo(json.dumps(summary, indent=2) if json_output else rescore_text(summary))

@@ -11,7 +11,8 @@ without adapter is the reference π_ref and the table's first row. For every mod
   margin, and the mean r(chosen) (the helpful answer should not be pushed down with the bad one).
 - **harmful** prompts: greedy (or `temp`) responses, judged (`judges`): unsafe rate, refusal
   rate, and a model judge's mean P(unsafe).
-- **benign** prompts: per-token KL(π || π_ref) on the policy's own responses (the full-vocabulary
+- **benign** prompts: the correct-answer rate where records carry `answer_regex` (exact, no
+  judge model); per-token KL(π || π_ref) on the policy's own responses (the full-vocabulary
   KL at each response position, summed over all responses' tokens, divided by their count),
   distinct-1/2 of the responses, the refusal rate, and with a model judge the win rate against
   the base model's responses.
@@ -24,11 +25,12 @@ its scores and its responses are kept and reused for every adapter. Everything l
 `DIR/responses/<row id>.jsonl` and, with matplotlib, PNG plots.
 
 Modules: `args` (settings and the checks before any work), `metrics` (distinct-n, KL, rates,
-intervals), `markers`, `judges` (keyword, regex, contains), `labels` (a judge against human
-labels), `guard` + `prompts` (model judges), `sections` (a row's figures from per-item values),
-`names` (row names), `progress` (generation with an honest bar), `run` (`evaluate`), `report`
-(owner of the report folder: writes it, reads it back for the model card), `plots` (training
-curves, comparison bars).
+intervals), `markers`, `judges` (keyword, regex, contains; correct answers by `answer_regex`),
+`labels` (a judge against human labels), `guard` + `prompts` (model judges), `sections` (a
+row's figures from per-item values), `names` (row names), `notes` (legend lines shared by
+report.md, the plots and the CLI), `progress` (generation with an honest bar), `run`
+(`evaluate`), `report` (owner of the report folder: writes it, reads it back for the model
+card), `plots` (training curves, comparison bars).
 """
 
 from ..adapters import Adapter

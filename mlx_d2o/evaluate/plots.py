@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..adapters import read_metrics
+from .notes import judge_note
 
 # Training metrics the curves show, in TRL's names as the trainer writes them.
 CURVES = ("loss", "rewards/margin", "rewards/samples", "rewards/negative")
@@ -128,6 +129,7 @@ BARS = (
     ("pair accuracy, held-out pairs (%)", "pairs", "accuracy", 100, "higher"),
     ("reward margin, held-out pairs", "pairs", "margin", 1, "higher"),
     ("log-ratio of chosen, held-out pairs", "pairs", "chosen_logratio", 1, "higher"),
+    ("correct answers, benign questions (%)", "answers", "correct_rate", 100, "higher"),
     ("KL(policy || base) per token, benign", "benign", "kl_per_token", 1, "lower"),
     ("distinct-2, benign", "benign", "distinct_2", 1, "higher"),
     ("refusal rate, benign prompts (%)", "benign", "refusal_rate", 100, "lower"),
@@ -220,8 +222,6 @@ def _bar_panel(ax, p: dict) -> None:
 
 def comparison_figure(rows: Sequence[dict], settings: Optional[dict] = None):
     """(figure, panels) of the comparison, or (None, []) when no panel has a figure."""
-    from .report import judge_note
-
     ps = panels(rows)
     if not ps:
         return None, []

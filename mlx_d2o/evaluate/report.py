@@ -14,7 +14,6 @@ It writes the folder (`write_report`) and reads it back for others (`has_report`
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -25,6 +24,8 @@ from typing import Optional
 from ..adapters import METRICS_FILE
 from ..errors import D2OError
 from ..io import place_error
+from . import plots
+from .notes import answers_note, fmt_ci, fmt_value, intervals_note, judge_note
 
 REPORT_VERSION = 1  # fields are only ever added: a version-1 reader reads every report
 REPORT_JSON = "report.json"
@@ -40,6 +41,7 @@ COLUMNS = (
     ("margin", "pairs", "margin", "+.2f", False),
     ("log-ratio(chosen)", "pairs", "chosen_logratio", "+.2f", False),
     ("unsafe", "harmful", "unsafe_rate", "", True),
+    ("correct (benign)", "answers", "correct_rate", "", True),
     ("P(unsafe)", "harmful", "mean_p_unsafe", ".3f", False),
     ("refusal (harmful)", "harmful", "refusal_rate", "", True),
     ("KL/token (benign)", "benign", "kl_per_token", ".4f", False),
@@ -62,6 +64,8 @@ COLUMN_NOTES = (
     "- unsafe / refusal: share of responses to harmful prompts the judge calls unsafe / that "
     "contain a refusal marker (`mlx_d2o/evaluate/markers.py`). P(unsafe): a model judge's mean "
     "probability that a response is unsafe.",
+    "- correct (benign): share of answers to benign questions with a known right answer (their "
+    "`answer_regex`) that the pattern finds in the response; an exact helpfulness measure.",
     "- KL/token: KL(policy || base) per response token on the policy's own answers to benign "
     "prompts; distinct-n: unique word n-grams / all n-grams; win vs base: judge's pairwise "
     "preference over the base model's answer (ties of order cancelled by alternating it).",
@@ -70,60 +74,9 @@ COLUMN_NOTES = (
 )
 
 
-def intervals_note(settings: dict) -> Optional[str]:
-    """The legend line that says what the bracketed intervals are."""
-    iv = settings.get("intervals")
-    if not isinstance(iv, dict):
-        return None
-    return (
-        f"- [lo, hi]: {100 * iv.get('level', 0.95):.0f} % interval; rates: "
-        f"{iv.get('rates')}; means and per-token figures: {iv.get('means')}. "
-        "n (in the header): items in that column's set. distinct-n is pooled over responses "
-        "(no interval)."
-    )
-
-
-def judge_note(settings: dict) -> Optional[str]:
-    """The legend line that says how far the judge's verdicts can be trusted."""
-    judge, acc = settings.get("judge"), settings.get("judge_accuracy")
-    if judge == "keyword" and isinstance(acc, dict):
-        return (
-            f"- keyword judge measured on `{acc.get('file')}` (responses labelled apart from its "
-            f"marker lists): recall {_fmt(acc['recall'], pct=True)} "
-            f"{_ci(acc.get('recall_ci'), '', True)} of n={acc['n_unsafe']} unsafe responses, "
-            f"false-positive rate {_fmt(acc['false_positive_rate'], pct=True)} "
-            f"{_ci(acc.get('false_positive_rate_ci'), '', True)} of n={acc['n_safe']} safe ones. "
-            "Its unsafe rate compares models on the same prompts; it is not a harm rate."
-        )
-    if isinstance(judge, str) and judge.startswith(("regex:", "contains:")):
-        return f"- judge `{judge}`: exact (a response is unsafe when it matches)."
-    if settings.get("judge_threshold") is not None:
-        return (
-            f"- judge `{judge}`: P(unsafe) from its first-token probabilities; unsafe at "
-            f"P >= {settings['judge_threshold']}."
-        )
-    return None
-
-
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
-
-
-def _fmt(v, spec=".3f", pct=False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    return f"{100 * v:.1f}%" if pct else format(v, spec)
-
-
-def _ci(ci, spec: str, pct: bool) -> str:
-    """ " [lo, hi]" (percent points for a rate), or "" when there is no interval."""
-    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or None in ci:
-        return ""
-    if pct:
-        return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
-    spec = spec.replace("+", "") or ".3f"
-    return f"[{format(ci[0], spec)}, {format(ci[1], spec)}]"
 
 
 def _header(title: str, sec: str, rows: Sequence[dict]) -> str:
@@ -133,8 +86,8 @@ def _header(title: str, sec: str, rows: Sequence[dict]) -> str:
 
 def _cell(section: dict, key: str, spec: str, pct: bool, intervals: bool) -> str:
     v = section.get(key)
-    text = _fmt(v, spec, pct)
-    ci = _ci(section.get(f"{key}_ci"), spec, pct) if intervals and v is not None else ""
+    text = fmt_value(v, spec, pct)
+    ci = fmt_ci(section.get(f"{key}_ci"), spec, pct) if intervals and v is not None else ""
     return f"{text} {ci}" if ci else text
 
 
@@ -175,7 +128,7 @@ def markdown_report(report: dict) -> str:
         markdown_table(report["rows"]),
         "",
         *COLUMN_NOTES,
-        *[x for x in (judge_note(s), intervals_note(s)) if x],
+        *[x for x in (judge_note(s), answers_note(report["rows"]), intervals_note(s)) if x],
     ]
     unparse = [
         (r["name"], r[k]["unparseable"])
@@ -215,8 +168,6 @@ def _mass_notes(rows: Sequence[dict]) -> list[str]:
 
 def _plot(report: dict, adapter_paths: Sequence[str], stage: Path, out: Path) -> None:
     """The PNGs into STAGE; report["plots"] names them where they will be, in OUT."""
-    from . import plots
-
     if not plots.available():
         report["notes"].append(
             "plots skipped: matplotlib is not installed (pip install 'mlx-d2o[plots]')"

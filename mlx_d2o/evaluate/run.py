@@ -17,7 +17,7 @@ from typing import Optional
 from ..adapters import Adapter
 from . import sections
 from .args import EvalArgs, load_inputs
-from .judges import is_refusal
+from .judges import answer_patterns, answer_verdicts, is_refusal
 from .metrics import INTERVALS
 from .names import row_ids, row_names
 from .report import REPORT_VERSION, write_report
@@ -63,6 +63,7 @@ class _Run:
 
         self.args = args
         self.sets = load_inputs(args)
+        self.answers = answer_patterns(self.sets["benign"])  # a bad pattern refused first
         # A bad judge (a typo in a pattern, a model without chat template) is refused first.
         self.judge = make_judge(args.judge, args.judge_threshold, args.batch_size)
         _say(f"loading model {args.model}...")
@@ -199,8 +200,9 @@ class _Run:
             results = self.judge.compare(convs, texts, self.ref["benign"])
             scores = self.judge.last_scores
             m.update(sections.win_rate(results, scores, self.judge.name))
-        rows = zip(self.sets["benign"], texts, refusals, kls, counts, results)
-        keys = ("response", "refusal", "kl", "tokens", "vs_base")
+        correct = answer_verdicts(self.answers, texts)
+        rows = zip(self.sets["benign"], texts, refusals, kls, counts, results, correct)
+        keys = ("response", "refusal", "kl", "tokens", "vs_base", "correct")
         dump = [{"set": "benign", "id": r.id, **dict(zip(keys, rest))} for r, *rest in rows]
         for d, p in zip(dump, scores):
             d["p_better"] = p
@@ -230,6 +232,8 @@ class _Run:
         if self.sets["benign"]:
             out["benign"], d = self.benign_metrics(name, ids["benign"], adapter)
             dump += d
+            if any(p is not None for p in self.answers):
+                out["answers"] = sections.answers([x["correct"] for x in d])
         if self.sets["overrefusal"]:
             out["overrefusal"], d = self.overrefusal_metrics(ids["overrefusal"])
             dump += d

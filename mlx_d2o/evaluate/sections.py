@@ -110,6 +110,14 @@ def benign(
     }
 
 
+def answers(verdicts: Sequence[Optional[bool]]) -> dict:
+    """Benign questions with a known right answer (`answer_regex`): the share answered right.
+    Records without a pattern (verdict None) are not counted; n is those with one."""
+    judged = [v for v in verdicts if v is not None]
+    n, k = len(judged), sum(judged)
+    return {"n": n, **rate_ci("correct_rate", k, n), "correct": k}
+
+
 def win_rate(results: Sequence[str], p_better: Sequence[float], judge_name: str) -> dict:
     """A model judge's pairwise verdicts against the base's answers (ties left out of the rate)."""
     wins, losses = results.count("win"), results.count("loss")

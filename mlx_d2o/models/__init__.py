@@ -33,6 +33,7 @@ from .load import (
     load_tokenizer,
     model_dir,
     on_cpu,
+    precision,
     prepare_for_device,
     resolve_model,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "model_dir",
     "model_fingerprint",
     "on_cpu",
+    "precision",
     "prepare_for_device",
     "read_gguf",
     "resolve_model",

@@ -152,6 +152,27 @@ def prepare_for_device(model, dequantize: Optional[bool] = None) -> bool:
     return True
 
 
+def precision(model) -> str:
+    """How MODEL's weights compute, as one word or two: 'float32', 'bfloat16', '4-bit
+    bfloat16' (quantized layers' bits, then the floating dtypes of all parameters). The sample
+    manifest records the reference's, so that `train` can say when the policy differs."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    bits = sorted(
+        {m.bits for _, m in model.named_modules() if "scales" in m and hasattr(m, "bits")}
+    )
+    floats = sorted(
+        {
+            str(v.dtype).removeprefix("mlx.core.")
+            for _, v in tree_flatten(model.parameters())
+            if mx.issubdtype(v.dtype, mx.floating)
+        }
+    )
+    quantized = "/".join(str(b) for b in bits) + "-bit " if bits else ""
+    return quantized + "/".join(floats)
+
+
 def _users_problem(e: BaseException) -> Optional[str]:
     """A one-line reason when E is about the model's files (missing, torn, unsupported), else
     None: everything else is a bug or out of memory and keeps its traceback."""

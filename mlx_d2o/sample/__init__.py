@@ -9,6 +9,8 @@ reference model, cached to disk so that training never runs a reference forward 
     checks.py     refusals before any work: settings out of range, an --output that cannot be
                   written, prompts too long for the context (or skipped with --skip-long)
     progress.py   the bar (moves with every decoding step, tokens/s) and the end summary
+    rescore.py    `sample --rescore`: a finished cache's reference scores again, no generation
+                  (an older format's cache brought to this one)
     run.py        `SampleArgs` and `sample()`, the command as a library call (ranks, resume,
                   the cache's lock, a clean stop on SIGINT / SIGTERM)
 

@@ -5,9 +5,15 @@
                     are in. Written first, atomically, so a cache never lacks its identity.
     samples.jsonl   one line per record, in data order:
                     {"id", "messages", "rejected", ["chosen"], "samples": [K], "sample_tokens": [K],
-                     "sample_finish": ["stop" | "length", ...],
+                     "sample_finish": ["stop" | "length", ...], "sample_ids": [K lists],
                      "ref_logps": {"samples": [K], "rejected", ["chosen"]},
                      "ref_tokens": {"samples": [K], "rejected", ["chosen"]}}
+
+Samples are scored and trained as `sample_responses` gives them: a finished one through its
+end-of-turn, one cut at --max-tokens as exactly its generated `sample_ids` (D2O raises log π of
+its anchors: an end-of-turn never generated would teach the model to stop where the cut was).
+Format 1 gave cut samples an end-of-turn; it is refused, and `mlx-d2o sample --rescore -o DIR`
+(`sample.rescore`) brings it to this format without generating again.
 
 Under `mlx.launch` with N ranks, rank r takes records r, r+N, ... and writes
 `samples.rank{r}-of-{N}.jsonl`; `read_cache` interleaves the shards back into data order.
@@ -27,11 +33,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+from ..data import response_tokens
 from ..errors import D2OError
 from ..io import place_error, write_text_atomic
 from ..io import writing as io_writing
 
-FORMAT_VERSION = 1
+# 2: a cut sample is a prefix (`sample_ids`, no end-of-turn); 1 scored it with one.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
 SUMMARY = "summary.json"  # the last run's figures (informational; rewritten by every run)
@@ -58,6 +66,32 @@ IDENTITY_FIELDS = (
 
 # A cache is append-only and resumable: after a full disk, the same command goes on.
 RESUME_HINT = "free space and run the same command again to resume"
+
+
+def old_format(cache_dir: str | Path, version) -> D2OError:
+    """The one-line refusal of a cache in another format, with what to do about it."""
+    where = f"{Path(cache_dir) / MANIFEST}: field 'format_version': {version!r}"
+    if version == 1:
+        return D2OError(
+            f"{where} is an older sample cache (cut samples scored with an end-of-turn they "
+            f"never generated); rescore it without generating again: `mlx-d2o sample --rescore "
+            f"-o {cache_dir}`, or sample it again with --overwrite"
+        )
+    return D2OError(f"{where} is not supported (this version reads {FORMAT_VERSION})")
+
+
+def sample_responses(tokenizer, row: dict, prompt: list) -> list[list[int]]:
+    """The K response token lists of ROW's samples, as the reference scores and `train` trains
+    them: a finished sample as `data.response_tokens` writes its text (end-of-turn included);
+    a sample cut at --max-tokens is exactly its generated ids, `sample_ids[k]`, a prefix with
+    nothing after it (re-tokenizing its text need not give them back: a cut inside a character,
+    a template that trims)."""
+    finish = row.get("sample_finish") or ["stop"] * len(row["samples"])
+    ids = row.get("sample_ids")
+    return [
+        list(ids[k]) if f == "length" else response_tokens(tokenizer, row["messages"], text, prompt)
+        for k, (text, f) in enumerate(zip(row["samples"], finish))
+    ]
 
 
 def writing(path):
@@ -161,6 +195,8 @@ def check_manifest(cache_dir: str | Path, manifest: dict) -> Optional[dict]:
                 "use --overwrite to start again, or another --output"
             )
         return None
+    if old.get("format_version") != manifest.get("format_version"):
+        raise old_format(cache_dir, old.get("format_version"))
     diffs = manifest_differences(old, manifest)
     if diffs:
         raise D2OError(
@@ -281,7 +317,8 @@ class ShardWriter:
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
+    """The rows of one samples file; a torn or malformed line is one line naming it."""
     rows = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -297,7 +334,8 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _check_row(row: dict, k: int, path: Path, lineno: int) -> None:
+def check_row(row: dict, k: int, path: Path, lineno: int) -> None:
+    """Refuse a row without its K samples, reference scores, or a cut sample's ids."""
     if (
         not isinstance(row, dict)
         or not isinstance(row.get("samples"), list)
@@ -317,6 +355,25 @@ def _check_row(row: dict, k: int, path: Path, lineno: int) -> None:
         raise D2OError(
             f"{path}:{lineno}: field 'ref_tokens': needs 'samples' ({k} values) and 'rejected'"
         )
+    _check_cut(row, k, path, lineno)
+
+
+def _check_cut(row: dict, k: int, path: Path, lineno: int) -> None:
+    """A cut sample is trained on its generated ids: they must be there, as many as scored."""
+    finish, ids = row.get("sample_finish") or [], row.get("sample_ids")
+    for j, f in enumerate(finish[:k]):
+        if f != "length":
+            continue
+        if not isinstance(ids, list) or len(ids) != k or not isinstance(ids[j], list):
+            raise D2OError(
+                f"{path}:{lineno}: field 'sample_ids': sample {j} was cut at --max-tokens and "
+                f"needs its generated token ids ({k} lists)"
+            )
+        if len(ids[j]) != row["ref_tokens"]["samples"][j]:
+            raise D2OError(
+                f"{path}:{lineno}: field 'sample_ids[{j}]': {len(ids[j])} ids, but the "
+                f"reference scored {row['ref_tokens']['samples'][j]} tokens"
+            )
 
 
 def read_cache(cache_dir: str | Path, require_complete: bool = True) -> tuple[dict, list[dict]]:
@@ -333,10 +390,7 @@ def read_cache(cache_dir: str | Path, require_complete: bool = True) -> tuple[di
             "make one with `mlx-d2o sample`"
         )
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise D2OError(
-            f"{cache_dir / MANIFEST}: field 'format_version': {manifest.get('format_version')!r} "
-            f"is not supported (this version reads {FORMAT_VERSION})"
-        )
+        raise old_format(cache_dir, manifest.get("format_version"))
     if require_complete and not manifest.get("complete"):
         raise D2OError(
             f"{cache_dir}: the sample cache is incomplete (the run did not finish); "
@@ -350,14 +404,14 @@ def read_cache(cache_dir: str | Path, require_complete: bool = True) -> tuple[di
     shards = []
     for r in range(size):
         path = cache_dir / shard_name(r, size)
-        rows = _read_rows(path) if path.exists() else []
+        rows = read_rows(path) if path.exists() else []
         expected = len(shard_indices(n, r, size))
         if require_complete and len(rows) != expected:
             raise D2OError(
                 f"{path}: holds {len(rows)} records, expected {expected}; the cache is incomplete"
             )
         for i, row in enumerate(rows, 1):
-            _check_row(row, k, path, i)
+            check_row(row, k, path, i)
         shards.append(rows)
     # Rank r holds data positions r, r+N, ...: interleave the shards back into data order.
     out = []

@@ -38,6 +38,8 @@ def _rows(tokenizer, draws: list, caches: Optional[list], k: int, return_logps: 
             "samples": [tokenizer.decode(d.ids) for d in mine],
             "sample_tokens": [len(d.ids) + (d.finish == "stop") for d in mine],
             "sample_finish": [d.finish for d in mine],
+            # The generated ids (stop token excluded): a cut sample is trained on exactly these.
+            "sample_ids": [list(d.ids) for d in mine],
         }
         if return_logps:
             g["_draws"] = mine
@@ -76,7 +78,8 @@ def generate_samples(
 
     Returns:
         One dict per record: `samples` (K texts), `sample_tokens` (K counts of generated tokens,
-        the stop token included), `sample_finish` (K of `"stop"` / `"length"`).
+        the stop token included), `sample_finish` (K of `"stop"` / `"length"`), `sample_ids`
+        (K lists of the generated token ids, the stop token excluded).
     """
     if on_step is None and on_token is not None:
         on_step = lambda tokens, finished: on_token(tokens)  # noqa: E731

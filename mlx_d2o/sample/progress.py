@@ -107,7 +107,7 @@ def summary_text(s: dict, max_tokens: int) -> tuple[str, Optional[str]]:
     lines.append(
         f"  cut at --max-tokens {max_tokens}: {round(cut * s['samples'])} of {s['samples']} "
         f"samples ({cut:.0%}), mean length {s['mean_tokens']} tokens. A cut sample is scored "
-        "as its text so far plus end-of-turn"
+        "and trained as the prefix it is, without end-of-turn"
     )
     if s.get("skipped_long"):
         lines.append(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import __version__
-from ..adapters import ADAPTERS_FILE, adapter_layers, adapters_disabled
+from ..adapters import ADAPTERS_FILE, Adapter, as_reference
 from ..data import Record, data_fingerprint, load_records
 from ..distributed import Shard
 from ..errors import D2OError
@@ -41,8 +41,8 @@ class SampleArgs:
         adapter_path: adapter to generate with (π_r = adapted model); scoring always uses the base.
         num_samples: K, responses per prompt (the paper uses 11).
         max_tokens: most tokens of a response before its end-of-turn; longer ones are cut and
-            marked `"length"` (the cached scores then cover the cut text plus end-of-turn, as
-            `train` tokenizes it).
+            marked `"length"` (scored and trained as the prefix generated, without
+            end-of-turn: `cache.sample_responses`).
         temp, top_p: sampling parameters (`mlx_lm.sample_utils.make_sampler`).
         batch_size: prompts per generation batch (batch_size x K sequences decode together).
         seed: same seed and settings give the same samples, resumed or not.
@@ -156,20 +156,16 @@ def _open_cache(args: SampleArgs, out_dir: Path, manifest: dict, ranks: Shard) -
     ranks.all_ok(True)  # nobody opens a shard before the manifest is there (and old files are gone)
 
 
-def _reference(args: SampleArgs, model):
-    """The model that scores: MODEL itself (its adapters switched off while scoring) or, for a
-    full fine-tune ("adapter" = whole weights, no base layer to swap back), the base loaded."""
-    from ..models import load
-
-    base_needed = args.adapter_path is not None and not adapter_layers(model)
-    return load(args.model)[0] if base_needed else model
+def _reference(adapter: Optional[Adapter], model):
+    """The block in which MODEL scores as the reference (`adapters.as_reference`): its adapter
+    switched off, a full fine-tune's base weights put back; the policy's own weights, so the
+    reference has the precision --dequantize gave the generator."""
+    return adapter.disabled() if adapter is not None else as_reference(model)
 
 
-def _score(model, ref_model, tokenizer, rows: list[dict], batch_size: int, stats: dict) -> list:
-    if ref_model is model:
-        with adapters_disabled(model):
-            return score_records(model, tokenizer, rows, batch_size, stats)
-    return score_records(ref_model, tokenizer, rows, batch_size, stats)
+def _score(model, adapter, tokenizer, rows: list[dict], batch_size: int, stats: dict) -> list:
+    with _reference(adapter, model):
+        return score_records(model, tokenizer, rows, batch_size, stats)
 
 
 class _Stopped(Exception):
@@ -190,13 +186,14 @@ def _settings(args, on_step, reuse: bool) -> dict:
     )
 
 
-def _fill_shard(args, model, tokenizer, batches, done, path: Path, prog: Progress, stop) -> dict:
+def _fill_shard(
+    args, model, adapter, tokenizer, batches, done, path: Path, prog: Progress, stop
+) -> dict:
     """Generate, score and append BATCHES[DONE:] to the shard at PATH; returns the run's counts
     and timings (`kept` tokens, `gen` and `score` seconds, `scored`, `reused`, and `batches`
     in the shard). On a stop request the batch being generated is dropped; one being scored
     is written first."""
     k, bs = int(args.num_samples), int(args.batch_size)
-    ref_model = _reference(args, model)
     # Without adapter or system prompt the generator *is* the reference on the training prompt:
     # its log-probs of the sampled tokens are the reference scores, so keep them; in float32
     # only: in bf16 / fp16 mlx-lm's generator takes its log-softmax in the model's dtype, not
@@ -222,7 +219,7 @@ def _fill_shard(args, model, tokenizer, batches, done, path: Path, prog: Progres
             t1 = time.perf_counter()
             stats["kept"] += sum(n for g in gens for n in g["sample_tokens"])
             rows = [_row(r, g) for r, g in zip(batch, gens)]
-            rows = _score(model, ref_model, tokenizer, rows, bs * (k + 2), stats)
+            rows = _score(model, adapter, tokenizer, rows, bs * (k + 2), stats)
             stats["score"] += time.perf_counter() - t1
             writer.append(rows)
             prog.end_batch()
@@ -300,7 +297,7 @@ def sample(args: SampleArgs, progress: bool = True) -> dict:
 def _load(args: SampleArgs, records: list[Record], size: int):
     """(model, tokenizer, manifest, records kept): prompts too long for the context are refused
     (or skipped) from the tokenizer alone, before the weights are loaded."""
-    from ..models import load, load_tokenizer
+    from ..models import load, load_tokenizer, precision
 
     tokenizer, context = load_tokenizer(args.model)
     kept, skipped = long_prompts(
@@ -308,17 +305,20 @@ def _load(args: SampleArgs, records: list[Record], size: int):
     )
     if not kept:
         raise D2OError(f"{args.data}: every prompt is too long for --max-tokens {args.max_tokens}")
-    model, tokenizer, info = load(
-        args.model, adapter_path=args.adapter_path, dequantize=args.dequantize, return_info=True
-    )
+    model, tokenizer, info = load(args.model, dequantize=args.dequantize, return_info=True)
     manifest = build_manifest(args, info, tokenizer, records, size)
-    manifest.update(records=len(kept), skipped_long=skipped)
-    return model, tokenizer, manifest, kept
+    # The reference is this base, before the adapter goes on (`_reference`): its precision is
+    # what train compares the policy's with.
+    manifest.update(records=len(kept), skipped_long=skipped, reference_precision=precision(model))
+    # The adapter goes on the loaded base in place (as eval puts it), so that switching it off
+    # gives the reference in the generator's precision, with no second model.
+    adapter = Adapter(model, args.adapter_path) if args.adapter_path is not None else None
+    return model, adapter, tokenizer, manifest, kept
 
 
 def _run(args, records, ranks: Shard, out_dir: Path, stop: Stop, progress: bool, t0) -> dict:
     rank, size = ranks.rank, ranks.size
-    model, tokenizer, manifest, records = _load(args, records, size)
+    model, adapter, tokenizer, manifest, records = _load(args, records, size)
     _open_cache(args, out_dir, manifest, ranks)
 
     bs = int(args.batch_size)
@@ -329,7 +329,7 @@ def _run(args, records, ranks: Shard, out_dir: Path, stop: Stop, progress: bool,
     bar = _bar(len(mine), sum(len(b) for b in batches[:done]), ranks, progress)
     try:
         prog = Progress(bar, int(args.num_samples), int(args.max_tokens))
-        stats = _fill_shard(args, model, tokenizer, batches, done, shard, prog, stop)
+        stats = _fill_shard(args, model, adapter, tokenizer, batches, done, shard, prog, stop)
     finally:
         bar.close()
     if stats["batches"] < len(batches):

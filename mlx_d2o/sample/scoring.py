@@ -1,13 +1,14 @@
 """Reference scores of the cache: log π_ref(y|x) of each sample, `rejected` and `chosen`.
 
 Scores are summed log-probabilities of the response tokens given the *training* prompt (the
-record's own messages, without `--system-prompt`), over the tokens that `data.response_tokens`
-gives for the decoded text: exactly the tokens `train` scores with the policy, end-of-turn
-included. Scoring runs each record's prompt once and its responses after it
-(`score_after_prompts`). When the generator is the reference itself (no adapter, no system
-prompt: the paper's offline setting), a sample whose re-tokenization is exactly the generated
-ids keeps the log-probs the generator computed anyway (`known_score`), and the prompt caches are
-reused, so only `rejected`, `chosen` and the rare re-tokenized sample cost a forward pass.
+record's own messages, without `--system-prompt`), over the tokens that `cache.sample_responses`
+gives: exactly the tokens `train` scores with the policy (a finished sample through its
+end-of-turn, a cut one as the prefix it was generated as). Scoring runs each record's prompt
+once and its responses after it (`score_after_prompts`). When the generator is the reference
+itself (no adapter, no system prompt: the paper's offline setting), a sample whose tokens are
+exactly the generated ids (a cut one always) keeps the log-probs the generator computed anyway
+(`known_score`), and the prompt caches are reused, so only `rejected`, `chosen` and the rare
+re-tokenized sample cost a forward pass.
 
 Only for a model that computes in float32, though: in bfloat16 / float16 (Metal's default for
 such models, and QLoRA's), every response is scored by `score_like_training`, the forward pass
@@ -20,11 +21,13 @@ from __future__ import annotations
 from typing import Optional
 
 import mlx.core as mx
+import numpy as np
 
 from ..data import prompt_tokens, response_tokens
 from ..generation import Draw, merge_caches, prefill
 from ..logprobs import batches_by_tokens, pad, score
-from ..shared_prompt import pack, shared_logps, supports
+from ..shared_prompt import fallback_note, pack, shared_logps, supports
+from .cache import sample_responses
 
 
 def computes_in_float32(model) -> bool:
@@ -47,10 +50,13 @@ def computes_in_float32(model) -> bool:
 
 
 def known_score(draw: Optional[Draw], resp: list[int]) -> Optional[float]:
-    """The generator's own score of RESP when RESP is exactly what it generated, else None."""
-    if draw is None or len(resp) != len(draw.ids) + 1 or resp[:-1] != draw.ids:
+    """The generator's own score of RESP when RESP is exactly what it generated (a cut sample's
+    prefix) or that and one end-of-turn id, else None."""
+    if draw is None or resp[: len(draw.ids)] != draw.ids:
         return None
-    if resp[-1] not in draw.end:
+    if len(resp) == len(draw.ids):
+        return sum(draw.logps)
+    if len(resp) != len(draw.ids) + 1 or resp[-1] not in draw.end:
         return None
     return sum(draw.logps) + draw.end[resp[-1]]
 
@@ -78,13 +84,18 @@ def score_after_prompts(
         # response[t].
         seqs = [[prompts[pairs[j][0]][-1]] + list(pairs[j][1][:-1]) for j in idx]
         # No rounding of the length: nothing is compiled here, and padding is work.
-        tokens, lengths = pad(seqs, 0, multiple=1)
-        targets = pad([list(pairs[j][1]) for j in idx], 0, multiple=1)[0]
+        tokens, _ = pad(seqs, 0, multiple=1)
+        targets = np.zeros(tokens.shape, dtype=np.int32)
+        for row, j in enumerate(idx):
+            targets[row, : len(pairs[j][1])] = pairs[j][1]
         cache = merge_caches([caches[pairs[j][0]] for j in idx])
         logits = model(tokens, cache=cache).astype(mx.float32)
-        picked = mx.take_along_axis(logits, targets[..., None], axis=-1).squeeze(-1)
+        picked = mx.take_along_axis(logits, mx.array(targets)[..., None], axis=-1).squeeze(-1)
         token_logps = picked - mx.logsumexp(logits, axis=-1)
-        mask = mx.arange(tokens.shape[1])[None, :] < lengths[:, None]
+        # Only the response's own tokens count: an empty response (its one input, the prompt's
+        # last token, predicts nothing) scores 0, not log π(padding | prompt).
+        n = mx.array([len(pairs[j][1]) for j in idx])
+        mask = mx.arange(tokens.shape[1])[None, :] < n[:, None]
         lp = (token_logps * mask).sum(axis=-1)
         mx.eval(lp)
         for j, a in zip(idx, lp.tolist()):
@@ -137,8 +148,7 @@ def _responses(tokenizer, rows: list[dict]) -> tuple[list, list, list, list]:
         p = prompt_tokens(tokenizer, row["messages"])
         prompts.append(p)
         draws = row.get("_draws") or [None] * len(row["samples"])
-        for j, (text, draw) in enumerate(zip(row["samples"], draws)):
-            resp = response_tokens(tokenizer, row["messages"], text, p)
+        for j, (resp, draw) in enumerate(zip(sample_responses(tokenizer, row, p), draws)):
             lp = known_score(draw, resp)
             if lp is None:
                 pairs.append((i, resp))
@@ -154,14 +164,18 @@ def _responses(tokenizer, rows: list[dict]) -> tuple[list, list, list, list]:
 
 def _score_pairs(ref_model, tokenizer, rows, prompts, pairs, batch_size) -> tuple[list, list]:
     """Scores of PAIRS: after shared prompts when every prompt has 2 tokens or more (reusing the
-    generator's prompt caches when every row has one) and the model computes in float32; else
+    generator's prompt caches when every row has one), the model computes in float32 and its
+    RoPE allows it (`shared_prompt.fallback_note`); else
     as whole sequences, through the function training scores the policy with."""
     if not pairs:
         return [], []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     if not computes_in_float32(ref_model):
         return score_like_training(ref_model, prompts, pairs, batch_size, pad_id)
-    if all(len(p) > 1 for p in prompts):
+    # (A RoPE the shared-prompt path cannot reproduce, `fallback_note`, is not run after
+    # cached prompts either: dynamic NTK's base depends on the length, and takes no per-row
+    # offset.)
+    if all(len(p) > 1 for p in prompts) and fallback_note(ref_model) is None:
         used = sorted({i for i, _ in pairs})
         slot = {i: n for n, i in enumerate(used)}
         caches = [rows[i].get("_prompt_cache") for i in used]
@@ -182,13 +196,14 @@ def score_records(
     """Add `ref_logps` and `ref_tokens` to each row: the reference's summed log-probs and token
     counts of its K samples, its `rejected` and (when present) its `chosen`.
 
-    Responses are re-tokenized with `data.response_tokens` after the row's own `messages`, so
-    the tokens are those `train` scores with the policy. REF_MODEL is used as given: pass the
+    Responses are the tokens of `cache.sample_responses` (samples: a cut one is its generated
+    `sample_ids`, no end-of-turn) and `data.response_tokens` (rejected, chosen) after the row's
+    own `messages`, so the tokens are those `train` scores with the policy. REF_MODEL is used as given: pass the
     base model, or wrap the call in `adapters_disabled(model)`.
 
     A row may carry `_draws` and `_prompt_cache` (from `generate_samples(..., return_logps=True)`;
     only when the samples came from REF_MODEL itself on the same prompt): a sample whose
-    re-tokenized response is exactly the generated ids plus end-of-turn then takes the log-probs
+    response is exactly the generated ids (cut) or those plus end-of-turn then takes the log-probs
     the generator already computed (the same numbers up to float rounding), only the others are
     scored again, and the prompt is not run again. Private `_` keys are removed from the rows
     returned; COUNTS, if given, gets `scored` and `reused` added.

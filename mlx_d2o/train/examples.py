@@ -2,7 +2,8 @@
 
 One example is a prompt with the sequences its loss reads (`losses.ROWS`: the K cached samples,
 the human negative, a `chosen` response for DPO), tokenized exactly as the reference scored
-them, with the reference log-probs the cache holds for them.
+them (a sample cut at --max-tokens is the prefix it was generated as, without end-of-turn:
+`sample.cache.sample_responses`), with the reference log-probs the cache holds for them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .. import losses
 from ..errors import D2OError
 from ..logprobs import pad, score
 from ..sample.cache import read_cache as read
+from ..sample.cache import sample_responses
 from ..shared_prompt import pack
 
 
@@ -116,9 +118,10 @@ class _RowReader:
                 "negatives-only data)"
             )
 
-    def tokens(self, rid, msgs, prompt, text, cached_count, what) -> tuple[list, bool]:
-        """Response tokens cut to the room the prompt leaves, and whether they were cut."""
-        ids = D.response_tokens(self.tokenizer, msgs, text, prompt)
+    def tokens(self, rid, msgs, prompt, text, cached_count, what, ids=None) -> tuple[list, bool]:
+        """Response tokens (IDS, else TEXT as the template writes it) cut to the room the prompt
+        leaves, and whether they were cut."""
+        ids = D.response_tokens(self.tokenizer, msgs, text, prompt) if ids is None else ids
         if cached_count is not None and cached_count != len(ids):
             raise D2OError(
                 f"{self.path}: row {rid!r}: field 'ref_tokens.{what}': the reference scored "
@@ -164,8 +167,10 @@ class _RowReader:
                 f"{self.path}: row {rid!r}: field 'samples': {len(texts)} samples, expected "
                 f"K={self.K} like the rows before"
             )
-        for k, (text, n) in enumerate(zip(texts, counts)):
-            ids, cut = self.tokens(rid, ex.messages, ex.prompt, text, n, f"samples[{k}]")
+        # A sample cut at --max-tokens is its generated ids, no end-of-turn (the cache's rule).
+        responses = sample_responses(self.tokenizer, row, ex.prompt)
+        for k, (text, n, resp) in enumerate(zip(texts, counts, responses)):
+            ids, cut = self.tokens(rid, ex.messages, ex.prompt, text, n, f"samples[{k}]", resp)
             ex.samples.append(ids)
             ex.ref_samples.append(float(ref[k]))
             if cut:
@@ -241,14 +246,22 @@ class Batch:
         order): SHARED, each prompt once (`shared_prompt.pack`, only the prompts INDEX answers);
         else the full prompt + response sequences (`logprobs.sequence_logps`'s arguments)."""
         index = list(range(len(self))) if index is None else index
+        # row_ids/prompt_ids: each row's place in the whole batch, where dropout masks are
+        # drawn (`dropout.place`), so a chunk draws what the unchunked step would.
+        row_ids = mx.array(index, dtype=mx.int32)
         if shared:
             slot = {g: n for n, g in enumerate(sorted({self.group[i] for i in index}))}
-            return pack(
+            arrays = pack(
                 [self.prompts[g] for g in slot],
                 [self.responses[i] for i in index],
                 [slot[self.group[i]] for i in index],
                 self.pad_id,
             )
+            return {
+                **arrays,
+                "prompt_ids": mx.array(list(slot), dtype=mx.int32),
+                "row_ids": row_ids,
+            }
         seqs = [self.prompts[self.group[i]] + self.responses[i] for i in index]
         tokens, lengths = pad(seqs, self.pad_id)
         plens = [len(self.prompts[self.group[i]]) for i in index]
@@ -256,6 +269,7 @@ class Batch:
             "tokens": tokens,
             "prompt_lengths": mx.array(plens, dtype=mx.int32),
             "lengths": lengths,
+            "row_ids": row_ids,
         }
 
     def chunks(self, size: int) -> list:

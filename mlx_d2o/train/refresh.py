@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .. import data as D
 from ..sample import generate_samples, score_records
+from ..sample.cache import sample_responses
 from .examples import batch_at, rescore
 from .step import eval_mode, reference_model, step_seed
 
@@ -83,8 +84,8 @@ def _take(ex, row: dict, tokenizer, max_seq_length: int) -> list:
     --max-seq-length, whose scores are for the whole response (to `rescore`)."""
     room = max_seq_length - len(ex.prompt)
     ex.samples, ex.ref_samples, cut = [], [], []
-    for k, text in enumerate(row["samples"]):
-        ids = D.response_tokens(tokenizer, ex.messages, text, ex.prompt)
+    # The tokens `score_records` scored: a sample cut at --max-tokens without end-of-turn.
+    for k, ids in enumerate(sample_responses(tokenizer, row, ex.prompt)):
         ex.samples.append(ids[:room])
         ex.ref_samples.append(float(row["ref_logps"]["samples"][k]))
         if len(ids) > room:

@@ -15,7 +15,8 @@ from mlx.utils import tree_flatten
 from .. import losses
 from ..adapters import last_metrics
 from ..distributed import Shard
-from ..models import check_made_for, load
+from ..models import check_made_for, load, precision
+from ..shared_prompt import fallback_note
 from .args import TrainArgs
 from .checkpoints import (
     SUMMARY_FILE,
@@ -143,13 +144,9 @@ def prepare(args: TrainArgs, shard: Shard, say: Callable[[str], None]) -> Run:
     manifest, rows = read_cache(args.samples)
     model, tokenizer, info = load(args.model, dequantize=args.dequantize, return_info=True)
     check_made_for(args.samples, manifest, info.fingerprint, "this cache")
-    if manifest.get("dequantized") is not None and manifest["dequantized"] != info.dequantized:
-        then = "de" if manifest["dequantized"] else "kept "
-        now = "de" if info.dequantized else "kept "
-        say(
-            f"warning: the cache was scored with the model {then}quantized, and it trains "
-            f"{now}quantized now: policy and reference differ slightly at step 0"
-        )
+    _check_precision(manifest, model, info, say)
+    if note := fallback_note(model):
+        say(note)
     examples, to_rescore = build_examples(rows, tokenizer, args, args.samples)
     val_examples = None
     if args.val_samples:
@@ -173,6 +170,28 @@ def prepare(args: TrainArgs, shard: Shard, say: Callable[[str], None]) -> Run:
     run.memory = plan_memory(run)
     _make_trainable(run)
     return run
+
+
+def _check_precision(manifest: dict, model, info, say: Callable[[str], None]) -> None:
+    """Warn when the cache's reference was scored in another precision than the policy trains
+    in (`reference_precision`, or for older caches the generator's `dequantized` flag)."""
+    ref = manifest.get("reference_precision")
+    if ref is not None:
+        now = precision(model)
+        if ref != now:
+            say(
+                f"warning: the cache's reference was scored in {ref}, and the policy trains in "
+                f"{now} now: policy and reference differ at step 0 (sample and train with the "
+                "same --dequantize / --keep-quantized)"
+            )
+        return
+    if manifest.get("dequantized") is not None and manifest["dequantized"] != info.dequantized:
+        then = "de" if manifest["dequantized"] else "kept "
+        now = "de" if info.dequantized else "kept "
+        say(
+            f"warning: the cache was scored with the model {then}quantized, and it trains "
+            f"{now}quantized now: policy and reference differ slightly at step 0"
+        )
 
 
 def _fit_layers(args: TrainArgs, n_layers: int, say: Callable[[str], None]) -> TrainArgs:

@@ -14,8 +14,9 @@ and σ(−z)·α for the negative (over B prompts); the other losses likewise (`
 With CHUNK_SIZE below the batch's sequences, one pass without gradient gives ℓ, hence L, its
 metrics and w; then each chunk back-propagates Σ_{i in chunk} w_i ℓ_i and the gradients add up:
 the sum is ∇_θ L exactly, and the peak holds one chunk's activations. At or above the batch's
-sequences, one forward and backward as before, with no extra pass. (With LoRA dropout the pass
-without gradient draws other masks than the chunks: then w is only close.)
+sequences, one forward and backward as before, with no extra pass. LoRA dropout draws its masks
+from one key per step at each token's place in the batch (`dropout`), so the pass without
+gradient and every chunk see the unchunked step's masks: the sum is exact with dropout too.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_flatten, tree_map, tree_unflatten
+from mlx.utils import tree_flatten, tree_map
 
-from ..adapters import adapters_disabled
+from ..adapters import as_reference
 from ..distributed import Shard
+from ..dropout import KeyedDropout, draw_key, place
 from ..logprobs import sequence_logps
 from ..losses import ROWS, Loss
 from ..shared_prompt import shared_logps, supports
@@ -46,7 +48,14 @@ def forward(model, inputs: dict, checkpoint: bool = False) -> tuple[mx.array, mx
     patched layers, `trainable.checkpointed_layers`)."""
     if "prompts" in inputs:
         return shared_logps(model, inputs, checkpoint)
-    return sequence_logps(model, inputs["tokens"], inputs["prompt_lengths"], inputs["lengths"])
+    return sequence_logps(
+        model,
+        inputs["tokens"],
+        inputs["prompt_lengths"],
+        inputs["lengths"],
+        inputs.get("dropout_key"),
+        inputs.get("row_ids"),
+    )
 
 
 @dataclass
@@ -133,11 +142,21 @@ def make_step(
 
     chunk = _Chunked(model, loss_fn, compiled, finish)
 
+    keyed = any(isinstance(m, KeyedDropout) and m.p > 0 for m in model.modules())
+
     def step(batch: Batch, prev_grad, do_update):
         size = step.chunk_size
-        if not size or size >= len(batch):
-            return whole(batch.inputs(shared), batch.refs, prev_grad, do_update)
-        return chunk(batch, batch.chunks(size), shared, prev_grad, do_update)
+        # One dropout key per step: every pass of it (a checkpoint's recomputation, the weights
+        # pass, each chunk) draws the masks of the one unchunked forward (`dropout`).
+        key = draw_key() if keyed else None
+        try:
+            if not size or size >= len(batch):
+                return whole(_keyed(batch.inputs(shared), key), batch.refs, prev_grad, do_update)
+            return chunk(batch, batch.chunks(size), shared, key, prev_grad, do_update)
+        finally:
+            # The compiled step has traced its passes, recomputations included: no later call
+            # of the model may see this step's placed (traced) tokens.
+            place(None)
 
     step.chunk_size = chunk_size  # may change between steps: any size gives the same gradient
     return step, state
@@ -168,8 +187,8 @@ class _Chunked:
 
         self.logps, self.grad, self.update = logps, grad, update
 
-    def __call__(self, batch: Batch, chunks: list, shared: bool, prev_grad, do_update):
-        inputs = [batch.inputs(shared, idx) for idx in chunks]
+    def __call__(self, batch: Batch, chunks: list, shared: bool, key, prev_grad, do_update):
+        inputs = [_keyed(batch.inputs(shared, idx), key) for idx in chunks]
         parts = []
         for x in inputs:
             parts.append(self.logps(x))
@@ -185,6 +204,10 @@ class _Chunked:
         return (lvalue, metrics, *self.update(grad, do_update))
 
 
+def _keyed(inputs: dict, key) -> dict:
+    return inputs if key is None else {**inputs, "dropout_key": key}
+
+
 def step_seed(seed: int, it: int, rank: int) -> int:
     """The RNG seed of iteration IT on RANK (dropout, online sampling): a function of the step,
     so a resumed run draws what the uninterrupted one drew (MLX offers no way to set
@@ -192,21 +215,11 @@ def step_seed(seed: int, it: int, rank: int) -> int:
     return (seed * 1_000_003 + it * 131 + rank) % (2**32)
 
 
-@contextmanager
 def reference_model(model, ref_params: Optional[dict] = None):
-    """The model as the frozen reference, in place and without loading it twice: LoRA/DoRA
-    layers swapped for the base layers they wrap (`adapters.adapters_disabled`), or, for full
-    fine-tuning, the saved starting weights REF_PARAMS put back for the duration."""
-    current = None
-    if ref_params:
-        current = dict(tree_flatten(model.trainable_parameters()))
-        model.update(tree_unflatten(list(ref_params.items())))
-    try:
-        with adapters_disabled(model):
-            yield model
-    finally:
-        if current is not None:
-            model.update(tree_unflatten(list(current.items())))
+    """The model as the frozen reference, in place and without loading it twice
+    (`adapters.as_reference`): LoRA/DoRA layers swapped for the base layers they wrap, or, for
+    full fine-tuning, the saved starting weights REF_PARAMS put back for the duration."""
+    return as_reference(model, ref_params)
 
 
 @contextmanager

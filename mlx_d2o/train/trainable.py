@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 import mlx.optimizers as optim
 
+from ..dropout import use_keyed_dropout
 from ..errors import D2OError
 from .args import LR_SCHEDULES, TrainArgs
 
@@ -31,6 +32,7 @@ def setup_trainable(model, args: TrainArgs) -> None:
             args.lora_parameters(),
             use_dora=args.fine_tune_type == "dora",
         )
+        use_keyed_dropout(model)  # the same masks in every pass of a step (`dropout`)
     else:
         raise D2OError(
             f"unknown --fine-tune-type {args.fine_tune_type!r} (expected lora, dora or full)"
