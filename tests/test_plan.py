@@ -323,7 +323,7 @@ def _bench():
 
 
 @pytest.mark.parametrize("ckpt, chunk", [(False, None), (True, None), (False, 2)])
-def test_prediction_within_15_percent_of_the_trainers_step(ckpt, chunk):
+def test_prediction_near_the_trainers_step_never_much_under(ckpt, chunk):
     """The planner against `mx.get_peak_memory()` of one `train.step` step (shared prompt) of a
     small random float32 llama; benchmarks/bench_plan.py does the same at 135M-1B shapes."""
     import gc
@@ -344,4 +344,6 @@ def test_prediction_within_15_percent_of_the_trainers_step(ckpt, chunk):
                      num_layers=4, grad_checkpoint=ckpt, chunk_size=chunk)  # fmt: skip
     measured = bench.measure_shared_step(model, i, 2) - before
     predicted = P.plan(i, 1e12).total
-    assert abs(predicted - measured) / measured < 0.15, (predicted, measured)
+    # the plan errs on the safe side (its margin, and constants fitted at 7B width as well):
+    # not under by more than the run-to-run noise of a peak this small, at most +20 %
+    assert 0.95 * measured <= predicted <= 1.2 * measured, (predicted, measured)
