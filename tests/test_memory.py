@@ -209,7 +209,7 @@ def test_7b_width_plan_is_never_under_and_agrees_with_plan(tmp_path, capsys):
     assert code == 0, err
     planned = [ln for ln in out.splitlines() if not ln.startswith("lengths")]
     assert "dtype                32-bit (weights: float32)" in out
-    total = float(re.search(r"total \(peak\)\s+([\d.]+) GB", out).group(1))
+    total = json.loads(run_cli(["plan", *common, "--json"], capsys)[1])["total"] / GB
     code, out, err = run_cli(["train", *common, "--adapter-path", tmp_path / "a", "--iters", 2,
                               "--steps-per-report", 1, "--save-every", 0], capsys)  # fmt: skip
     assert code == 0, err
@@ -218,7 +218,7 @@ def test_7b_width_plan_is_never_under_and_agrees_with_plan(tmp_path, capsys):
     rows = [json.loads(ln) for ln in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     measured = max(r["peak_memory_gb"] for r in rows if r["split"] == "train")
     assert measured > 3.36
-    print(f"7B width: predicted {total} GB, measured {measured:.3f} GB")
+    print(f"7B width: predicted {total:.3f} GB, measured {measured:.3f} GB")
     assert measured <= total <= 1.15 * measured, (total, measured)
 
 
