@@ -14,8 +14,15 @@
     the mean prompt of ../shared/data's first 400 rows and ~48-token samples), on a 16 GB Mac
     (limit 2/3 of 16 GiB): what fits as given, and the settings `Plan.suggest()` names.
 
+(c) At a 7B model's width, never under: Mistral-7B's widths but 2 layers, SmolLM2's vocabulary
+    (3.36 GB of float32 weights), LoRA on both layers, K = 11, the HH-RLHF step that peaks,
+    batch 1-4, checkpointing off and on: the trainer's step (the largest of --steps steps)
+    against the plan, which must be at or above it and within +15 % (~7 min a batch-1 step
+    under load here; --runs-7b keeps each measurement, so a run that stops resumes).
+
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libopenblas.so.0 python benchmarks/bench_plan.py
     python benchmarks/bench_plan.py --only-7b      # (b) alone: no model is run
+    python benchmarks/bench_plan.py --width-7b --batch 1 2 4 --steps 2 --runs-7b runs.jsonl
 
 The constants of `plan.CALIBRATION` were fitted on smaller random shapes: --calibrate measures
 them again (`CALIBRATION_GRID`, 10-30 min per step here) and prints the constants fitted by
@@ -36,6 +43,7 @@ import time
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
+from typing import Optional
 
 import mlx.core as mx
 import numpy as np
@@ -175,7 +183,9 @@ def measure_full_step(model, inputs: PlanInputs, steps: int) -> float:
     return float(peak)
 
 
-def measure_shared_step(model, inputs: PlanInputs, steps: int) -> float:
+def measure_shared_step(
+    model, inputs: PlanInputs, steps: int, peaks: Optional[list] = None
+) -> float:
     """Peak bytes of the trainer's step (`train.step.make_step`): each prompt once, the
     continuations back-propagated INPUTS.chunk sequences at a time, logits by position chunks,
     checkpointing through `make_loss_fn(grad_checkpoint=)`."""
@@ -199,6 +209,8 @@ def measure_shared_step(model, inputs: PlanInputs, steps: int) -> float:
         lvalue, _, grad_norm, _ = step(batch, None, True)
         mx.eval(state, lvalue, grad_norm)
         peak = max(peak, mx.get_peak_memory())
+        if peaks is not None:  # the second step peaks higher than the first (a few %)
+            peaks.append(mx.get_peak_memory())
     return float(peak)
 
 
@@ -294,6 +306,96 @@ def table_7b(prompt: int = 143, response: int = 48, k: int = 11) -> list[str]:
             f"{fixed.total / GB if fixed else float('nan'):.2f} | "
             f"{plan(replace(inputs, grad_checkpoint=True), MAC_16GB).total / GB:.2f} |"
         )
+    return out
+
+
+# (c) Mistral-7B's widths (hidden 4096, FFN 14336, 32 heads, 8 KV heads) but 2 layers, untied
+# embeddings, SmolLM2's 49,152-token vocabulary: 3.36 GB of float32 weights, LoRA r8 on both
+# layers, K = 11, HH-RLHF lengths: the step that peaks on the 4 prompts of issue 17 (median 214,
+# longest 328 prompt tokens, responses up to 88; the planner plans every row at the longest).
+WIDTH_7B = dict(hidden_size=4096, num_hidden_layers=2, num_attention_heads=32,
+                num_key_value_heads=8, intermediate_size=14336, vocab_size=49152,
+                tie_word_embeddings=False)  # fmt: skip
+HH_LENGTHS = (328, 88)
+
+
+def width_7b_model(layers: int = 2):
+    """(mlx-lm llama Model of WIDTH_7B with random float32 weights, its config dict)."""
+    from mlx_lm.models import llama
+
+    config = {"model_type": "llama", "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+              "torch_dtype": "float32", **WIDTH_7B, "num_hidden_layers": layers}  # fmt: skip
+    mx.random.seed(0)
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    mx.eval(model.parameters())
+    return model, config
+
+
+def width_7b_inputs(config: dict, batch: int, ckpt: bool, lengths=HH_LENGTHS) -> PlanInputs:
+    return PlanInputs(
+        ModelShape.from_config(config, "7B-width x2"), k=11, batch_size=batch,
+        prompt_tokens=lengths[0], response_tokens=lengths[1], num_layers=-1, lora_rank=8,
+        grad_checkpoint=ckpt,
+    )  # fmt: skip
+
+
+def accuracy_7b(args) -> list[dict]:
+    """(c): the trainer's step on the 7B-width model, batch ARGS.batch x checkpointing off/on;
+    each measurement is kept in ARGS.runs_7b (JSONL) and not repeated (~1 min a prompt here)."""
+    path = Path(args.runs_7b) if args.runs_7b else None
+    done = (
+        [json.loads(ln) for ln in path.read_text().splitlines()] if path and path.exists() else []
+    )
+    rows = []
+    for B, ckpt in itertools.product(args.batch, (False, True)):
+        key = dict(
+            batch=B, ckpt=ckpt, prompt=HH_LENGTHS[0], response=HH_LENGTHS[1], steps=args.steps
+        )
+        old = [r for r in done if all(r.get(k) == v for k, v in key.items())]
+        if old:
+            measured = old[-1]["measured"]
+            config = {"model_type": "llama", "torch_dtype": "float32", **WIDTH_7B}
+        else:
+            gc.collect()
+            mx.clear_cache()
+            model, config = width_7b_model()
+            tic = time.perf_counter()
+            peaks = []
+            measured = measure_shared_step(
+                model, width_7b_inputs(config, B, ckpt), args.steps, peaks
+            )
+            del model
+            gc.collect()
+            mx.clear_cache()
+            if path:
+                with path.open("a") as f:
+                    f.write(json.dumps({**key, "measured": measured, "peaks": peaks,
+                                        "seconds": time.perf_counter() - tic}) + "\n")  # fmt: skip
+        p = plan(width_7b_inputs(config, B, ckpt), 1e12)
+        rows.append(dict(model="7B-width x2", step="shared", k=11, ckpt=ckpt, chunk=p.inputs.chunk,
+                         batch=B, measured=measured, predicted=p.total, plan=p))  # fmt: skip
+        print(f"  7B-width B={B} ckpt={ckpt}: measured {measured / GB:.3f} GB, predicted "
+              f"{p.total / GB:.3f} GB", flush=True)  # fmt: skip
+    return rows
+
+
+def table_7b_width(rows: list[dict]) -> list[str]:
+    P, R = HH_LENGTHS
+    out = [
+        f"(c) planner vs measured peak at a 7B model's width ({platform.machine()}, MLX "
+        f"{mx.__version__}, {mx.default_device()}): Mistral-7B's widths, 2 layers, vocabulary "
+        f"49,152, float32 random weights (3.36 GB), LoRA r8 on both layers, K = 11, prompt {P} + "
+        f"response {R} tokens, all sequences at once",
+        "",
+        "| batch | checkpointing | measured GB | predicted GB | error |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        err = (r["predicted"] - r["measured"]) / r["measured"] * 100
+        out.append(f"| {r['batch']} | {'on' if r['ckpt'] else 'off'} | {r['measured'] / GB:.2f} "
+                   f"| {r['predicted'] / GB:.2f} | {err:+.1f} % |")  # fmt: skip
+    errs = [(r["predicted"] - r["measured"]) / r["measured"] * 100 for r in rows]
+    out.append(f"\nerror from {min(errs):+.1f} % to {max(errs):+.1f} % (goal: 0 to +15 %)")
     return out
 
 
@@ -424,14 +526,19 @@ def main():
         "--runs",
         help="calibration: keep the measurements in RUNS.<step>.jsonl (and refit from them)",
     )
+    ap.add_argument("--width-7b", action="store_true", help="table (c) alone: 7B widths")
+    ap.add_argument("--batch", nargs="+", type=int, default=[1, 2, 4], help="(c): batch sizes")
+    ap.add_argument("--runs-7b", help="(c): keep the measurements in this JSONL (and reuse them)")
     ap.add_argument("--out", help="also write the tables to this file")
     args = ap.parse_args()
     lines = []
-    if not args.only_7b and args.shapes:
+    if args.width_7b:
+        lines += table_7b_width(accuracy_7b(args)) + [""]
+    elif not args.only_7b and args.shapes:
         lines += accuracy_table(accuracy(args), args) + [""]
     if args.calibrate and not args.only_7b:
         lines += calibrate(args) + [""]
-    lines += table_7b()
+    lines += [] if args.width_7b else table_7b()
     text = "\n".join(lines)
     print("\n" + text)
     if args.out:

@@ -22,17 +22,23 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TINY_MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("e", "r"), ("Ġ", "a")]
 
 
-def tiny_tokenizer(merges: bool = False):
+def tiny_tokenizer(merges: bool = False, vocab_size: int = 0):
     """The byte-level ChatML tokenizer; MERGES: with `TINY_MERGES` (their tokens come after the
-    bytes, so the first 259 ids are the same either way)."""
+    bytes, so the first 259 ids are the same either way); VOCAB_SIZE above its size adds
+    two-byte merges up to that size, so that every id a random model of that vocabulary
+    samples decodes to text."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     from .models.gguf import _bytes_to_unicode
 
     alphabet = [c for _, c in sorted(_bytes_to_unicode().items())]
-    pairs = TINY_MERGES if merges else []
+    pairs = list(TINY_MERGES) if merges else []
     vocab = {t: i for i, t in enumerate(SPECIALS + alphabet + [a + b for a, b in pairs])}
+    more = ((a, b) for a in alphabet for b in alphabet if a + b not in vocab)
+    pairs += [next(more) for _ in range(max(0, vocab_size - len(vocab)))]
+    for a, b in pairs:
+        vocab.setdefault(a + b, len(vocab))
     tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
@@ -100,6 +106,36 @@ def make_tiny_model(
         model, config = quantize_model(model, config, group_size=32, bits=4)
     weights = dict(tree_flatten(model.parameters()))
     mx.save_safetensors(str(path / "model.safetensors"), weights, metadata={"format": "mlx"})
+    save_config(config, path / "config.json")
+    tok.save_pretrained(str(path))
+    return path
+
+
+def make_random_model(path: str | Path, config: dict, seed: int = 0) -> Path:
+    """Write a model directory at PATH of CONFIG's architecture and shape (e.g. a shipped
+    config.json, `train.plan.SHIPPED`) with random weights in its `torch_dtype`, quantized as its
+    `quantization` says, and the byte-level tokenizer grown to its vocabulary (nothing fetched).
+    Each layer is cast as it is made: a 7B shape peaks at its 16-bit size, not float32's."""
+    import mlx.core as mx
+    from mlx_lm.utils import _get_classes, quantize_model, save_config, save_model
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    quant = config.get("quantization") or {}
+    config = {k: v for k, v in config.items() if k not in ("quantization", "quantization_config")}
+    tok = tiny_tokenizer(vocab_size=int(config["vocab_size"]))
+    config.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model_cls, args_cls = _get_classes(config)
+    mx.random.seed(seed)
+    model = model_cls(args_cls.from_dict(config))
+    dtype = getattr(mx, str(config.get("torch_dtype") or "float32"))
+    for _, module in model.named_modules():
+        if not module.children():  # a leaf: its weights are made, cast, and kept
+            module.set_dtype(dtype)
+            mx.eval(module.parameters())
+    if quant.get("bits"):
+        model, config = quantize_model(model, config, quant.get("group_size", 64), quant["bits"])
+    save_model(path, model)
     save_config(config, path / "config.json")
     tok.save_pretrained(str(path))
     return path

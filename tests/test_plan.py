@@ -62,12 +62,17 @@ def test_shipped_7b_configs_plan_offline(name, weights_gb, capsys, monkeypatch):
 
 def test_numbers_respond_to_k_checkpointing_and_chunks():
     for step in ("full", "shared"):
-        k4, k11 = (P.plan(inputs(k=k, step=step), 100 * GB).breakdown for k in (4, 11))
-        assert k11["activations"] > 2 * k4["activations"] * 0.9
+        k1, k4, k11 = (P.plan(inputs(k=k, step=step), 100 * GB).breakdown for k in (1, 4, 11))
         assert (
             k11["weights"] == k4["weights"]
             and k11["adapter + optimizer"] == k4["adapter + optimizer"]
         )
+        # activations: a part per sequence (K + 1 of them) and, in the shared step, the prompt's
+        # part, paid once: a + b (K + 1) with a = 0 in the full step, a > 0 in the shared one
+        b = (k11["activations"] - k4["activations"]) / 7
+        assert k4["activations"] - k1["activations"] == pytest.approx(3 * b)
+        a = k1["activations"] - 2 * b
+        assert a == pytest.approx(0, abs=1e-6 * b) if step == "full" else a > 0.5 * b
         off, on = (P.plan(inputs(step=step, grad_checkpoint=c), 100 * GB) for c in (False, True))
         assert on.breakdown["activations"] < off.breakdown["activations"] / 3
     full_k4, full_k11 = (P.plan(inputs(k=k, step="full"), 100 * GB) for k in (4, 11))
@@ -95,6 +100,11 @@ def test_choose_chunk_size_and_suggest():
     assert not P.plan(replace(i, chunk_size=n + 1), limit).fits
     assert P.plan(i, limit).suggest() == {"chunk_size": n}
     assert P.plan(i, 100 * GB).suggest() == {}
+    # the margin counts: all 12 at once fit without it, not with it
+    whole = P.plan(replace(i, chunk_size=12), 100 * GB).breakdown
+    assert 0 < whole["margin"] < 0.2 * (whole["activations"] + whole["logits"])
+    tight = all_ - whole["margin"] / 2
+    assert P.choose_chunk_size(i, tight) < 12 and P.plan(i, tight).suggest()["chunk_size"] < 12
     with pytest.raises(D2OError, match="even one sequence at a time: weights 4.08 GB"):
         P.choose_chunk_size(i, 3 * GB)
     assert P.plan(i, 3 * GB).suggest() is None
@@ -104,14 +114,29 @@ def test_choose_chunk_size_and_suggest():
     assert P.plan(full, ckpt + GB / 100).suggest() == {"grad_checkpoint": True}
     change = P.plan(full, ckpt - GB / 100).suggest()
     assert change["grad_checkpoint"] is True and change["batch_size"] in (1, 2)
-    assert change["grad_accumulation_steps"] == 4 // change["batch_size"]
+    smaller = replace(full, **change)
+    # the update still sees 4 prompts; the suggested batch fits, twice that does not
+    assert smaller.batch_size * smaller.grad_accumulation_steps == 4
+    assert P.plan(smaller, ckpt - GB / 100).fits
+    doubled = replace(smaller, batch_size=2 * smaller.batch_size)
+    assert not P.plan(doubled, ckpt - GB / 100).fits
 
 
 def test_default_memory_limit(monkeypatch):
+    import os
+    import sys
+
     import mlx.core as mx
 
     limit, source = P.default_memory_limit()
-    assert limit > 1 * GB and source  # the CPU device has no recommended working set
+    # the CPU device has no recommended working set: this machine's RAM (2/3 of it on a Mac)
+    ram = mx.device_info().get("memory_size") or os.sysconf("SC_PAGE_SIZE") * os.sysconf(
+        "SC_PHYS_PAGES"
+    )
+    mac = sys.platform == "darwin"
+    assert (limit, source) == ((ram * 2 / 3, "(2/3 of RAM)") if mac else (ram, "(RAM)"))
+    monkeypatch.setattr(sys, "platform", "linux" if mac else "darwin")
+    assert P.default_memory_limit() == ((ram, "(RAM)") if mac else (ram * 2 / 3, "(2/3 of RAM)"))
     monkeypatch.setattr(mx, "device_info", lambda: {"max_recommended_working_set_size": 11e9})
     assert P.default_memory_limit() == (11e9, "(device's recommended working set)")
     assert P.plan(inputs()).memory_limit == 11e9
@@ -133,6 +158,10 @@ def _no_weights(monkeypatch):
 def test_tiny_model_dir_plans_without_weights(
     tiny_model, records_file, tmp_path, capsys, monkeypatch
 ):
+    import mlx.core as mx
+
+    stored = mx.load(str(tiny_model / "model.safetensors"))
+    params = sum(a.size for a in stored.values())
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model, ignore=shutil.ignore_patterns("*.safetensors"))
     _no_weights(monkeypatch)
@@ -153,11 +182,39 @@ def test_tiny_model_dir_plans_without_weights(
             "--response-tokens",
             10,
             "--json",
+            "--keep-quantized",
         ],
         capsys,
     )
     got = json.loads(out)
-    assert code == 0 and got["inputs"]["k"] == 11 and got["breakdown"]["weights"] > 0
+    # every stored tensor, in 16 bits: the type assumed when the config and files do not say
+    assert code == 0 and got["inputs"]["k"] == 11
+    assert got["breakdown"]["weights"] == 2 * params
+    assert "assumed bfloat16" in got["inputs"]["shape"]["dtype_source"]
+
+
+def test_dtype_from_the_safetensors_headers(tiny_model, tmp_path, capsys):
+    """A config without torch_dtype: the weights' files say float32 or bfloat16 (a quantized
+    model: its scales' type); plan says which it read, and plans this CPU's train as float32."""
+    import mlx.core as mx
+
+    shape = P.load_shape(str(tiny_model))
+    assert (shape.dtype_bytes, shape.dtype_source) == (4, "weights: float32")
+    half = tmp_path / "half"
+    shutil.copytree(tiny_model, half)
+    weights = mx.load(str(half / "model.safetensors"))
+    mx.save_safetensors(str(half / "model.safetensors"), {k: v.astype(mx.bfloat16) for k, v in weights.items()})  # fmt: skip
+    shape = P.load_shape(str(half))
+    assert (shape.dtype_bytes, shape.dtype_source) == (2, "weights: bfloat16")
+    params = sum(a.size for a in weights.values())
+    assert P.weight_bytes(shape) == 2 * params
+    assert P.load_shape(str(half), dtype="float32").dtype_bytes == 4  # --dtype wins
+    args = ["--model", half, "--prompt-tokens", 20, "--response-tokens", 10]
+    code, out, err = plan_cli([*args, "--keep-quantized"], capsys)
+    assert code == 0 and "dtype                16-bit (weights: bfloat16)" in out, err
+    code, out, err = plan_cli(args, capsys)  # on this CPU, train dequantizes and upcasts
+    if mx.default_device() == mx.cpu:
+        assert "dtype                32-bit (float32: train dequantizes" in out, out
 
 
 def _cache(path, k=3):
@@ -225,6 +282,7 @@ def test_mac_recipe_plans_offline(capsys, monkeypatch):
                 5,
                 "--fine-tune-type",
                 "full",
+                "--keep-quantized",  # on this CPU, train (and so plan) would dequantize
             ],
             "--q-bits 0",
         ),
@@ -265,7 +323,7 @@ def _bench():
 
 
 @pytest.mark.parametrize("ckpt, chunk", [(False, None), (True, None), (False, 2)])
-def test_prediction_within_15_percent_of_the_trainers_step(ckpt, chunk):
+def test_prediction_near_the_trainers_step_never_much_under(ckpt, chunk):
     """The planner against `mx.get_peak_memory()` of one `train.step` step (shared prompt) of a
     small random float32 llama; benchmarks/bench_plan.py does the same at 135M-1B shapes."""
     import gc
@@ -286,4 +344,6 @@ def test_prediction_within_15_percent_of_the_trainers_step(ckpt, chunk):
                      num_layers=4, grad_checkpoint=ckpt, chunk_size=chunk)  # fmt: skip
     measured = bench.measure_shared_step(model, i, 2) - before
     predicted = P.plan(i, 1e12).total
-    assert abs(predicted - measured) / measured < 0.15, (predicted, measured)
+    # the plan errs on the safe side (its margin, and constants fitted at 7B width as well):
+    # not under by more than the run-to-run noise of a peak this small, at most +20 %
+    assert 0.95 * measured <= predicted <= 1.2 * measured, (predicted, measured)

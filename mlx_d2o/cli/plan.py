@@ -59,9 +59,12 @@ def _tokenizer_for(model: str, tokenizer: Optional[str], fallback: Optional[str]
     return load_tokenizer(name)
 
 
-def cache_lengths(path: str, model: str, tokenizer: Optional[str]) -> tuple[list, dict]:
+def cache_lengths(
+    path: str, model: str, tokenizer: Optional[str], layout: tuple = ()
+) -> tuple[list, dict]:
     """[(prompt tokens, longest response tokens)] per row of a sample cache, and its manifest.
-    Responses are the counts the reference scored (`ref_tokens`); prompts are tokenized."""
+    Responses are the counts the reference scored (`ref_tokens`) of the rows in LAYOUT (the
+    loss's, `losses.ROWS`: train reads no others; empty: all); prompts are tokenized."""
     from ..data import prompt_tokens
     from ..sample.cache import read_cache
 
@@ -70,21 +73,27 @@ def cache_lengths(path: str, model: str, tokenizer: Optional[str]) -> tuple[list
     out = []
     for row in rows:
         counts = row["ref_tokens"]
-        longest = max([*counts["samples"], counts["rejected"], counts.get("chosen") or 0])
+        got = {"samples": counts["samples"], "negative": [counts["rejected"]]}
+        got["chosen"] = [counts.get("chosen") or 0]
+        longest = max(n for r in layout or got for n in got[r])
         out.append((len(prompt_tokens(tok, row["messages"])), int(longest)))
     return out, manifest
 
 
-def data_lengths(spec: str, model: str, tokenizer: Optional[str], sample_tokens: int) -> list:
-    """[(prompt tokens, longest response tokens)] per record; samples count as SAMPLE_TOKENS
-    (the sample step's --max-tokens: the length a sampled response may reach)."""
+def data_lengths(
+    spec: str, model: str, tokenizer: Optional[str], sample_tokens: int, layout: tuple = ()
+) -> list:
+    """[(prompt tokens, longest response tokens)] per record, of the rows in LAYOUT; samples
+    count as SAMPLE_TOKENS (the sample step's --max-tokens: the length a sample may reach)."""
     from ..data import encode_record, load_records
 
     tok = _tokenizer_for(model, tokenizer, None)
     out = []
     for r in load_records(spec):
         enc = encode_record(tok, r)
-        longest = max(len(enc["rejected"]), len(enc.get("chosen") or []), sample_tokens)
+        got = {"samples": sample_tokens, "negative": len(enc["rejected"])}
+        got["chosen"] = len(enc.get("chosen") or [])
+        longest = max(got[row] for row in layout or got)
         out.append((len(enc["prompt"]), longest))
     return out
 
@@ -133,8 +142,9 @@ def _settings(cli: dict, config: Optional[str]) -> dict:
     return s
 
 
-def _lengths(s: dict) -> tuple[int, int, Optional[str], Optional[int]]:
-    """(prompt, response, description, K of the cache) of the step that peaks."""
+def _lengths(s: dict, layout: tuple) -> tuple[int, int, Optional[str], Optional[int]]:
+    """(prompt, response, description, K of the cache) of the step that peaks, for a loss that
+    reads the rows in LAYOUT."""
     given = s["prompt_tokens"], s["response_tokens"]
     if all(v is not None for v in given):
         return *given, None, None
@@ -144,16 +154,29 @@ def _lengths(s: dict) -> tuple[int, int, Optional[str], Optional[int]]:
 
         n = s["response_tokens"] or s.get("sample_max_tokens")
         n = n or SampleArgs.__dataclass_fields__["max_tokens"].default
-        rows = data_lengths(s["data"], s["model"], s["tokenizer"], n)
+        rows = data_lengths(s["data"], s["model"], s["tokenizer"], n, layout)
         return *peak_lengths(rows, B, L), describe_lengths(rows, s["data"]), None
     if s["samples"]:
-        rows, manifest = cache_lengths(s["samples"], s["model"], s["tokenizer"])
+        rows, manifest = cache_lengths(s["samples"], s["model"], s["tokenizer"], layout)
         K = manifest.get("num_samples")
         return *peak_lengths(rows, B, L), describe_lengths(rows, s["samples"]), K
     raise D2OError(
         "no token lengths: give --samples CACHE, --data FILE, or --prompt-tokens N and "
         "--response-tokens N"
     )
+
+
+def _dequantized_here(s: dict) -> bool:
+    """Whether `train` with these settings would dequantize the model: --dequantize, or by
+    default on this machine's CPU, when the plan is for this machine (no --ram, no --q-bits or
+    --dtype saying how the weights are held)."""
+    if s.get("dequantize") is not None:
+        return bool(s["dequantize"])
+    if s["ram"] or s["q_bits"] is not None or s["dtype"] is not None:
+        return False
+    from ..models.load import on_cpu
+
+    return on_cpu()
 
 
 def build_plan(s: dict):
@@ -163,9 +186,11 @@ def build_plan(s: dict):
     from ..train.plan import load_shape, plan
 
     shape = load_shape(s["model"], s["q_bits"], s["dtype"])
-    prompt, response, where, cache_k = _lengths(s)
-    k = int(s["k"] or cache_k or 11)
+    if _dequantized_here(s):
+        shape = shape.as_dequantized()
     layout = get_loss(s["loss"]).layout()
+    prompt, response, where, cache_k = _lengths(s, layout)
+    k = int(s["k"] or cache_k or 11)
     inputs = plan_inputs(
         shape, layout, k, s, prompt, response, s["chunk_size"], s["step"], int(s["batch_size"])
     )
@@ -173,6 +198,8 @@ def build_plan(s: dict):
     if s["ram"]:
         limit = mac_limit(s["ram"])
     p = plan(inputs, limit)
+    if s["memory_limit"]:
+        p.limit_source = "(--memory-limit)"  # as train says it
     if s["ram"]:
         p.limit_source = f"(a {s['ram']:g} GB Mac: 2/3 of its RAM)"
     return p, where
@@ -242,6 +269,12 @@ MemoryLimit = _opt(
     float, "--memory-limit", help="Gigabytes (default: the device's recommended working set)."
 )
 Ram = _opt(float, "--ram", help="Plan for a Mac with this many GB of RAM (limit: 2/3 of it).")
+Dequantize = _opt(
+    bool,
+    "--dequantize/--keep-quantized",
+    help="As train: plan float32 weights, or the weights as stored (default: dequantize when "
+    "planning for this machine's CPU, as train does).",
+)
 Config = _opt(str, "--config", "-c", help="YAML recipe (its train section); flags win.")
 
 
@@ -267,6 +300,7 @@ def command(
     tokenizer: Tokenizer = None,
     memory_limit: MemoryLimit = None,
     ram: Ram = None,
+    dequantize: Dequantize = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     config: Config = None,
 ):
@@ -281,7 +315,7 @@ def command(
         out.update(memory_limit=p.memory_limit, fits=p.fits, suggested=p.suggest())
         typer.echo(json.dumps(out, indent=2))
         return
-    for line in p.table()[:3] + ([where] if where else []) + p.table()[3:]:
+    for line in p.table()[:4] + ([where] if where else []) + p.table()[4:]:
         typer.echo(line)
     for line in suggestion_lines(p):
         typer.echo(line)

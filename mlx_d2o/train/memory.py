@@ -8,22 +8,29 @@ it picks under --memory-limit (`step`'s exact chunking makes any size give the s
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 import mlx.core as mx
 
 from ..errors import D2OError
-from .plan import GB, ModelShape, PlanInputs, choose_chunk_size, default_memory_limit, plan
+from .plan import (
+    GB,
+    ModelShape,
+    PlanInputs,
+    choose_chunk_size,
+    default_memory_limit,
+    plan,
+    stored_shape,
+)
 
 
 def model_shape(info, model_name: str) -> ModelShape:
-    """The shape of the model as it trains (INFO: `models.load`'s): float32 when it was
-    dequantized for the CPU."""
-    shape = ModelShape.from_config(info.config, model_name)
-    if info.dequantized:
-        shape = replace(shape, bits=None, dtype_bytes=4)
-    return shape
+    """The shape of the model as it trains (INFO: `models.load`'s): its weights' stored type,
+    float32 when it was dequantized (as `mlx-d2o plan` reads them, so that the two plans
+    agree)."""
+    shape = stored_shape(info.config, info.path, model_name)
+    return shape.as_dequantized() if info.dequantized else shape
 
 
 def memory_limit(gb: Optional[float]) -> tuple[float, str]:
