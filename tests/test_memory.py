@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import mlx.core as mx
 import numpy as np
@@ -19,7 +18,6 @@ from conftest import REPO, run_cli
 
 from mlx_d2o import data as D
 from mlx_d2o import losses
-from mlx_d2o.distributed import Shard
 from mlx_d2o.errors import D2OError
 from mlx_d2o.sample.cache import FORMAT_VERSION, write_manifest
 from mlx_d2o.train import memory as M
@@ -43,11 +41,11 @@ LENGTHS = [(10, 5, [3, 30], 4), (20, 8, [2, 2], 12), (5, 40, [1, 1], 1), (20, 2,
 def test_batch_lengths_keeps_the_batches_no_other_exceeds(loss):
     loss = losses.get(loss)
     exs = [_example(i, *x) for i, x in enumerate(LENGTHS)]
-    run = SimpleNamespace(loss=loss, examples=exs, batches=[[0], [1], [2], [3], [0, 3]])
-    got = M.batch_lengths(run)
+    batches = [[0], [1], [2], [3], [0, 3]]
+    got = M.batch_lengths(batches, exs, loss.layout())
     # the reference: each batch's longest prompt and longest response of the rows it reads
     shapes = {}
-    for b in run.batches:
+    for b in batches:
         rows = [r for i in b for row in loss.layout() for r in exs[i].responses(row)]
         shapes[tuple(b)] = (max(len(exs[i].prompt) for i in b), max(len(r) for r in rows))
     frontier = {s for s in shapes.values() if all(o == s for o in _dominating(s, shapes))}
@@ -63,21 +61,21 @@ def _dominating(s, shapes):
     return [o for o in shapes.values() if o[0] >= s[0] and o[1] >= s[1]]
 
 
-def _run(model, info, loss="d2o", k=3, shard=Shard(None, 0, 1), **kw):
-    loss = losses.get(loss)
-    exs = [_example(0, 7, 9, [4] * k)]
-    args = TrainArgs(model="m", batch_size=4, num_layers=1, lora_rank=4, grad_checkpoint=True,
-                     grad_accumulation_steps=3, fine_tune_type="dora", **kw)  # fmt: skip
-    return SimpleNamespace(args=args, loss=loss, examples=exs, shard=shard, model=model, info=info)
+SETTINGS = dict(num_layers=1, lora_rank=4, grad_checkpoint=True, grad_accumulation_steps=3,
+                fine_tune_type="dora")  # fmt: skip
 
 
 def test_plan_inputs_from_the_run(tiny_model):
     from mlx_lm.models import gpt2
 
     from mlx_d2o.models import load
+    from mlx_d2o.shared_prompt import supports
 
     model, _, info = load(str(tiny_model), return_info=True)
-    i = M.plan_inputs(_run(model, info), 30, 12, 5)
+    shape = M.model_shape(info, "m")
+    settings = vars(TrainArgs(model="m", batch_size=4, **SETTINGS))
+    d2o = losses.get("d2o").layout()
+    i = M.plan_inputs(shape, d2o, 3, settings, 30, 12, 5, "shared", 4)
     assert (i.k, i.rows, i.sequences, i.batch_size) == (3, 4, 16, 4)
     assert (i.prompt_tokens, i.response_tokens, i.chunk_size, i.chunk) == (30, 12, 5, 5)
     assert (i.fine_tune_type, i.lora_rank, i.num_layers, i.grad_checkpoint) == ("dora", 4, 1, True)
@@ -85,16 +83,14 @@ def test_plan_inputs_from_the_run(tiny_model):
     config = json.loads((tiny_model / "config.json").read_text())
     assert (i.shape.hidden, i.shape.layers, i.shape.vocab) == (64, 2, config["vocab_size"])
     assert info.dequantized and i.shape.dtype_bytes == 4 and i.shape.bits is None  # the CPU's
-    # two ranks share the batch; DPO reads chosen + negative, NPO the negative alone (K unused)
-    two = SimpleNamespace(size=2)
-    assert M.plan_inputs(_run(model, info, shard=two), 30, 12, None).batch_size == 2
-    dpo = M.plan_inputs(_run(model, info, loss="dpo"), 30, 12, None)
-    npo = M.plan_inputs(_run(model, info, loss="npo"), 30, 12, None)
+    # DPO reads chosen + negative, NPO the negative alone (K unused)
+    dpo = M.plan_inputs(shape, losses.get("dpo").layout(), 1, settings, 30, 12, None, "full", 4)
+    npo = M.plan_inputs(shape, losses.get("npo").layout(), 1, settings, 30, 12, None, "full", 4)
     assert (dpo.k, dpo.rows, dpo.sequences) == (1, 2, 8) and (npo.rows, npo.sequences) == (1, 4)
-    # a model the shared-prompt step cannot run: the whole-sequence step's plan
+    # a model the shared-prompt step cannot run gets the whole-sequence step's plan (`prepare`)
     other = gpt2.Model(gpt2.ModelArgs("gpt2", n_ctx=64, n_embd=32, n_head=2, n_layer=1,
                                       n_positions=64, layer_norm_epsilon=1e-5, vocab_size=64))  # fmt: skip
-    assert M.plan_inputs(_run(other, info), 30, 12, None).step == "full"
+    assert supports(model) and not supports(other)
 
 
 def _step_setup(chunk=None):
@@ -124,13 +120,12 @@ def _step_setup(chunk=None):
 
 
 def _peak(step, batch, chunk):
-    step.chunk_size = chunk
     peaks = []
     for _ in range(2):
         mx.synchronize()
         mx.clear_cache()
         mx.reset_peak_memory()
-        mx.eval(step(batch, None, False))
+        mx.eval(step(batch, None, False, chunk))
         peaks.append(mx.get_peak_memory())
     return max(peaks)
 
@@ -142,28 +137,22 @@ def test_fit_memory_shrinks_the_chunk_until_a_measured_step_fits():
     limit = (whole + one) / 2 / M.MARGIN  # all 24 sequences at once are over MARGIN x limit
     said = []
 
-    def run(predicted, chunk_size=None, lim=limit):
-        mp = M.MemoryPlan(None, lim, predicted, [0, 1])
-        return SimpleNamespace(memory=mp, args=SimpleNamespace(chunk_size=chunk_size),
-                               examples=exs, shard=Shard(None, 0, 1), loss=loss, pad_id=0,
-                               say=said.append)  # fmt: skip
+    def fit(predicted, chunk=None, lim=limit, measure=True):
+        mp = M.MemoryPlan(chunk, lim, predicted, [0, 1], measure)
+        return M.fit_memory(step, lambda: batch, mp, said.append)
 
-    step.chunk_size = None
-    M.fit_memory(run(0.4 * limit), step)  # predicted well under the limit: not measured
-    M.fit_memory(run(limit, chunk_size=24), step)  # --chunk-size given: left as it is
-    assert step.chunk_size is None and not said
-    M.fit_memory(run(limit), step)
-    n = step.chunk_size
+    assert fit(0.4 * limit, measure=False) is None  # predicted well under the limit: not measured
+    assert fit(limit, chunk=24, measure=False) == 24  # --chunk-size given: left as it is
+    assert not said
+    n = fit(limit)
     assert n is not None and 1 <= n < 24 and said and "over 90% of the limit" in said[0]
     assert _peak(step, batch, n) <= M.MARGIN * limit * 1.03  # run to run, a peak varies
     # under the limit but over MARGIN of it: still made smaller
-    step.chunk_size = None
-    M.fit_memory(run(whole, lim=whole / 0.95), step)
-    assert step.chunk_size is not None and step.chunk_size < 24
+    n = fit(whole, lim=whole / 0.95)
+    assert n is not None and n < 24
     # not even one sequence at a time fits: one line with the numbers
-    step.chunk_size = None
     with pytest.raises(D2OError, match="one sequence at a time, a step peaks at"):
-        M.fit_memory(run(one, lim=one * 0.8), step)
+        fit(one, lim=one * 0.8)
 
 
 # Mistral-7B's widths, 2 layers, SmolLM2's vocabulary: 3.36 GB of float32 weights.

@@ -8,7 +8,7 @@ it picks under --memory-limit (`step`'s exact chunking makes any size give the s
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import mlx.core as mx
