@@ -10,7 +10,7 @@ D2O="$PY -m mlx_d2o.cli"
 rm -rf "$W"; mkdir -p "$W"
 $PY - <<PYEOF
 import mlx.core as mx
-from mlx_d2o.doctor import matmul_gflops
+from mlx_d2o.models.doctor import matmul_gflops
 from mlx_d2o.testing import make_tiny_model
 print("device:", mx.default_device(), mx.device_info().get("device_name", ""))
 print(f"matmul float32 n=4096: {matmul_gflops(4096):.0f} GFLOP/s")
