@@ -48,7 +48,7 @@ def load_tokenizer(name: str):
 
 
 def _tokenizer_for(model: str, tokenizer: Optional[str], fallback: Optional[str]):
-    from ..train.plan import SHIPPED
+    from ..train.shape import SHIPPED
 
     name = tokenizer or (fallback if model in SHIPPED or model.endswith(".json") else model)
     if name is None:
@@ -183,7 +183,8 @@ def build_plan(s: dict):
     """The `train.plan.Plan` of merged settings S, and a line on where its lengths came from."""
     from ..losses import get as get_loss
     from ..train.memory import plan_inputs
-    from ..train.plan import load_shape, plan
+    from ..train.plan import plan
+    from ..train.shape import load_shape
 
     shape = load_shape(s["model"], s["q_bits"], s["dtype"])
     if _dequantized_here(s):

@@ -18,7 +18,8 @@ from ..data import Record, prompt_tokens, with_system
 from ..errors import D2OError
 from ..io import RunLock
 from ..models import model_dir
-from ..train.plan import GB, ModelShape, default_memory_limit
+from ..train.plan import GB, default_memory_limit
+from ..train.shape import ModelShape
 from .cache import writing
 
 

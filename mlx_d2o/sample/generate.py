@@ -49,6 +49,11 @@ def _rows(tokenizer, draws: list, caches: Optional[list], k: int, return_logps: 
     return out
 
 
+def _record_ids(chunk, start: int) -> list:
+    """The ids a batch's seed is keyed on: each record's id, else its position in the data."""
+    return [r.id if isinstance(r, Record) else r.get("id", start + i) for i, r in enumerate(chunk)]
+
+
 def generate_samples(
     model,
     tokenizer,
@@ -86,10 +91,8 @@ def generate_samples(
     out = []
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
-        ids = [
-            r.id if isinstance(r, Record) else r.get("id", start + i) for i, r in enumerate(chunk)
-        ]
-        sampler = make_keyed_sampler(temp, top_p, mx.random.key(batch_seed(seed, ids)))
+        key = mx.random.key(batch_seed(seed, _record_ids(chunk, start)))
+        sampler = make_keyed_sampler(temp, top_p, key)
         prompts = [
             prompt_tokens(tokenizer, with_system(_messages(r), system_prompt)) for r in chunk
         ]

@@ -90,11 +90,7 @@ def train(
                 mx.eval(state, loss_value, metrics, grad_norm, grad)
                 window.time += time.perf_counter() - tic
                 reporter.on_step(it)
-                # Summed over the ranks, so a NaN on one rank, or a signal to one, stops all alike.
-                flags = mx.stack([loss_value.astype(mx.float32), mx.array(float(stop.requested))])
-                loss_total, stopping = shard.sum(flags).tolist()
-                if not math.isfinite(loss_total):
-                    raise D2OError(nan_message(loss_total, it, run.out))
+                stopping = stop_all_ranks(shard, loss_value, stop.requested, it, run.out)
                 window.add(loss_value, metrics, grad_norm if it % G == 0 else None, ntoks)
                 if it % args.steps_per_report == 0 or it == iters:
                     lr = float(optimizer.learning_rate.item())
@@ -114,6 +110,16 @@ def train(
             say(f"saving the adapters of step {iters} in {run.out}...")
             run.checkpoint(iters, trained_tokens)
         return run.finish(last)
+
+
+def stop_all_ranks(shard: Shard, loss_value: mx.array, requested: bool, it: int, out) -> bool:
+    """Whether any rank was asked to stop; `D2OError` when any rank's loss of step IT is not
+    finite. Summed over the ranks, so a NaN on one rank, or a signal to one, stops all alike."""
+    flags = mx.stack([loss_value.astype(mx.float32), mx.array(float(requested))])
+    loss_total, stopping = shard.sum(flags).tolist()
+    if not math.isfinite(loss_total):
+        raise D2OError(nan_message(loss_total, it, out))
+    return bool(stopping)
 
 
 def validate(validation: Callable[[int], dict], it: int, reporter: Reporter) -> None:

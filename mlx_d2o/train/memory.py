@@ -14,15 +14,8 @@ from typing import Optional
 import mlx.core as mx
 
 from ..errors import D2OError
-from .plan import (
-    GB,
-    ModelShape,
-    PlanInputs,
-    choose_chunk_size,
-    default_memory_limit,
-    plan,
-    stored_shape,
-)
+from .plan import GB, PlanInputs, choose_chunk_size, default_memory_limit, plan
+from .shape import ModelShape, stored_shape
 
 
 def model_shape(info, model_name: str) -> ModelShape:
