@@ -256,6 +256,13 @@ def tradeoff_plot(c: dict, xm, measures, title: str, path: Path) -> Optional[Pat
     for ax, m in zip(axes[0], ms):
         _panel(ax, c, m, style, xkey)
         ax.set_xlabel(f"{xm.label} (%), n={c['base']['measures'][xkey]['n']}; higher is better")
+    return _save(fig, axes, title, path)
+
+
+def _save(fig, axes, title: str, path: Path) -> Path:
+    """The legend, the title, and FIG written to PATH (PNG), closed."""
+    import matplotlib.pyplot as plt
+
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -294,10 +301,4 @@ def plot(c: dict, e: dict, measures, title: str, path: Path) -> Optional[Path]:
         ax.set_xlabel(f"drift: KL(π‖π_ref)/token on {c['base']['kl_n']} benign prompts")
     for ax in list(axes.flat)[len(measures) :]:
         fig.delaxes(ax)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, axes, title, path)
