@@ -140,11 +140,19 @@ def test_run_does_every_step_then_skips_every_step(tiny_model, data, tmp_path, c
     cfg = json.loads((root / "adapters" / "adapter_config.json").read_text())
     assert cfg["learning_rate"] == 2e-3
 
-    # An output removed by hand is not whole any more: that step runs again, and only it.
+    # An output removed by hand is not whole any more: that step runs again, and only it (eval
+    # makes the same numbers again, so fuse, which reads them, has the same inputs).
     (root / "report" / "report.json").unlink()
     code, out, err = run_cli(["run", "-c", r], capsys)
     assert code == 0, err
-    assert step_lines(out) == dict(sample="skipped", train="skipped", eval="done", fuse="done")
+    assert step_lines(out) == dict(sample="skipped", train="skipped", eval="done", fuse="skipped")
+    # an output edited by hand is not what its step made: that step runs again, and no further
+    report = json.loads((root / "report" / "report.json").read_text())
+    report["rows"][0]["name"] = "edited by hand"
+    (root / "report" / "report.json").write_text(json.dumps(report))
+    code, out, err = run_cli(["run", "-c", r], capsys)
+    assert code == 0, err
+    assert step_lines(out) == dict(sample="skipped", train="skipped", eval="done", fuse="skipped")
 
 
 def _env() -> dict:
