@@ -204,3 +204,18 @@ def test_recipe_without_a_section_is_one_line(tiny_model, data, tmp_path, capsys
         "(and fuse: to fuse)"
     ]
     assert not (tmp_path / "a").exists()
+
+
+def test_report_fingerprint_is_what_eval_measured_not_its_time(tmp_path):
+    from mlx_d2o.pipeline import report_fp
+
+    def fp(**report):
+        (tmp_path / "report.json").write_text(json.dumps(report))
+        return report_fp(tmp_path)
+
+    rows = [{"name": "base", "harmful": {"unsafe_rate": 0.25}}]
+    assert fp(version=1, rows=rows, seconds=3.1) == fp(version=1, rows=rows, seconds=9.7)
+    other = [{"name": "base", "harmful": {"unsafe_rate": 0.5}}]
+    assert fp(version=1, rows=rows, seconds=3.1) != fp(version=1, rows=other, seconds=3.1)
+    (tmp_path / "report.json").write_text("{torn")
+    assert report_fp(tmp_path) is None
