@@ -22,7 +22,7 @@ import mlx.core as mx
 
 from .errors import D2OError
 from .full_weights import put_full
-from .io import atomic_path, write_text_atomic
+from .io import atomic_path, check_safetensors, write_text_atomic
 
 ADAPTERS_FILE = "adapters.safetensors"
 CONFIG_FILE = "adapter_config.json"
@@ -66,20 +66,39 @@ def save_weights(path: str | Path, arrays: dict, metadata: Optional[dict] = None
         mx.save_safetensors(tmp, arrays, metadata=metadata or {})
 
 
-def load_weights(path: str | Path) -> dict:
-    """The arrays of adapters.safetensors in the folder PATH (or the file PATH itself).
-
-    A truncated or corrupt file is the user's problem to fix, not a bug: one line, naming it.
-    """
+def _weights_file(path: str | Path) -> Path:
+    """adapters.safetensors of the folder PATH (or the file PATH itself); D2OError if missing."""
     p = Path(path)
     if p.suffix != ".safetensors":
         p = p / ADAPTERS_FILE
     if not p.is_file():
         raise D2OError(f"{p.parent}: not an adapter directory ({p.name} is missing)")
+    return p
+
+
+def load_weights(path: str | Path) -> dict:
+    """The arrays of adapters.safetensors in the folder PATH (or the file PATH itself).
+
+    A truncated or corrupt file is the user's problem to fix, not a bug: one line, naming it.
+    """
+    p = _weights_file(path)
     try:
         return mx.load(str(p))
     except (RuntimeError, ValueError, OSError) as e:
         raise D2OError(f"{p}: corrupt or truncated safetensors file ({_first_line(e)})") from None
+
+
+def check_files(path: str | Path) -> dict:
+    """The config of the adapter folder PATH, its weights file checked from its header alone
+    (not loaded: the `Adapter` that loads them comes later): a command refuses a missing or
+    torn adapter in one line before any model loads."""
+    config = read_config(path)
+    p = _weights_file(path)
+    try:
+        check_safetensors(p)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise D2OError(f"{p}: corrupt or truncated safetensors file ({_first_line(e)})") from None
+    return config
 
 
 def _first_line(e: BaseException) -> str:

@@ -10,6 +10,7 @@ rename into place gets the modes any other tool would give it under the user's u
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
@@ -249,3 +250,16 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing releases the flock; the file stays (harmless, tiny)
             self._fd = None
+
+
+def check_safetensors(f: Path) -> None:
+    """A torn or damaged .safetensors file, from its header alone (8-byte length, JSON)."""
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        if not 0 < n <= size - 8:
+            raise ValueError("header length past the end of the file")
+        header = json.loads(fh.read(n))
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    if 8 + n + max(ends, default=0) > size:
+        raise ValueError(f"{size} bytes, the header names {8 + n + max(ends)}: truncated")

@@ -60,8 +60,7 @@ def _check_files(args: EvalArgs) -> None:
 
     fingerprint = model_fingerprint(check_model(args.model))
     for p in args.adapter_paths:
-        adapters.load_weights(p)
-        adapters.check_base(p, adapters.read_config(p), fingerprint)
+        adapters.check_base(p, adapters.check_files(p), fingerprint)
 
 
 class _Run:

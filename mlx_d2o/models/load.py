@@ -21,6 +21,7 @@ from typing import Optional
 
 from .. import adapters
 from ..errors import D2OError
+from ..io import check_safetensors
 from .fingerprint import file_fingerprint, model_fingerprint
 from .gguf import convert_gguf
 
@@ -197,19 +198,6 @@ def _users_problem(e: BaseException) -> Optional[str]:
     return None
 
 
-def _check_safetensors(f: Path) -> None:
-    """A torn or damaged .safetensors file, from its header alone (8-byte length, JSON)."""
-    size = f.stat().st_size
-    with open(f, "rb") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        if not 0 < n <= size - 8:
-            raise ValueError("header length past the end of the file")
-        header = json.loads(fh.read(n))
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-    if 8 + n + max(ends, default=0) > size:
-        raise ValueError(f"{size} bytes, the header names {8 + n + max(ends)}: truncated")
-
-
 def check_model(model: str) -> Path:
     """The model directory of MODEL (`model_dir`) with its config, tokenizer and weight files
     readable, checked without loading them: a one-line D2OError naming the file otherwise,
@@ -221,7 +209,7 @@ def check_model(model: str) -> Path:
             if f.exists():
                 json.loads(f.read_text(encoding="utf-8"))
         for f in sorted(path.glob("*.safetensors")):
-            _check_safetensors(f)
+            check_safetensors(f)
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
         raise D2OError(
             f"{path}: cannot load the model: a file is missing or unreadable ({f.name}: {e})"

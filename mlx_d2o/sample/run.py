@@ -312,8 +312,7 @@ def _load(args: SampleArgs, records: list[Record], size: int):
     from ..models import load, load_tokenizer, precision
 
     if args.adapter_path is not None:  # its files first: a mistake there is one line, no work
-        adapters.read_config(args.adapter_path)
-        adapters.load_weights(args.adapter_path)
+        adapters.check_files(args.adapter_path)
     tokenizer, context = load_tokenizer(args.model)
     kept, skipped = long_prompts(
         records, tokenizer, context, int(args.max_tokens), args.system_prompt, args.skip_long
