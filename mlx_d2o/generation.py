@@ -3,7 +3,8 @@
 mlx-lm's `BatchGenerator` does continuous batching.
 
     generate(model, tokenizer, prompts, max_tokens, sampler, *, num_samples=1, batch_size=None,
-             prefill_batch_size=None, share_prompts=False, logprobs=False, on_step=None)
+             prefill_batch_size=None, share_prompts=False, share_prefix=False, logprobs=False,
+             on_step=None)
         -> (draws: list[Draw], prompt_caches: Optional[list])
 
     prompts             token-id lists (already chat-templated).
@@ -19,6 +20,10 @@ mlx-lm's `BatchGenerator` does continuous batching.
                         it K times; `prompt_caches` are then those caches (prompt order), which
                         scoring can reuse. Needs prompts of 2 tokens or more: with a shorter one
                         every sequence is prefilled by the generator and `prompt_caches` is None.
+    share_prefix        (one response per prompt) prefill the longest token prefix all prompts
+                        share (a system prompt) once and start every sequence from that KV
+                        cache, prefilling only the rest of its prompt (`shared_prefix.usable`
+                        says when: a known architecture, 16 shared tokens or more).
     logprobs            keep the generating model's log-prob of each generated token
                         (`Draw.logps`) and of every end-of-turn id after the last one
                         (`Draw.end`). The generator then runs one step past MAX_TOKENS: the
@@ -42,6 +47,7 @@ from typing import Optional
 import mlx.core as mx
 
 from .errors import D2OError
+from .shared_prefix import usable
 
 
 @dataclass
@@ -115,7 +121,7 @@ def merge_caches(caches: list) -> list:
 
 
 def _insert(
-    gen, model, prompts: list, k: int, limit: int, share: bool
+    gen, model, prompts: list, k: int, limit: int, share: bool, prefix: bool
 ) -> tuple[list, Optional[list]]:
     """Put K sequences per prompt into GEN; returns (their uids, prompt-major; prompt caches)."""
     if share and all(len(p) > 1 for p in prompts):
@@ -129,6 +135,15 @@ def _insert(
             all_tokens=[list(p[:-1]) for p in prompts for _ in range(k)],
         )
         return uids, caches
+    if prefix and k == 1 and (n := usable(model, prompts, keep=1)):
+        # One KV cache of the prompts' common beginning (a system prompt), shared by every
+        # sequence: only the rest of each prompt is prefilled (`shared_prefix`).
+        (cache,) = prefill(model, [prompts[0][: n + 1]])
+        uids = gen.insert(
+            [p[n:] for p in prompts], [limit] * len(prompts), caches=[cache] * len(prompts),
+            all_tokens=[p[:n] for p in prompts],
+        )  # fmt: skip
+        return uids, None
     return gen.insert(
         [list(p) for p in prompts for _ in range(k)], [limit] * (len(prompts) * k)
     ), None
@@ -162,6 +177,7 @@ def generate(
     batch_size: Optional[int] = None,
     prefill_batch_size: Optional[int] = None,
     share_prompts: bool = False,
+    share_prefix: bool = False,
     logprobs: bool = False,
     on_step: Optional[Callable[[int, int], None]] = None,
 ) -> tuple[list[Draw], Optional[list]]:
@@ -184,7 +200,7 @@ def generate(
     limit = max_tokens + 1 if logprobs else max_tokens
     eot_arr = mx.array(eot)
     try:
-        uids, caches = _insert(gen, model, prompts, num_samples, limit, share_prompts)
+        uids, caches = _insert(gen, model, prompts, num_samples, limit, share_prompts, share_prefix)
         draws = {u: Draw() for u in uids}
         while responses := gen.next_generated():
             step = [_take(draws[r.uid], r, max_tokens, logprobs, eot_arr) for r in responses]
@@ -235,6 +251,7 @@ def generate_tokens(
             max_tokens,
             make_sampler(temp=temp),
             batch_size=batch_size,
+            share_prefix=True,
             on_step=lambda tokens, finished: bar.update(finished),
         )
     return [d.tokens for d in draws]

@@ -120,9 +120,12 @@ def pack(
     group: Sequence[int],
     pad_id: int = 0,
     multiple: int = 8,
+    counted: Optional[Sequence[int]] = None,
 ) -> dict:
     """The arrays of one shared-prompt forward pass (lengths rounded up to MULTIPLE, so compiled
-    shapes repeat). RESPONSES[n] answers PROMPTS[GROUP[n]].
+    shapes repeat). RESPONSES[n] answers PROMPTS[GROUP[n]]; only its last COUNTED[n] tokens
+    (default: all) are scored, so a continuation may begin with the rest of its own prompt
+    (`shared_prefix`: PROMPTS is then the beginning that all prompts share).
 
     Returns a dict of arrays: ``prompts`` [P, Lp] (each prompt but its last token, left-padded),
     ``starts`` [P] (its padding), ``inputs`` [N, Lc] (the prompt's last token, then the response
@@ -144,9 +147,10 @@ def pack(
     for n, (r, g) in enumerate(zip(responses, group)):
         seq = [prompts[g][-1], *r[:-1]]
         inputs[n, : len(seq)] = seq
-        select += range(n * Lc, n * Lc + len(r))
-        targets += list(r)
-        owner += [n] * len(r)
+        c = len(r) if counted is None else counted[n]
+        select += range(n * Lc + len(r) - c, n * Lc + len(r))
+        targets += list(r[len(r) - c :])
+        owner += [n] * c
     M = _round_up(len(select), multiple)
     pad = M - len(select)
     return {
@@ -158,7 +162,7 @@ def pack(
         "select": _ints(select + [0] * pad),
         "targets": _ints(targets + [0] * pad),
         "owner": _ints(owner + [N] * pad),
-        "counts": _ints([len(r) for r in responses]),
+        "counts": _ints([len(r) for r in responses] if counted is None else counted),
     }
 
 

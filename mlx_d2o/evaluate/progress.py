@@ -64,7 +64,7 @@ def generate_responses(
 ) -> list[list[int]]:
     """One response (token ids, the end-of-turn token kept) to each prompt, greedy or at TEMP
     from MLX's global random state seeded with SEED: `generation.generate_tokens` with the bar
-    above."""
+    above, the prompts' common beginning (a system prompt) prefilled once (`share_prefix`)."""
     from mlx_lm.sample_utils import make_sampler
 
     from ..generation import generate
@@ -76,7 +76,7 @@ def generate_responses(
     try:
         draws, _ = generate(
             model, tokenizer, prompts, max_tokens, make_sampler(temp=temp),
-            batch_size=batch_size, on_step=bar.step,
+            batch_size=batch_size, share_prefix=True, on_step=bar.step,
         )  # fmt: skip
     finally:
         bar.close()

@@ -146,6 +146,7 @@ class _Run:
         from tqdm import tqdm
 
         from ..logprobs import score
+        from ..shared_prefix import score_after_prefix
 
         bs = self.args.batch_size
         order = sorted(range(len(pairs)), key=lambda j: -len(pairs[j][0]) - len(pairs[j][1]))
@@ -153,7 +154,11 @@ class _Run:
         with tqdm(total=len(pairs), desc=desc, file=sys.stderr, leave=False) as bar:
             for c in range(0, len(order), bs):
                 chunk = order[c : c + bs]
-                lp, n = score(self.model, [pairs[j] for j in chunk], bs, self.pad_id)
+                batch = [pairs[j] for j in chunk]
+                # The batch's common beginning (the system prompt) once, when it has one.
+                lp, n = score_after_prefix(self.model, batch, bs, self.pad_id) or score(
+                    self.model, batch, bs, self.pad_id
+                )
                 for j, a, b in zip(chunk, lp, n):
                     logps[j], counts[j] = a, b
                 bar.update(len(chunk))
@@ -194,6 +199,7 @@ class _Run:
         return m, dump
 
     def _kl(self, name: str, ids: list, adapter: Optional[Adapter]) -> tuple[list, list]:
+        from ..shared_prefix import kl_after_prefix
         from .metrics import sequence_kl
 
         if adapter is None:
@@ -201,8 +207,10 @@ class _Run:
             return [0.0] * len(ids), [len(x) for x in ids]
         pairs = list(zip(self.prompts["benign"], ids))
         bs = self.args.batch_size
-        reference = _Reference(adapter)
-        return sequence_kl(self.model, reference, pairs, bs, self.pad_id, desc=f"{name}: KL")
+        desc = f"{name}: KL"
+        return kl_after_prefix(adapter, pairs, bs, self.pad_id, desc=desc) or sequence_kl(
+            self.model, _Reference(adapter), pairs, bs, self.pad_id, desc=desc
+        )
 
     def benign_metrics(self, name: str, ids: list, adapter: Optional[Adapter]) -> tuple[dict, list]:
         texts = [self._text(x) for x in ids]
