@@ -38,6 +38,9 @@ RATES = {
     "eval_cpu_s_per_prompt_row": 581.0 / 192,
     "eval_ref_tokens": 48,
     "eval_adapter_extra": 0.15,
+    # eval with the system turn once per batch (`shared_prefix`) against whole prompts, the
+    # secret task: median 186 s vs 488 s (benchmarks/bench_eval_prefix.py, load 1.4-2.0)
+    "eval_shared_prefix_speedup": 2.62,
 }
 
 
@@ -148,4 +151,5 @@ def estimate(s, n_eval_prompts: int, n_rows: int) -> dict:
     per_row = r["eval_cpu_s_per_prompt_row"] * max(1.0, s.eval_max_tokens / r["eval_ref_tokens"])
     rows = 1 + (n_rows - 1) * (1 + r["eval_adapter_extra"])
     out["eval"] = rows * n_eval_prompts * per_row / r["eval_cpu_per_wall"]
+    out["eval"] /= r["eval_shared_prefix_speedup"]
     return out
