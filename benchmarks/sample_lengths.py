@@ -9,6 +9,11 @@ reads (tests/test_compare.py). The baseline is the cap itself: the share cut at 
 beside every other M (a sample cut there is counted as cut at every smaller M too).
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libopenblas.so.0 python benchmarks/sample_lengths.py
+
+Two options try what `sample` does not ship, to see what would end the samples (README, Results):
+--system-suffix TEXT appends TEXT to each record's system turn (a temporary copy of --data) and
+--repetition-penalty R puts mlx-lm's repetition penalty in the generator (samples then no longer
+come from π_ref alone; the cache's scores are still the reference's).
 """
 
 from __future__ import annotations
@@ -32,6 +37,42 @@ def cut_share(lengths: list[int], finished: list[bool], m: int) -> float:
     return sum(n >= m or not f for n, f in zip(lengths, finished)) / len(lengths)
 
 
+def with_system_suffix(data: str, suffix: str, dst: Path) -> str:
+    """DATA, or a copy at DST whose system turns end with SUFFIX."""
+    if not suffix:
+        return data
+    rows = [json.loads(x) for x in Path(data).read_text(encoding="utf-8").splitlines()]
+    for r in rows:
+        for m in r["messages"]:
+            if m["role"] == "system":
+                m["content"] += suffix
+    dst.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(dst)
+
+
+def with_penalty(penalty: float, context: int = 64) -> None:
+    """Every BatchGenerator of `mlx_d2o.generation` gets mlx-lm's repetition penalty."""
+    from mlx_lm.sample_utils import make_logits_processors
+
+    import mlx_d2o.generation as generation
+
+    api = generation._batch_api
+
+    def patched():
+        batch_generator, prompt_batch = api()
+
+        class Penalised(batch_generator):
+            def __init__(self, *args, **kw):
+                procs = make_logits_processors(
+                    repetition_penalty=penalty, repetition_context_size=context
+                )
+                super().__init__(*args, logits_processors=procs, **kw)
+
+        return Penalised, prompt_batch
+
+    generation._batch_api = patched
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m")
@@ -43,6 +84,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temp", type=float, default=1.0, help="Sampling temperature (sample's).")
     p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--system-suffix", default="", help="Appended to each system turn.")
+    p.add_argument("--repetition-penalty", type=float, default=0.0, help="0: none (sample's).")
     p.add_argument("--out", default="recipes/paper_lengths.json")
     a = p.parse_args()
     os.chdir(REPO)
@@ -50,16 +93,19 @@ def main() -> int:
     from mlx_d2o.sample import SampleArgs, sample
     from mlx_d2o.sample.cache import read_cache
 
+    if a.repetition_penalty:
+        with_penalty(a.repetition_penalty)
     load0 = os.getloadavg()
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
+        data = with_system_suffix(a.data, a.system_suffix, Path(tmp) / "data.jsonl")
         args = SampleArgs(
-            model=a.model, data=a.data, output=tmp, num_samples=a.num_samples,
+            model=a.model, data=data, output=str(Path(tmp) / "cache"), num_samples=a.num_samples,
             max_tokens=a.cap, batch_size=a.batch_size, seed=a.seed, limit=a.limit,
             temp=a.temp, top_p=a.top_p,
         )  # fmt: skip
         sample(args, progress=False)
-        _, rows = read_cache(tmp)
+        _, rows = read_cache(args.output)
     wall = time.time() - t0
     finished = [f == "stop" for r in rows for f in r["sample_finish"]]
     # sample_tokens counts the end-of-turn of a finished sample: the answer is one shorter
@@ -74,6 +120,7 @@ def main() -> int:
         "model": a.model, "data": a.data, "prompts": len(rows),
         "data_sha256": hashlib.sha256(Path(a.data).read_bytes()).hexdigest(), "num_samples": a.num_samples,
         "cap": a.cap, "temp": args.temp, "top_p": args.top_p, "seed": a.seed, "seconds": round(wall, 1),
+        "system_suffix": a.system_suffix, "repetition_penalty": a.repetition_penalty,
         "load": "/".join(f"{x:.1f}" for x in (*load0[:1], os.getloadavg()[0])),
         "lengths": lengths, "finished": finished,
         "cut_share": {str(m): round(v, 4) for m, v in by_m.items()},
