@@ -85,7 +85,7 @@ def load_weights(path: str | Path) -> dict:
     try:
         return mx.load(str(p))
     except (RuntimeError, ValueError, OSError) as e:
-        raise D2OError(f"{p}: corrupt or truncated safetensors file ({_first_line(e)})") from None
+        raise _torn(p, e) from None
 
 
 def check_files(path: str | Path) -> dict:
@@ -97,8 +97,12 @@ def check_files(path: str | Path) -> dict:
     try:
         check_safetensors(p)
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
-        raise D2OError(f"{p}: corrupt or truncated safetensors file ({_first_line(e)})") from None
+        raise _torn(p, e) from None
     return config
+
+
+def _torn(p: Path, e: BaseException) -> D2OError:
+    return D2OError(f"{p}: corrupt or truncated safetensors file ({_first_line(e)})")
 
 
 def _first_line(e: BaseException) -> str:

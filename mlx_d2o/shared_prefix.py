@@ -9,8 +9,8 @@ one "prompt" of a `shared_prompt.pack`, and each row continues it with the rest 
 prompt, then its response; only the response's tokens are scored (`pack`'s ``counted``).
 Positions, masks and RoPE are those of the full sequence (`shared_prompt`), so the results
 equal `logprobs.score` and `evaluate.metrics.sequence_kl` to float32 rounding. Generation
-starts every sequence from one KV cache of the prefix (`prefix_cache`) and prefills only the
-rest. A model `shared_prompt.supports` does not know, or prompts that share fewer than
+(`generation.generate(share_prefix=True)`) starts every sequence from one KV cache of the
+prefix and prefills only the rest. A model `shared_prompt.supports` does not know, or prompts that share fewer than
 `MIN_PREFIX` tokens, take the full-sequence path.
 """
 
